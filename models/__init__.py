@@ -1,0 +1,1 @@
+"""Shared layer of ragtune: config, model loading, generation, storage and errors."""

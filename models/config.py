@@ -1,0 +1,321 @@
+"""The one typed config: frozen dataclasses loaded from YAML plus `key.sub=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from models.errors import ConfigError
+
+Mode = Literal["rag", "finetune", "hybrid"]
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    # A preset name (`minilm-l6`) or a local sentence-transformers folder.
+    model: str = "minilm-l6"
+    # Where embeddings are computed: auto | cpu | cuda.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Chunks embedded per forward pass; larger is faster until memory runs out.
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "embedder.batch_size", f"should be positive, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    # A preset name, a local Hugging Face folder or a path to a `.gguf` file.
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto picks bfloat16 where the CPU/GPU computes it natively, float32 otherwise.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = 256
+    # 0 means greedy decoding (deterministic answers).
+    temperature: float = 0.0
+    top_p: float = 1.0
+    # Prompt tokens the model may see; longer prompts are refused with an error.
+    context_window: int = 4096
+    # CPU threads for torch; null keeps torch's default (all cores).
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens > 0, "llm.max_new_tokens", f"should be positive, got {self.max_new_tokens}")
+        _check(self.temperature >= 0, "llm.temperature", f"should be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, "llm.top_p", f"should be in (0, 1], got {self.top_p}")
+        _check(self.context_window > 0, "llm.context_window", f"should be positive, got {self.context_window}")
+        _check(self.threads is None or self.threads > 0, "llm.threads", f"should be positive, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    # Name of the index folder under $RAGTUNE_HOME/indexes.
+    name: str = "default"
+    # hnswlib distance: cosine | ip | l2.
+    space: Literal["cosine", "ip", "l2"] = "cosine"
+    # Graph degree: higher raises recall and memory.
+    m: int = 16
+    # Build-time candidate list: higher raises recall and build time.
+    ef_construction: int = 200
+    # Query-time candidate list: higher raises recall and latency (never below top_k).
+    ef_search: int = 64
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+            "index.name",
+            f"should be a plain folder name, got {self.name!r}",
+        )
+        for key in ("m", "ef_construction", "ef_search"):
+            value = getattr(self, key)
+            _check(value > 0, f"index.{key}", f"should be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    # Chunk length in embedder tokens, and the tokens shared by neighbouring chunks. Short chunks keep
+    # a small LM's context focused on the fact asked about.
+    chunk_tokens: int = 96
+    chunk_overlap: int = 24
+    # Chunks retrieved per question, and the lowest similarity a chunk may have to be used.
+    top_k: int = 3
+    min_score: float = 0.2
+    # LM tokens spent on retrieved text at most; lower-ranked chunks are dropped beyond it.
+    max_context_tokens: int = 1500
+    # Field holding the text of each record in `.jsonl` documents.
+    jsonl_text_field: str = "text"
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
+        _check(
+            0 <= self.chunk_overlap < self.chunk_tokens,
+            "rag.chunk_overlap",
+            f"should be >= 0 and below rag.chunk_tokens ({self.chunk_tokens}), got {self.chunk_overlap}",
+        )
+        _check(self.top_k > 0, "rag.top_k", f"should be positive, got {self.top_k}")
+        _check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
+        _check(
+            self.max_context_tokens > 0, "rag.max_context_tokens", f"should be positive, got {self.max_context_tokens}"
+        )
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    # Module names to adapt; null picks the attention projections of the model's family.
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.r > 0, "finetune.lora.r", f"should be positive, got {self.r}")
+        _check(self.alpha > 0, "finetune.lora.alpha", f"should be positive, got {self.alpha}")
+        _check(0 <= self.dropout < 1, "finetune.lora.dropout", f"should be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    method: Literal["lora", "full", "qlora"] = "lora"
+    # Adapter name under $RAGTUNE_HOME/adapters used by the finetune and hybrid modes.
+    adapter: str | None = None
+    # Stop after this many optimizer steps (null: run `epochs` epochs).
+    max_steps: int | None = None
+    epochs: float = 3.0
+    lr: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.05
+    # Share of examples held out to report eval loss.
+    eval_fraction: float = 0.1
+    # Write a checkpoint every N optimizer steps.
+    save_every: int = 50
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.max_steps is None or self.max_steps > 0,
+            "finetune.max_steps",
+            f"should be positive, got {self.max_steps}",
+        )
+        _check(self.epochs > 0, "finetune.epochs", f"should be positive, got {self.epochs}")
+        _check(self.lr > 0, "finetune.lr", f"should be positive, got {self.lr}")
+        for key in ("batch_size", "grad_accum", "max_seq_len", "save_every"):
+            value = getattr(self, key)
+            _check(value > 0, f"finetune.{key}", f"should be positive, got {value}")
+        _check(0 <= self.eval_fraction < 1, "finetune.eval_fraction", f"should be in [0, 1), got {self.eval_fraction}")
+        _check(0 <= self.warmup_ratio < 1, "finetune.warmup_ratio", f"should be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # File holding the API key; required for any host other than loopback.
+    api_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class Config:
+    # rag: retrieve then answer; finetune: adapted model, no retrieval; hybrid: both.
+    mode: Mode = "rag"
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config, for manifests and `--json` output."""
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML (or the defaults when `path` is None), apply `key.sub=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    lines: dict[str, str] = {}
+    if path is not None:
+        raw, lines = _read_yaml(Path(path))
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_dotted(raw, key, value)
+        lines[key] = f"--set {override}"
+    return _build(Config, raw, "", lines)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing --config or drop the flag") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level should be a mapping of sections, got {type(data).__name__}")
+    lines: dict[str, str] = {}
+    _collect_lines(node, "", path, lines)
+    return data, lines
+
+
+def _collect_lines(node: Any, prefix: str, path: Path, lines: dict[str, str]) -> None:
+    """Remember the file:line of every mapping key so errors can point at it."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = f"{path}:{key_node.start_mark.line + 1}"
+            _collect_lines(value_node, key + ".", path, lines)
+
+
+def _parse_override(override: str) -> tuple[str, Any]:
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, for example --set rag.top_k=8")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _where(lines: dict[str, str], key: str) -> str:
+    return f" ({lines[key]})" if key in lines else ""
+
+
+def _build(cls: type, data: Any, prefix: str, lines: dict[str, str]) -> Any:
+    section = prefix.rstrip(".") or "the config"
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{section}{_where(lines, prefix.rstrip('.'))}: should be a mapping, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key {key}{_where(lines, key)}{hint}")
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key + ".", lines)
+        else:
+            kwargs[name] = _coerce(value, kind, key, lines)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        raise ConfigError(f"{exc}{_where(lines, key)}") from None
+
+
+def _coerce(value: Any, kind: Any, key: str, lines: dict[str, str]) -> Any:
+    """Check `value` against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        return _coerce(value, others[0], key, lines)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}{_where(lines, key)}: should be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}{_where(lines, key)}: should be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", lines) for i, v in enumerate(value)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}{_where(lines, key)}: should be {kind.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,39 @@
+"""Typed errors: each carries the bad value and the way to fix it, so entry points print one line."""
+
+from __future__ import annotations
+
+
+class RagtuneError(Exception):
+    """Base of every error ragtune raises on purpose; the CLI prints it as one line."""
+
+
+class ConfigError(RagtuneError):
+    """A config file, a `--set` override or an environment variable holds a bad value."""
+
+
+class ModelError(RagtuneError):
+    """A model cannot be found, verified or loaded."""
+
+
+class InputError(RagtuneError):
+    """A user-supplied file or path is unusable (missing, outside the roots, unreadable)."""
+
+
+class IndexError_(RagtuneError):
+    """Base of index problems (named with a trailing underscore to keep the builtin visible)."""
+
+
+class IndexMissingError(IndexError_):
+    """No index has been built yet for the configured name."""
+
+
+class IndexCorruptError(IndexError_):
+    """An index file does not match its manifest (size, hash, dimension)."""
+
+
+class IndexLockedError(IndexError_):
+    """Another process is writing the same index."""
+
+
+class NotBuiltError(RagtuneError):
+    """A configured feature exists in the config but is not available in this version."""

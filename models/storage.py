@@ -1,0 +1,130 @@
+"""Atomic writes, fsync'd renames, sha256 hashing and file manifests for everything ragtune stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from models.errors import IndexCorruptError
+
+_CHUNK = 1 << 22
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks so large weights never sit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory entry so a rename inside it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via temp file + fsync + rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and directory under `root` before it is published by a rename."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Atomically move a fully written staging directory to its final name."""
+    fsync_tree(staging)
+    os.replace(staging, final)
+    fsync_dir(Path(final).parent)
+
+
+def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A fresh hidden directory next to its final place, so the publishing rename stays on one disk."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+    staging.chmod(0o755)  # mkdtemp makes 0700; published folders should read like any other
+    return staging
+
+
+def remove_stale_staging(parent: str | os.PathLike) -> None:
+    """Delete `.partial` directories left by a process that died mid-write."""
+    parent = Path(parent)
+    if parent.is_dir():
+        for entry in parent.glob(".*.partial"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def describe_files(root: str | os.PathLike, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of each named file under `root`, for a manifest."""
+    root = Path(root)
+    return {name: {"size": (root / name).stat().st_size, "sha256": sha256_file(root / name)} for name in names}
+
+
+def verify_files(root: str | os.PathLike, files: dict[str, dict[str, Any]], *, hashes: bool = True) -> None:
+    """Check each file against its manifest entry; raise IndexCorruptError naming the first mismatch."""
+    root = Path(root)
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing; rebuild it (re-run the command that made it)")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise IndexCorruptError(
+                f"{path} is {size} bytes but its manifest says {expected['size']}: the file is truncated "
+                "or was replaced; rebuild it (re-run the command that made it)"
+            )
+        if hashes and sha256_file(path) != expected["sha256"]:
+            raise IndexCorruptError(
+                f"{path} does not match the sha256 in its manifest: the file is corrupt; "
+                "rebuild it (re-run the command that made it)"
+            )
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a JSON file we wrote; a damaged one is reported as corrupt, never as a JSON traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(f"{what} {path} is unreadable ({exc}); rebuild it") from exc

@@ -1,0 +1,1 @@
+"""Retrieval-augmented answering: load, chunk, embed, index, retrieve, prompt, answer."""

@@ -1,0 +1,61 @@
+"""Token-aware chunking with overlap: pure functions over text and token character offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_SENTENCE_END = ".!?。"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    start: int  # character offsets into the section text
+    end: int
+
+
+def sentence_boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
+    """Indices of tokens after which a sentence or a line ends."""
+    ends = set()
+    for i, (_, end) in enumerate(offsets):
+        following = text[end : offsets[i + 1][0]] if i + 1 < len(offsets) else "\n"
+        if "\n" in following or (end > 0 and text[end - 1] in _SENTENCE_END and following[:1].isspace()):
+            ends.add(i)
+    return ends
+
+
+def chunk_spans(text: str, offsets: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows of at most `size` tokens, neighbours sharing about `overlap` tokens, as (token_start, token_stop).
+
+    A window ends at the last sentence boundary in its final quarter when there is one, so chunks
+    rarely cut a sentence in half; overlap keeps a fact that straddles two windows whole in one.
+    """
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need 0 <= overlap < size, got size={size} overlap={overlap}")
+    boundaries = sentence_boundaries(text, offsets)
+    spans: list[tuple[int, int]] = []
+    start, total = 0, len(offsets)
+    while start < total:
+        stop = min(start + size, total)
+        if stop < total:
+            floor = start + max(1, (3 * size) // 4)
+            best = max((i for i in boundaries if floor <= i < stop), default=None)
+            if best is not None:
+                stop = best + 1
+        spans.append((start, stop))
+        if stop >= total:
+            break
+        start = max(stop - overlap, start + 1)
+    return spans
+
+
+def chunk_text(text: str, offsets: list[tuple[int, int]], size: int, overlap: int) -> list[Chunk]:
+    """Cut `text` into chunks; `offsets` are the (start, end) characters of each token, in order."""
+    offsets = [(s, e) for s, e in offsets if e > s]
+    chunks = []
+    for first, stop in chunk_spans(text, offsets, size, overlap):
+        start, end = offsets[first][0], offsets[stop - 1][1]
+        piece = text[start:end].strip()
+        if piece:
+            chunks.append(Chunk(text=piece, start=start, end=end))
+    return chunks

@@ -1,0 +1,173 @@
+"""Ingest: walk -> read -> chunk -> embed -> commit one new index generation.
+
+Documents are keyed by resolved path and identified by content sha256: unchanged files are skipped,
+changed ones re-chunked and re-embedded, files gone from a walked root removed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from models.config import Config
+from models.embedding import Embedder
+from models.errors import ConfigError
+from models.paths import index_dir
+from models.storage import sha256_file
+from rag.chunk import chunk_text
+from rag.collection import Writer
+from rag.loaders import UnreadableFileError, read_sections
+from rag.walk import inside, resolve_roots, walk_documents
+
+_EMBED_GROUP = 512  # chunks handed to the embedder at once: large enough to batch well, small for progress
+
+
+@dataclass
+class IngestSummary:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    chunks: int = 0  # chunks embedded in this run
+    total_chunks: int = 0
+    seconds: float = 0.0
+    generation: str | None = None
+
+    def line(self) -> str:
+        return (
+            f"added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}, "
+            f"unchanged {self.unchanged}, skipped {len(self.skipped)}; embedded {self.chunks} chunks "
+            f"({self.total_chunks} in index) in {self.seconds:.1f}s"
+        )
+
+
+@dataclass
+class _Pending:
+    path: str
+    root: str
+    sha256: str
+    size: int
+    chunks: list[tuple[str, str]]  # (locator, text)
+
+
+def ingest(
+    roots: list[str | Path], config: Config, embedder: Embedder, *, rebuild: bool = False, progress: bool | None = None
+) -> IngestSummary:
+    """Bring the configured index in line with the documents under `roots`."""
+    limit = embedder.max_tokens - 2  # the embedder adds its own start and end tokens
+    if config.rag.chunk_tokens > limit:
+        raise ConfigError(
+            f"rag.chunk_tokens={config.rag.chunk_tokens} exceeds the embedder's limit of {limit} text tokens; "
+            "lower rag.chunk_tokens"
+        )
+    started = time.perf_counter()
+    summary = IngestSummary()
+    resolved = resolve_roots(roots)
+    with (writer := Writer(index_dir(config), config, embedder.dim, rebuild=rebuild)) as draft:
+        known = {doc.path: doc for doc in draft.store.documents()}
+        pending, seen = [], set()
+        files = list(walk_documents(resolved))
+        for found in tqdm(files, desc="reading", unit="file", disable=_quiet(progress)):
+            key = str(found.path)
+            if found.skip_reason:
+                summary.skipped.append((key, found.skip_reason))
+                continue
+            if key in seen:
+                continue
+            seen.add(key)
+            item = _prepare(found.path, found.root, known.get(key), config, embedder, summary)
+            if item is not None:
+                pending.append(item)
+        for path in known:
+            gone = path not in seen and not Path(path).exists()
+            if gone and any(inside(Path(path), root) for root in resolved):
+                draft.index.delete(draft.store.remove_document(path))
+                summary.removed.append(path)
+        _embed_and_store(pending, draft, embedder, summary, progress)
+        summary.total_chunks = draft.store.chunk_count()
+        if summary.added or summary.updated or summary.removed or draft.base is None:
+            summary.generation = writer.commit()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _prepare(
+    path: Path, root: Path, known, config: Config, embedder: Embedder, summary: IngestSummary
+) -> _Pending | None:
+    key = str(path)
+    try:
+        digest, size = sha256_file(path), path.stat().st_size
+        if known is not None and known.sha256 == digest:
+            summary.unchanged += 1
+            return None
+        sections = read_sections(path, config.rag.jsonl_text_field)
+    except UnreadableFileError as exc:
+        summary.skipped.append((key, str(exc).removeprefix(f"{path}").lstrip(": ")))
+        return None
+    except OSError as exc:
+        summary.skipped.append((key, f"cannot be read ({exc.strerror})"))
+        return None
+    chunks = []
+    for section in sections:
+        for chunk in chunk_text(
+            section.text, embedder.token_offsets(section.text), config.rag.chunk_tokens, config.rag.chunk_overlap
+        ):
+            chunks.append((section.locator, chunk.text))
+    (summary.updated if known is not None else summary.added).append(key)
+    return _Pending(key, str(root), digest, size, chunks)
+
+
+def _embed_and_store(
+    pending: list[_Pending], draft, embedder: Embedder, summary: IngestSummary, progress: bool | None
+) -> None:
+    total = sum(len(p.chunks) for p in pending)
+    with tqdm(total=total, desc="embedding", unit="chunk", disable=_quiet(progress)) as bar:
+        group: list[tuple[int, str]] = []
+        for item in pending:
+            draft.index.delete(draft.store.remove_document(item.path))
+            ids = draft.store.add_document(item.path, item.root, item.sha256, item.size, item.chunks)
+            group.extend(zip(ids, (text for _, text in item.chunks)))
+            while len(group) >= _EMBED_GROUP:
+                _flush(group[:_EMBED_GROUP], draft, embedder, bar)
+                group = group[_EMBED_GROUP:]
+        _flush(group, draft, embedder, bar)
+    summary.chunks = total
+
+
+def _flush(group: list[tuple[int, str]], draft, embedder: Embedder, bar: tqdm) -> None:
+    if group:
+        ids, texts = zip(*group)
+        draft.index.add(embedder.encode(list(texts)), list(ids))
+        bar.update(len(group))
+
+
+def remove_documents(paths: list[str], config: Config, dim: int) -> list[str]:
+    """Drop documents (as listed by `docs list`) from the index; unknown paths are an error."""
+    from models.errors import InputError
+
+    with (writer := Writer(index_dir(config), config, dim)) as draft:
+        known = {doc.path for doc in draft.store.documents()}
+        targets = [_match(p, known) for p in paths]
+        missing = [p for p, t in zip(paths, targets) if t is None]
+        if missing:
+            raise InputError(f"not in the index: {', '.join(missing)}; see `ragtune docs list`")
+        for target in targets:
+            draft.index.delete(draft.store.remove_document(target))
+        writer.commit()
+    return [t for t in targets if t]
+
+
+def _match(given: str, known: set[str]) -> str | None:
+    if given in known:
+        return given
+    resolved = str(Path(given).expanduser().resolve())
+    return resolved if resolved in known else None
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    # tqdm: None hides the bar when stderr is not a terminal (logs, CI), False always shows it.
+    return None if progress is None else not progress

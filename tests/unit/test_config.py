@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from models.config import Config, load_config, to_dict
+from models.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_default_yaml_is_exactly_the_builtin_defaults() -> None:
+    assert load_config(REPO / "configs" / "default.yaml") == Config()
+    assert yaml.safe_load((REPO / "configs" / "default.yaml").read_text()) == to_dict(Config())
+
+
+def test_every_shipped_config_loads() -> None:
+    for path in (REPO / "configs").glob("*.yaml"):
+        load_config(path)
+
+
+def test_overrides_are_typed_from_their_text() -> None:
+    config = load_config(
+        None, ["rag.top_k=7", "llm.temperature=0.5", "mode=hybrid", "finetune.lora.target_modules=q,v"]
+    )
+    assert config.rag.top_k == 7 and config.llm.temperature == 0.5 and config.mode == "hybrid"
+    assert config.finetune.lora.target_modules == ["q", "v"]
+    assert isinstance(load_config(None, ["llm.top_p=1"]).llm.top_p, float)
+
+
+def test_unknown_key_names_the_dotted_key_the_line_and_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "mode: rag\nrag:\n  top_k: 3\n  chunk_size: 100\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown key rag\.chunk_size \(.*c\.yaml:4\); did you mean rag\.chunk_tokens"
+    ):
+        load_config(path)
+
+
+def test_unknown_override_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key llm\.modle \(--set llm\.modle=x\)"):
+        load_config(None, ["llm.modle=x"])
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rag\.top_k \(.*:2\): should be int, got 'many'"):
+        load_config(write(tmp_path, "rag:\n  top_k: many\n"))
+    with pytest.raises(ConfigError, match="should be int, got True"):
+        load_config(None, ["rag.top_k=true"])
+
+
+def test_choice_and_range_errors() -> None:
+    with pytest.raises(ConfigError, match="mode.*should be one of rag, finetune, hybrid, got 'both'"):
+        load_config(None, ["mode=both"])
+    with pytest.raises(ConfigError, match=r"rag\.chunk_overlap.*below rag\.chunk_tokens \(96\), got 96"):
+        load_config(None, ["rag.chunk_overlap=96"])
+    with pytest.raises(
+        ConfigError, match=r"finetune\.lora\.r: should be positive, got 0 \(--set finetune\.lora\.r=0\)"
+    ):
+        load_config(None, ["finetune.lora.r=0"])
+
+
+def test_section_must_be_a_mapping_and_file_must_parse(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="rag.*should be a mapping"):
+        load_config(write(tmp_path, "rag: 5\n"))
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: not valid YAML"):
+        load_config(write(tmp_path, "rag:\n  top_k: 3\n bad: [\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["rag.top_k"])
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "# nothing\n")) == Config()
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.mode = "finetune"  # type: ignore[misc]
