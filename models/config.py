@@ -145,6 +145,10 @@ class FinetuneConfig:
     # Write a checkpoint every N optimizer steps.
     save_every: int = 50
     seed: int = 0
+    # RAFT-style data for hybrid: share of examples whose prompt holds the chunk the answer came from,
+    # and how many unrelated chunks (distractors) each prompt also holds.
+    raft_oracle_fraction: float = 0.8
+    raft_distractors: int = 3
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
@@ -160,6 +164,12 @@ class FinetuneConfig:
             _check(value > 0, f"finetune.{key}", f"should be positive, got {value}")
         _check(0 <= self.eval_fraction < 1, "finetune.eval_fraction", f"should be in [0, 1), got {self.eval_fraction}")
         _check(0 <= self.warmup_ratio < 1, "finetune.warmup_ratio", f"should be in [0, 1), got {self.warmup_ratio}")
+        _check(
+            0 <= self.raft_oracle_fraction <= 1,
+            "finetune.raft_oracle_fraction",
+            f"should be in [0, 1], got {self.raft_oracle_fraction}",
+        )
+        _check(self.raft_distractors >= 0, "finetune.raft_distractors", f"should be >= 0, got {self.raft_distractors}")
 
 
 @dataclass(frozen=True)

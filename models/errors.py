@@ -33,7 +33,3 @@ class IndexCorruptError(IndexError_):
 
 class IndexLockedError(IndexError_):
     """Another process is writing the same index."""
-
-
-class NotBuiltError(RagtuneError):
-    """A configured feature exists in the config but is not available in this version."""

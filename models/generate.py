@@ -33,7 +33,7 @@ class Usage:
     completion_tokens: int = 0
     first_token_s: float | None = None
     total_s: float = 0.0
-    finish_reason: str = "stop"  # stop | length | cancelled
+    finish_reason: str = "stop"  # stop (end of turn or a stop string) | length (max_new_tokens reached)
 
     @property
     def tokens_per_s(self) -> float:
@@ -136,7 +136,7 @@ class _HFStream:
             "do_sample": sampling,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([_CancelOnEvent(cancel)]),
-            "pad_token_id": gen.tokenizer.pad_token_id or gen.tokenizer.eos_token_id,
+            "pad_token_id": _pad_id(gen.tokenizer),
         }
         if sampling:
             kwargs.update(temperature=self.params.temperature, top_p=self.params.top_p)
@@ -188,6 +188,10 @@ class _HFStream:
                 raise ModelError(f"generation failed in {gen.name}: {errors[0]}") from errors[0]
             if len(ids) >= self.params.max_new_tokens:
                 self.usage.finish_reason = "length"
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

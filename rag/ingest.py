@@ -19,7 +19,7 @@ from models.paths import index_dir
 from models.storage import sha256_file
 from rag.chunk import chunk_text
 from rag.collection import Writer
-from rag.loaders import UnreadableFileError, read_sections
+from rag.loaders import Section, UnreadableFileError, read_sections
 from rag.walk import inside, resolve_roots, walk_documents
 
 _EMBED_GROUP = 512  # chunks handed to the embedder at once: large enough to batch well, small for progress
@@ -111,14 +111,19 @@ def _prepare(
     except OSError as exc:
         summary.skipped.append((key, f"cannot be read ({exc.strerror})"))
         return None
-    chunks = []
-    for section in sections:
-        for chunk in chunk_text(
-            section.text, embedder.token_offsets(section.text), config.rag.chunk_tokens, config.rag.chunk_overlap
-        ):
-            chunks.append((section.locator, chunk.text))
+    chunks = chunk_sections(sections, config, embedder)
     (summary.updated if known is not None else summary.added).append(key)
     return _Pending(key, str(root), digest, size, chunks)
+
+
+def chunk_sections(sections: list[Section], config: Config, embedder: Embedder) -> list[tuple[str, str]]:
+    """(locator, text) chunks of a document, cut on the embedder's own tokens."""
+    chunks = []
+    for section in sections:
+        offsets = embedder.token_offsets(section.text)
+        for chunk in chunk_text(section.text, offsets, config.rag.chunk_tokens, config.rag.chunk_overlap):
+            chunks.append((section.locator, chunk.text))
+    return chunks
 
 
 def _embed_and_store(

@@ -11,6 +11,7 @@ from typing import Any
 
 from models.config import Config, load_config, to_yaml
 from models.errors import RagtuneError
+from ragtune import cli_finetune
 
 EPILOG = """\
 examples:
@@ -20,6 +21,10 @@ examples:
   ragtune ask --set rag.top_k=8 --set llm.model=smollm2-135m-instruct "..."
   ragtune docs list
   ragtune docs rm examples/docs/old-policy.md
+  ragtune data synth examples/docs -o train.jsonl
+  ragtune train --data train.jsonl --name library-v1 --set finetune.max_steps=60
+  ragtune ask --set mode=finetune --set finetune.adapter=library-v1 "..."
+  ragtune ask --set mode=hybrid --set finetune.adapter=library-v1 "..."
 
 Data (indexes, adapters) lives in $RAGTUNE_HOME (default ~/.local/share/ragtune);
 materialised models in $RAGTUNE_CACHE (default ~/.cache/ragtune). Nothing is downloaded.
@@ -96,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare", parents=[common], help="materialise the configured LM now (GGUF -> safetensors, done once)"
     )
     p = models.add_parser("verify", parents=[common], help="re-hash every materialised model file")
+
+    cli_finetune.add_parsers(sub, common)
 
     p = sub.add_parser("config", help="show the resolved config").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
@@ -225,7 +232,14 @@ def cmd_config(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "docs": cmd_docs, "models": cmd_models, "config": cmd_config}
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "ask": cmd_ask,
+    "docs": cmd_docs,
+    "models": cmd_models,
+    "config": cmd_config,
+    **cli_finetune.COMMANDS,
+}
 
 
 def display(path: str) -> str:

@@ -133,7 +133,8 @@ def test_cli_ingest_ask_json_and_docs(docs: Path, tiny_lm_path: Path, capsys: py
     "argv,message",
     [
         (["ask", "q", "--set", "rag.top_k=zero"], "rag.top_k (--set rag.top_k=zero): should be int"),
-        (["ask", "q", "--set", "mode=finetune"], "mode=finetune is not available in this version yet"),
+        (["ask", "q", "--set", "mode=finetune"], "mode=finetune needs finetune.adapter=NAME"),
+        (["ask", "q", "--set", "mode=hybrid", "--set", "finetune.adapter=nope"], "no adapter named 'nope'"),
         (["ask", "q"], "no documents indexed in"),
         (["ingest", "/no/such/folder"], "/no/such/folder: no such file or folder"),
         (["ask", "q", "--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),

@@ -1,0 +1,1 @@
+"""Fine-tuning: training data, LoRA / full training with checkpoints, adapters."""

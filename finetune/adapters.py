@@ -1,0 +1,179 @@
+"""Adapters on disk: standard PEFT folders (adapter_config.json + adapter_model.safetensors) plus a manifest.
+
+Loading refuses pickle files and adapters trained on another base model; merging checks for NaNs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import InputError, ModelError
+from models.paths import adapters_dir
+from models.storage import (
+    atomic_write_json,
+    describe_files,
+    make_staging_dir,
+    publish_dir,
+    read_json,
+    remove_stale_staging,
+    sha256_file,
+    verify_files,
+)
+
+MANIFEST = "ragtune-adapter.json"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+def check_name(name: str) -> str:
+    if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise InputError(f"adapter name {name!r} should be a plain folder name such as library-v1")
+    return name
+
+
+def adapter_path(name: str) -> Path:
+    return adapters_dir() / check_name(name)
+
+
+def base_fingerprint(folder: Path) -> str:
+    """A short hash naming the exact base weights: from a materialised model's manifest, else hashed."""
+    manifest = folder / "ragtune-manifest.json"
+    if manifest.is_file():
+        files = read_json(manifest, "model manifest")["files"]
+        parts = [f"{name}:{entry['sha256']}" for name, entry in sorted(files.items()) if name.endswith(".safetensors")]
+    else:
+        parts = [f"{p.name}:{sha256_file(p)}" for p in sorted(folder.glob("*.safetensors"))]
+    config = folder / "config.json"
+    if config.is_file():
+        parts.append(f"config.json:{sha256_file(config)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def save_adapter(model: Any, name: str, manifest: dict[str, Any], full_model_tokenizer: Any = None) -> Path:
+    """Write a PEFT model's adapter (or, for full fine-tuning, the whole model) atomically under its name."""
+    root = adapters_dir()
+    final = adapter_path(name)
+    remove_stale_staging(root)
+    staging = make_staging_dir(root, name)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if full_model_tokenizer is not None:
+            full_model_tokenizer.save_pretrained(staging)
+        names = sorted(p.name for p in staging.iterdir() if p.is_file())
+        atomic_write_json(staging / MANIFEST, {**manifest, "name": name, "files": describe_files(staging, names)})
+        _replace_dir(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    """Publish `staging` as `final`; an older folder of that name is moved aside first, then deleted."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old.partial")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    publish_dir(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_adapter(name: str) -> AdapterInfo:
+    """An adapter's folder and manifest after checking every file against it and refusing pickles."""
+    folder = adapter_path(name)
+    if not (folder / MANIFEST).is_file():
+        known = ", ".join(a.name for a in list_adapters()) or "none yet"
+        raise InputError(
+            f"no adapter named {name!r} in {folder.parent} (known: {known}); train one with `ragtune train`"
+        )
+    pickles = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+    if pickles:
+        raise ModelError(
+            f"adapter {name!r} contains pickle files ({', '.join(pickles)}), which can run code when loaded; "
+            "ragtune loads safetensors only: re-save the adapter with safe_serialization=True"
+        )
+    manifest = read_json(folder / MANIFEST, "adapter manifest")
+    verify_files(folder, manifest["files"])
+    return AdapterInfo(name, folder, manifest)
+
+
+def list_adapters() -> list[AdapterInfo]:
+    root = adapters_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).is_file():
+            found.append(AdapterInfo(folder.name, folder, json.loads((folder / MANIFEST).read_text())))
+    return found
+
+
+def remove_adapter(name: str) -> Path:
+    folder = read_adapter(name).path
+    shutil.rmtree(folder)
+    return folder
+
+
+def check_base(info: AdapterInfo, base_folder: Path) -> None:
+    expected = info.manifest.get("base_fingerprint")
+    actual = base_fingerprint(base_folder)
+    if expected != actual:
+        raise ModelError(
+            f"adapter {info.name!r} was trained on base model {info.manifest.get('base_model')!r} "
+            f"(fingerprint {expected}) but llm.model is {actual} ({base_folder}); "
+            f"set llm.model={info.manifest.get('base_model')} or retrain the adapter"
+        )
+
+
+def apply_adapter(model: Any, base_folder: Path, name: str) -> Any:
+    """Wrap a loaded base model with a verified LoRA adapter (or return the fully fine-tuned model)."""
+    from peft import PeftModel
+
+    info = read_adapter(name)
+    check_base(info, base_folder)
+    if info.manifest.get("method") == "full":
+        raise ModelError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
+    return PeftModel.from_pretrained(model, str(info.path), is_trainable=False)
+
+
+def merge_adapter(peft_model: Any) -> Any:
+    """Fold LoRA weights into the base weights; refuses a result with NaN or infinite weights."""
+    import torch
+
+    merged = peft_model.merge_and_unload()
+    for name, param in merged.named_parameters():
+        if not torch.isfinite(param).all():
+            raise ModelError(f"merging produced non-finite values in {name}: the adapter is broken; retrain it")
+    return merged
+
+
+def export_merged(peft_model: Any, tokenizer: Any, out: Path) -> Path:
+    """Write a merged, standalone safetensors model folder (loadable by transformers and vLLM)."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; pass a new folder with -o")
+    merged = merge_adapter(peft_model)
+    staging = make_staging_dir(out.parent, out.name)
+    try:
+        merged.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if out.exists():
+            out.rmdir()
+        publish_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

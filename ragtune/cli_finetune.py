@@ -1,0 +1,149 @@
+"""`ragtune train`, `ragtune adapters ...` and `ragtune data synth`: the fine-tuning half of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from models.config import Config
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a LoRA adapter (or the full model) on a training file",
+        description="Train on JSONL (prompt/completion, chat messages, Alpaca) or raw documents (.txt, .md, "
+        '{"text": ...} JSONL). Hyper-parameters come from the finetune section: --set finetune.max_steps=50, '
+        "--set finetune.lora.r=16, --set finetune.method=full. Checkpoints every finetune.save_every steps.",
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="training file")
+    p.add_argument("--name", required=True, help="adapter name (a folder under $RAGTUNE_HOME/adapters)")
+    p.add_argument("--resume", action="store_true", help="continue the run NAME from its last complete checkpoint")
+
+    adapters = sub.add_parser("adapters", help="list, show, remove or export trained adapters").add_subparsers(
+        dest="adapters_command", required=True, metavar="ACTION"
+    )
+    p = adapters.add_parser("list", parents=[common], help="adapters with their base model and metrics")
+    p.add_argument("--json", action="store_true")
+    adapters.add_parser("show", parents=[common], help="an adapter's full manifest").add_argument("name")
+    adapters.add_parser("rm", parents=[common], help="delete an adapter").add_argument("name")
+    p = adapters.add_parser("export", parents=[common], help="write base + adapter merged into one model folder")
+    p.add_argument("name")
+    p.add_argument("--merge", action="store_true", required=True, help="merge the LoRA weights (required)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
+
+    data = sub.add_parser("data", help="make training data").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION"
+    )
+    p = data.add_parser(
+        "synth",
+        parents=[common],
+        help="generate grounded question/answer pairs from documents with the local LM",
+        description="Chunks the documents like `ingest`, asks the LM for question/answer pairs per chunk, keeps "
+        "pairs whose answer is grounded in the chunk. Resumable: re-run the same command after an interruption.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files of documents")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output JSONL (prompt/completion)")
+    p.add_argument("--pairs", type=int, default=3, help="pairs asked for per chunk (default 3)")
+    p.add_argument("--paraphrases", type=int, default=0, help="extra rephrasings per kept question (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N chunks (quick trials)")
+    p = data.add_parser(
+        "raft",
+        parents=[common],
+        help="turn synthesised pairs into RAFT examples for hybrid mode",
+        description="Each pair becomes a chat example whose prompt is the RAG prompt with its source chunk "
+        "(in finetune.raft_oracle_fraction of examples) and finetune.raft_distractors unrelated chunks.",
+    )
+    p.add_argument("pairs", type=Path, metavar="PAIRS", help="output of `ragtune data synth`")
+    p.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="the documents synth used")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output chat JSONL")
+
+
+def cmd_train(args: argparse.Namespace, config: Config) -> int:
+    from finetune.train import train
+
+    result = train(config, args.data, args.name, resume=args.resume)
+    eval_part = f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
+    print(
+        f"trained {result.name}: {result.steps} steps, train loss {result.train_loss:.4f}{eval_part}, "
+        f"{result.seconds:.0f}s, {result.tokens_per_s:.0f} tokens/s, peak RAM {result.peak_rss_mb:.0f} MB, "
+        f"{result.trainable_params:,} trainable of {result.total_params:,} parameters"
+    )
+    print(f"adapter: {result.path}")
+    print(f'use it:  ragtune ask --set mode=finetune --set finetune.adapter={result.name} "..."')
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
+    from finetune.adapters import list_adapters, read_adapter, remove_adapter
+
+    action = args.adapters_command
+    if action == "list":
+        found = list_adapters()
+        if args.json:
+            print(json.dumps([{"name": a.name, "path": str(a.path), **a.manifest} for a in found], indent=2))
+            return 0
+        for a in found:
+            metrics = a.manifest.get("metrics", {})
+            print(
+                f"{a.name:24} {a.manifest.get('method', '?'):5} base={a.manifest.get('base_model')} "
+                f"steps={metrics.get('steps')} train_loss={metrics.get('train_loss', float('nan')):.4f}"
+            )
+        if not found:
+            print("no adapters yet; train one with `ragtune train --data FILE --name NAME`")
+        return 0
+    if action == "show":
+        print(json.dumps(read_adapter(args.name).manifest, indent=2))
+        return 0
+    if action == "rm":
+        print(f"removed {remove_adapter(args.name)}")
+        return 0
+    return export(args.name, args.out, config)
+
+
+def export(name: str, out: Path, config: Config) -> int:
+    from finetune.adapters import apply_adapter, export_merged, read_adapter
+    from models.loading import load_lm
+
+    read_adapter(name)
+    lm = load_lm(replace(config.llm, dtype="float32"))  # merge in full precision
+    model = apply_adapter(lm.model, lm.path, name)
+    print(f"exported {export_merged(model, lm.tokenizer, out)}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, config: Config) -> int:
+    from models.embedding import build_embedder
+    from ragtune.corpus import document_chunks
+
+    chunks = document_chunks(
+        args.paths if args.data_command == "synth" else args.docs, config, build_embedder(config.embedder)
+    )
+    if args.data_command == "raft":
+        from ragtune.raft import build_raft
+
+        summary = build_raft(args.pairs, chunks, args.out, config.finetune)
+        print(
+            f"{summary.examples} RAFT examples ({summary.with_oracle} with their source chunk, "
+            f"{summary.distractors} distractors each) -> {args.out}"
+        )
+        return 0
+    from finetune.synth import synthesize
+    from ragtune.app import build_generator
+
+    chunks = chunks[: args.limit] if args.limit else chunks
+    generator = build_generator(replace(config, mode="rag"))  # synthesise with the base model
+    summary = synthesize(
+        chunks, generator, args.out, pairs_per_chunk=args.pairs, paraphrases=args.paraphrases, seed=config.finetune.seed
+    )
+    print(
+        f"{summary.kept} pairs kept of {summary.generated} generated ({summary.rejected} rejected) "
+        f"from {summary.chunks} chunks in {summary.seconds:.0f}s -> {args.out}"
+    )
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "adapters": cmd_adapters, "data": cmd_data}

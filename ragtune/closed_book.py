@@ -1,0 +1,39 @@
+"""Answer without retrieval (mode: finetune): the adapted model alone, same Answer shape as RAG."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from models.config import Config
+from models.generate import Generator
+from rag.pipeline import Answer, sampling_params
+
+
+class ClosedBookPipeline:
+    def __init__(self, config: Config, generator: Generator) -> None:
+        self.config, self.generator = config, generator
+
+    def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
+        answer = answer if answer is not None else Answer(question)
+        started = time.perf_counter()
+        # The same single user turn the adapter was trained on (prompt/completion pairs).
+        stream = self.generator.stream([{"role": "user", "content": question.strip()}], sampling_params(self.config))
+        pieces = []
+        for piece in stream:
+            if not pieces:
+                answer.timings["first_token_s"] = time.perf_counter() - started
+            pieces.append(piece)
+            yield piece
+        answer.timings.setdefault("first_token_s", time.perf_counter() - started)
+        answer.text = "".join(pieces).strip()
+        answer.usage = stream.usage
+        answer.timings["generate_s"] = stream.usage.total_s
+        answer.timings["tokens_per_s"] = stream.usage.tokens_per_s
+        answer.timings["total_s"] = time.perf_counter() - started
+
+    def answer(self, question: str) -> Answer:
+        result = Answer(question)
+        for _ in self.stream(question, result):
+            pass
+        return result
