@@ -127,9 +127,10 @@ def remove_adapter(name: str) -> Path:
     return folder
 
 
-def check_base(info: AdapterInfo, base_folder: Path) -> None:
+def check_base(info: AdapterInfo, base_folder: Path, fingerprint: str | None = None) -> None:
+    """Refuse an adapter trained on other base weights (`fingerprint`: the base's, when already known)."""
     expected = info.manifest.get("base_fingerprint")
-    actual = base_fingerprint(base_folder)
+    actual = fingerprint or base_fingerprint(base_folder)
     if expected != actual:
         raise ModelError(
             f"adapter {info.name!r} was trained on base model {info.manifest.get('base_model')!r} "

@@ -236,7 +236,9 @@ def train(
             # No bar (logs, CI): a plain line every ~5% so a long run still shows it is alive.
             print(f"step {step}/{total_steps} loss {step_loss:.4f}", file=sys.stderr, flush=True)
         if step % ft.save_every == 0 or step == total_steps:
+            eval_started = time.perf_counter()
             eval_loss = evaluate(model, eval_set, ft.batch_size, pad_id, accelerator.device)
+            started += time.perf_counter() - eval_started  # tokens/s counts training time only
             if eval_loss is not None:
                 bar.write(f"step {step}: train loss {step_loss:.4f}, eval loss {eval_loss:.4f}")
             if accelerator.is_main_process and step < total_steps:

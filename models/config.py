@@ -137,7 +137,8 @@ class FinetuneConfig:
     lr: float = 2e-4
     batch_size: int = 4
     grad_accum: int = 1
-    max_seq_len: int = 512
+    # Long enough for a RAG prompt with rag.top_k chunks (RAFT examples), not only short QA pairs.
+    max_seq_len: int = 1024
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = 0.05
     # Share of examples held out to report eval loss.
@@ -146,9 +147,9 @@ class FinetuneConfig:
     save_every: int = 50
     seed: int = 0
     # RAFT-style data for hybrid: share of examples whose prompt holds the chunk the answer came from,
-    # and how many unrelated chunks (distractors) each prompt also holds.
+    # and how many unrelated chunks (distractors) each prompt also holds: with the oracle, rag.top_k in all.
     raft_oracle_fraction: float = 0.8
-    raft_distractors: int = 3
+    raft_distractors: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
@@ -176,11 +177,22 @@ class FinetuneConfig:
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    # File holding the API key; required for any host other than loopback.
+    # File holding the API key; required for any host other than loopback. Without it a random key is
+    # made at start, written to $RAGTUNE_HOME/serve/api-key (mode 0600) and printed once.
     api_key_file: str | None = None
+    # Requests admitted at once (one generates, the rest wait); more get 429.
+    max_queue: int = 8
+    # Largest JSON request body, and largest training file upload, in bytes.
+    max_request_bytes: int = 1_000_000
+    max_upload_bytes: int = 50_000_000
+    # Largest max_tokens a request may ask for.
+    max_tokens_limit: int = 1024
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
+        for key in ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit"):
+            value = getattr(self, key)
+            _check(value > 0, f"serve.{key}", f"should be positive, got {value}")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,12 +61,23 @@ class Generator(Protocol):
 class HFGenerator:
     """A Hugging Face causal LM run with `model.generate` on a worker thread, one request at a time."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, context_window: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        context_window: int,
+        lock: threading.Lock | None = None,
+        activate: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.context_window = context_window
-        self._lock = threading.Lock()  # one generate at a time: a second would halve both
+        # One generate at a time: a second would halve both. Generators over one shared model (base and
+        # adapters of one PeftModel) share the lock, and `activate` selects their adapter while it is held.
+        self._lock = lock or threading.Lock()
+        self._activate = activate or nullcontext
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -145,7 +157,7 @@ class _HFStream:
 
         def work() -> None:
             try:
-                with gen._lock, torch.inference_mode():
+                with gen._lock, gen._activate(), torch.inference_mode():
                     if sampling:
                         torch.manual_seed(self.params.seed)
                     gen.model.generate(**kwargs)

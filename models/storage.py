@@ -129,3 +129,23 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexCorruptError(f"{what} {path} is unreadable ({exc}); rebuild it") from exc
+
+
+def write_section(path: str | os.PathLike, name: str, section: str, title: str = "") -> None:
+    """Replace the block between `<!-- NAME:start -->` and `<!-- NAME:end -->` in a text file, keeping
+    the rest (several tools share one report file); appended when absent; atomic."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section.strip()}\n{end}"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    starts, ends = old.count(start), old.count(end)
+    if starts == 1 and ends == 1 and old.index(start) < old.index(end):
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
+    elif starts == 0 and ends == 0:
+        new = (old.rstrip("\n") + "\n\n" if old.strip() else f"{title}\n\n" if title else "") + block + "\n"
+    else:
+        raise ValueError(
+            f"{path}: found {starts} {start} and {ends} {end} markers; expected one of each, in order, or none: "
+            "fix the file by hand (nothing was written)"
+        )
+    atomic_write_text(path, new)

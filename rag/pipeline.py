@@ -11,7 +11,7 @@ from typing import Any
 
 from models.config import Config
 from models.embedding import Embedder
-from models.generate import Generator, SamplingParams, Usage
+from models.generate import Generator, SamplingParams, TokenStream, Usage
 from rag.collection import Snapshot, current_generation, expectation, missing_index, open_snapshot
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
 
@@ -103,7 +103,9 @@ class RagPipeline:
     def __init__(self, config: Config, retriever: Retriever, generator: Generator) -> None:
         self.config, self.retriever, self.generator = config, retriever, generator
 
-    def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
+    def stream(
+        self, question: str, answer: Answer | None = None, params: SamplingParams | None = None
+    ) -> Iterator[str]:
         """Yield the answer's text as it is generated; `answer` is filled in as a side record."""
         answer = answer if answer is not None else Answer(question)
         started = time.perf_counter()
@@ -117,27 +119,32 @@ class RagPipeline:
             answer.timings["first_token_s"] = answer.timings["total_s"] = time.perf_counter() - started
             yield NOT_FOUND
             return
-        stream = self.generator.stream(build_messages(question, passages), sampling_params(self.config))
-        pieces = []
-        for piece in stream:
-            if not pieces:
-                answer.timings["first_token_s"] = time.perf_counter() - started
-            pieces.append(piece)
-            yield piece
-        answer.timings.setdefault("first_token_s", time.perf_counter() - started)  # an empty answer
-        answer.text = "".join(pieces).strip()
-        answer.usage = stream.usage
+        stream = self.generator.stream(build_messages(question, passages), params or sampling_params(self.config))
+        yield from record_stream(stream, answer, started)
         answer.refused = is_refusal(answer.text)
         answer.cited = [n for n in cited_numbers(answer.text) if 1 <= n <= len(answer.sources)]
-        answer.timings["generate_s"] = stream.usage.total_s
-        answer.timings["tokens_per_s"] = stream.usage.tokens_per_s
-        answer.timings["total_s"] = time.perf_counter() - started
 
     def answer(self, question: str) -> Answer:
         result = Answer(question)
         for _ in self.stream(question, result):
             pass
         return result
+
+
+def record_stream(stream: TokenStream, answer: Answer, started: float) -> Iterator[str]:
+    """Pass a token stream through, recording its text, usage and timings (from `started`) in `answer`."""
+    pieces = []
+    for piece in stream:
+        if not pieces:
+            answer.timings["first_token_s"] = time.perf_counter() - started
+        pieces.append(piece)
+        yield piece
+    answer.timings.setdefault("first_token_s", time.perf_counter() - started)  # an empty answer
+    answer.text = "".join(pieces).strip()
+    answer.usage = stream.usage
+    answer.timings["generate_s"] = stream.usage.total_s
+    answer.timings["tokens_per_s"] = stream.usage.tokens_per_s
+    answer.timings["total_s"] = time.perf_counter() - started
 
 
 def _label(source: Source) -> str:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("verify", parents=[common], help="re-hash every materialised model file")
 
     cli_finetune.add_parsers(sub, common)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="OpenAI-compatible local API and chat page",
+        description="Serve base, rag, finetune:NAME and hybrid:NAME as OpenAI chat models, plus embeddings, "
+        "files and fine-tuning jobs. Every route but /health and the chat page needs `Authorization: Bearer KEY`.",
+    )
+    p.add_argument("--host", help="bind address (default serve.host, 127.0.0.1); others need --api-key-file")
+    p.add_argument("--port", type=int, help="port (default serve.port, 8000)")
+    p.add_argument("--api-key-file", help="file holding the API key (default: make one in $RAGTUNE_HOME/serve)")
 
     p = sub.add_parser("config", help="show the resolved config").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
@@ -227,6 +239,14 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from ragtune.serve.server import serve
+
+    overrides = {"host": args.host, "port": args.port, "api_key_file": args.api_key_file}
+    serve_config = replace(config.serve, **{k: v for k, v in overrides.items() if v is not None})
+    return serve(replace(config, serve=serve_config))
+
+
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
     print(to_yaml(config), end="")
     return 0
@@ -238,6 +258,7 @@ COMMANDS = {
     "docs": cmd_docs,
     "models": cmd_models,
     "config": cmd_config,
+    "serve": cmd_serve,
     **cli_finetune.COMMANDS,
 }
 

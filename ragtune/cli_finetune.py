@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
     eval_part = f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
     print(
         f"trained {result.name}: {result.steps} steps, train loss {result.train_loss:.4f}{eval_part}, "
-        f"{result.seconds:.0f}s, {result.tokens_per_s:.0f} tokens/s, peak RAM {result.peak_rss_mb:.0f} MB, "
+        f"{result.seconds:.0f}s, {result.tokens_per_s:.0f} tokens/s, peak RAM {result.peak_rss_mb:.0f} MiB, "
         f"{result.trainable_params:,} trainable of {result.total_params:,} parameters"
     )
     print(f"adapter: {result.path}")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from models.config import Config
 from models.generate import Generator
-from rag.pipeline import Answer, sampling_params
+from rag.pipeline import Answer, record_stream, sampling_params
 
 
 class ClosedBookPipeline:
@@ -19,18 +19,7 @@ class ClosedBookPipeline:
         started = time.perf_counter()
         # The same single user turn the adapter was trained on (prompt/completion pairs).
         stream = self.generator.stream([{"role": "user", "content": question.strip()}], sampling_params(self.config))
-        pieces = []
-        for piece in stream:
-            if not pieces:
-                answer.timings["first_token_s"] = time.perf_counter() - started
-            pieces.append(piece)
-            yield piece
-        answer.timings.setdefault("first_token_s", time.perf_counter() - started)
-        answer.text = "".join(pieces).strip()
-        answer.usage = stream.usage
-        answer.timings["generate_s"] = stream.usage.total_s
-        answer.timings["tokens_per_s"] = stream.usage.tokens_per_s
-        answer.timings["total_s"] = time.perf_counter() - started
+        yield from record_stream(stream, answer, started)
 
     def answer(self, question: str) -> Answer:
         result = Answer(question)

@@ -29,7 +29,7 @@ import argparse
 import gc
 import json
 import os
-import platform
+import re
 import resource
 import shlex
 import shutil
@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ import torch  # noqa: E402
 
 from models.config import LLMConfig, load_config  # noqa: E402
 from models.device import resolve_dtype  # noqa: E402
-from models.storage import atomic_write_text  # noqa: E402
+from models.storage import write_section  # noqa: E402
 from ragtune.app import quiet_libraries  # noqa: E402
+from ragtune.benchmark import busy_note, loadavg, machine_rows, say, table  # noqa: E402
 
 PUBMEDQA = Path("/work/shared/datasets/pubmedqa/ori_pqal.json")
 SMALL_LM = "smollm2-135m-instruct"
@@ -59,57 +59,7 @@ DEFAULT_LM = LLMConfig().model  # qwen2.5-coder-0.5b-instruct
 METHODS = ("lora", "full")
 FULL = {"models": [SMALL_LM, DEFAULT_LM], "steps": 5, "batch_size": 4, "max_seq_len": 256}
 QUICK = {"models": [SMALL_LM], "steps": 2, "batch_size": 2, "max_seq_len": 128}
-START = "<!-- bench_finetune:start -->"
-END = "<!-- bench_finetune:end -->"
 INSTRUCTION = "Answer the question about the abstract with yes, no or maybe."
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def table(header: str, rows: list[tuple[str, ...]]) -> str:
-    """A Markdown table; `header` names the columns as "a | b | c"."""
-    lines = [f"| {header} |", "|" + "---|" * (header.count("|") + 1)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def loadavg() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine() -> list[tuple[str, str]]:
-    def proc_field(path: str, key: str) -> str:
-        try:
-            lines = Path(path).read_text(encoding="ascii", errors="ignore").splitlines()
-        except OSError:
-            return "unknown"
-        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "unknown")
-
-    def gib(key: str) -> str:
-        value = proc_field("/proc/meminfo", key)
-        return f"{int(value.split()[0]) / 2**20:.1f} GiB" if value != "unknown" else value
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
-    cpu_dtype = str(resolve_dtype("auto", "cpu")).removeprefix("torch.")
-    rows = [
-        ("CPU", proc_field("/proc/cpuinfo", "model name")),
-        ("logical cores", str(os.cpu_count())),
-        ("cores usable by this process", str(len(os.sched_getaffinity(0)))),
-        ("torch threads", str(torch.get_num_threads())),
-        ("load average (1, 5, 15 min) at start", loadavg()),
-        ("RAM (total / available at start)", f"{gib('MemTotal')} / {gib('MemAvailable')}"),
-        ("llm.dtype=auto on CPU resolves to", cpu_dtype),
-        ("GPU", gpu),
-        ("OS", platform.platform()),
-        ("Python", platform.python_version()),
-    ]
-    for package in ("torch", "transformers", "peft", "accelerate"):
-        try:
-            rows.append((package, version(package)))
-        except PackageNotFoundError:
-            rows.append((package, "not installed"))
-    return rows
 
 
 # ---------------------------------------------------------------- training data
@@ -186,6 +136,11 @@ def build_data(args: argparse.Namespace, path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- one combination (child process)
 
 
+def slug(model: str) -> str:
+    """A preset name as is; a model folder or file as its last part, for adapter and file names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name).strip(".-") or "model"
+
+
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
@@ -218,7 +173,7 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(None, overrides_for(args, model, method))
     cuda = args.device == "cuda"
     dtype = torch.float32 if method == "full" else resolve_dtype(config.llm.dtype, args.device)
-    name = f"bench-{model}-{method}-{args.device}"
+    name = f"bench-{slug(model)}-{method}-{args.device}"
     result = train(config, args.data, name, progress=False)
     out: dict[str, Any] = {
         "dtype": str(dtype).removeprefix("torch."),
@@ -296,7 +251,7 @@ def describe_exit(code: int) -> str:
 
 def spawn(args: argparse.Namespace, model: str, method: str, device: str, data: Path, work: Path) -> dict[str, Any]:
     """Run one combination in a fresh interpreter; its figures, or {"error": reason}."""
-    json_out = work / f"{model}-{method}-{device}.json"
+    json_out = work / f"{slug(model)}-{method}-{device}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--one", model, method, "--device", device]
     command += ["--json-out", str(json_out), "--data", str(data), "--steps", str(args.steps)]
     command += ["--batch-size", str(args.batch_size), "--max-seq-len", str(args.max_seq_len)]
@@ -329,8 +284,9 @@ def mib(value: float) -> str:
 
 def result_row(model: str, method: str, out: dict[str, Any], cuda: bool) -> tuple[str, ...]:
     if "error" in out or "skipped" in out:
-        status = f"skipped: {out['skipped']}" if "skipped" in out else f"**failed**: {out['error']}"
-        blanks = 11 + (1 if cuda else 0)
+        reason = out["skipped"] if "skipped" in out else out["error"]
+        status = ("skipped: " if "skipped" in out else "**failed**: ") + reason.replace("|", "\\|")
+        blanks = 10 + (1 if cuda else 0)
         return (f"`{model}`", method, status, *(["—"] * blanks))
     share = 100 * out["trainable_params"] / out["total_params"]
     losses = out["losses"]
@@ -380,10 +336,12 @@ def report(
     tables: dict[str, list[tuple[str, str, dict[str, Any]]]],
     total_s: float,
     load_end: str,
+    busy: str,
 ) -> str:
     config = load_config(None, overrides_for(args, args.models[0], "lora"))
     ft = config.finetune
     tokens = ", ".join(f"`{model}` {value:.0f}" for model, value in data["mean_tokens"].items())
+    targets = ", ".join(ft.lora.target_modules) if ft.lora.target_modules else "the attention projections"
     parts = [
         "## Fine-tuning: LoRA vs full",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {total_s / 60:.1f} min with:\n\n"
@@ -398,15 +356,15 @@ def report(
         f"every benchmarked model's chat template ({data['cut']} cut, {data['dropped']} dropped); mean tokens per "
         f"example: {tokens}. The same file, seed ({ft.seed}) and so the same batches for every row: "
         f"{args.steps} optimizer steps of batch {args.batch_size} (grad_accum 1), lr {ft.lr} ({ft.schedule}), "
-        f"LoRA r={ft.lora.r}, alpha={ft.lora.alpha} on the attention projections, eval_fraction=0 (train() "
+        f"LoRA r={ft.lora.r}, alpha={ft.lora.alpha}, dropout {ft.lora.dropout} on {targets}, eval_fraction=0 (train() "
         "would otherwise run an eval pass inside its timed loop at the last step). Each (model, method) ran in "
         "its own subprocess, one after another, through `finetune.train.train`; the adapters were written to a "
         "temporary RAGTUNE_HOME.",
         "Columns: **tokens/s** = non-padding tokens of the training batches ÷ training-loop seconds (TrainResult; "
         "the loop excludes model loading and saving, and its first step includes warm-up). **s/step** = those "
         "seconds ÷ steps. **peak RAM training** = the subprocess's ru_maxrss when training ended (load + train), "
-        "**peak RAM process** = its ru_maxrss at exit (also saving and, for LoRA, the merge, which loads a second "
-        "copy of the base model). **trainable share** = trainable ÷ all parameters of the trained model (with the "
+        "**peak RAM process** = its ru_maxrss at exit (also saving and, for LoRA, the merge, which loads the base "
+        "model again). **trainable share** = trainable ÷ all parameters of the trained model (with the "
         "LoRA weights). **on disk** = sum of the files in the adapter folder (for full fine-tuning: the whole "
         "model, its tokenizer and the manifest). **loss** = training loss of the first and last step (one batch "
         f"each, so noisy; lr {ft.lr} is the config default for both methods and high for full fine-tuning: this "
@@ -424,35 +382,24 @@ def report(
     parts.append(
         f"Load average (1, 5, 15 min) at start {load_start}, at end {load_end}, on {os.cpu_count()} logical "
         "cores: a load near or above the core count means other processes competed for the CPU, so treat "
-        "timings as upper bounds."
+        "timings as upper bounds." + (f" **Warning: {busy}**" if busy else "")
     )
     return "\n\n".join(parts)
-
-
-def merge_section(path: Path, section: str) -> None:
-    """Put `section` between the markers in `path`, keeping the rest of the file; atomic."""
-    block = f"{START}\n{section}\n{END}"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    starts, ends = old.count(START), old.count(END)
-    if starts == 1 and ends == 1 and old.index(START) < old.index(END):
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
-    elif starts == 0 and ends == 0:
-        new = (old.rstrip("\n") + "\n\n" if old.strip() else "# ragtune benchmarks\n\n") + block + "\n"
-    else:
-        raise SystemExit(
-            f"{path}: found {starts} start and {ends} end markers ({START} ... {END}); expected one of each in "
-            "order or none: fix the file by hand, nothing was written"
-        )
-    atomic_write_text(path, new)
 
 
 def run_all(args: argparse.Namespace) -> int:
     quiet_libraries()
     command = shlex.join(sys.orig_argv)
     say(f"$ {command}")
-    rows = machine()
+    cpu_dtype = str(resolve_dtype("auto", "cpu")).removeprefix("torch.")
+    rows = machine_rows(
+        ("torch", "transformers", "peft", "accelerate"), extra=(("llm.dtype=auto on CPU resolves to", cpu_dtype),)
+    )
     for name, value in rows:
         say(f"[machine] {name}: {value}")
+    busy = busy_note()
+    if busy:
+        say(f"[machine] WARNING: {busy}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
     if "cuda" not in devices:
         say("[machine] no GPU on this machine (or --cpu-only): the cuda table is skipped")
@@ -474,8 +421,8 @@ def run_all(args: argparse.Namespace) -> int:
                     results.append((model, method, spawn(args, model, method, device, data_path, work)))
             tables[device] = results
     total_s = time.perf_counter() - started
-    section = report(args, command, rows, data, tables, total_s, loadavg())
-    merge_section(args.out, section)
+    section = report(args, command, rows, data, tables, total_s, loadavg(), busy)
+    write_section(args.out, "bench_finetune", section, title="# ragtune benchmarks")
     say(section)
     say(f"wrote the fine-tuning section of {args.out} ({total_s / 60:.1f} min)")
     return 0

@@ -23,12 +23,10 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,12 @@ from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.embedding import Embedder, build_embedder  # noqa: E402
 from models.generate import SamplingParams, collect  # noqa: E402
 from models.paths import index_dir  # noqa: E402
-from models.storage import atomic_write_text  # noqa: E402
+from models.storage import write_section  # noqa: E402
 from rag.index import VectorIndex  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.pipeline import Retriever  # noqa: E402
 from ragtune.app import build_pipeline, quiet_libraries  # noqa: E402
+from ragtune.benchmark import machine_rows, ms, pct, say, table  # noqa: E402
 
 PUBMEDQA = Path("/work/shared/datasets/pubmedqa/ori_pqal.json")
 FULL = {"docs": 1000, "vectors": 100_000, "queries": 200, "questions": 200, "answers": None}
@@ -55,57 +54,8 @@ QUICK = {"docs": 50, "vectors": 10_000, "queries": 50, "questions": 20, "answers
 K = 10  # neighbours compared for recall
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def verdict(ok: bool) -> str:
     return "pass" if ok else "FAIL"
-
-
-def table(header: str, rows: list[tuple[str, ...]]) -> str:
-    """A Markdown table; `header` names the columns as "a | b | c"."""
-    lines = [f"| {header} |", "|" + "---|" * (header.count("|") + 1)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def machine() -> list[tuple[str, str]]:
-    def proc_field(path: str, key: str) -> str:
-        try:
-            lines = Path(path).read_text(encoding="ascii", errors="ignore").splitlines()
-        except OSError:
-            return "unknown"
-        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "unknown")
-
-    mem = proc_field("/proc/meminfo", "MemTotal")
-    ram = f"{int(mem.split()[0]) / 2**20:.1f} GiB" if mem != "unknown" else mem
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
-    rows = [
-        ("CPU", proc_field("/proc/cpuinfo", "model name")),
-        ("logical cores", str(os.cpu_count())),
-        ("cores usable by this process", str(len(os.sched_getaffinity(0)))),
-        ("torch threads", str(torch.get_num_threads())),
-        ("load average (1, 5, 15 min) at start", ", ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("RAM", ram),
-        ("GPU", gpu),
-        ("OS", platform.platform()),
-        ("Python", platform.python_version()),
-    ]
-    rows.append(("numpy BLAS threads (default)", blas_threads()))
-    for package in ("torch", "transformers", "sentence-transformers", "hnswlib", "numpy"):
-        try:
-            rows.append((package, version(package)))
-        except PackageNotFoundError:
-            rows.append((package, "not installed"))
-    return rows
 
 
 def blas_threads() -> str:
@@ -172,7 +122,7 @@ def bench_ingest(
         ("ingest ÷ raw encode", f"{ratio:.2f}x", ">= 0.9x", verdict(ratio >= 0.9)),
     ]
     text = (
-        f"## 1. Ingest throughput\n\n{len(ids)} of the {len(records)} PubMedQA records (file order), one `.txt` "
+        f"### 1. Ingest throughput\n\n{len(ids)} of the {len(records)} PubMedQA records (file order), one `.txt` "
         "per id holding its CONTEXTS "
         f"paragraphs; `{config.embedder.model}` on `{embedder.model.device}`, chunks of "
         f"{config.rag.chunk_tokens} tokens with {config.rag.chunk_overlap} overlap. Both sides measured warm; "
@@ -290,7 +240,7 @@ def bench_search(args: argparse.Namespace, records: dict[str, Any], retriever: R
     copy_share = float(np.mean([is_copy[t].mean() for t in facts["truth"]]))
     say(f"[search] share of perturbed copies in the exact top {K}: {copy_share:.1%}")
     text = (
-        f"## 2. Vector search\n\n{n:,} chunk vectors of dim {dim}: the {corpus['real']:,} real chunk embeddings of "
+        f"### 2. Vector search\n\n{n:,} chunk vectors of dim {dim}: the {corpus['real']:,} real chunk embeddings of "
         f"section 1's index ({args.docs} PubMedQA records' CONTEXTS, read back from the index) plus "
         f"{corpus['copies']:,} perturbed copies, each a randomly chosen real chunk vector plus Gaussian noise of "
         f"norm {args.noise}, re-normalised (numpy seed {args.seed}); a copy's mean cosine to its source is "
@@ -345,7 +295,7 @@ def bench_retrieval(args: argparse.Namespace, records: dict[str, Any], retriever
         say(f"[retrieval] {name}: p50 {p50}, p95 {p95}")
     say(f"[retrieval] own document in top {retriever.config.rag.top_k}: {hits}/{answerable}")
     return (
-        f"## 3. Retrieval latency\n\n{len(ids)} PubMedQA QUESTION fields through `Retriever.search` on the "
+        f"### 3. Retrieval latency\n\n{len(ids)} PubMedQA QUESTION fields through `Retriever.search` on the "
         f"index of section 1 (top_k={retriever.config.rag.top_k}, one question at a time). The question's "
         f"own abstract was retrieved (above min_score) for {hits} of the {answerable} questions whose "
         "abstract is indexed. No target set.\n\n" + table("step | p50 | p95", rows)
@@ -423,7 +373,7 @@ def bench_answers(args: argparse.Namespace, embedder: Embedder, overrides: list[
     names = [str(run["dtype"]).removeprefix("torch.") for run in runs]
     columns = [f"llm.dtype={c.llm.dtype} → {name}" for c, name in zip(configs, names)]
     return (
-        f"## 4. Answer latency\n\n{len(questions)} questions of `examples/questions.jsonl`, default config "
+        f"### 4. Answer latency\n\n{len(questions)} questions of `examples/questions.jsonl`, default config "
         f"(`{config.llm.model}` on {runs[0]['device']}, greedy, max_new_tokens={config.llm.max_new_tokens}), "
         f"index built from `examples/docs`, once with the configured dtype ({config.llm.dtype}, resolved to "
         f"{names[0]} here) and once with llm.dtype={other}; each LM loaded once, then one short warm-up "
@@ -467,7 +417,10 @@ def main() -> int:
     command = shlex.join(sys.orig_argv)
     say(f"$ {command}")
     records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
-    rows = machine()
+    rows = machine_rows(
+        ("torch", "transformers", "sentence-transformers", "hnswlib", "numpy"),
+        extra=(("numpy BLAS threads (default)", blas_threads()),),
+    )
     for name, value in rows:
         say(f"[machine] {name}: {value}")
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
@@ -478,17 +431,17 @@ def main() -> int:
         answers_md = bench_answers(args, retriever.embedder, args.overrides)
     report = "\n\n".join(
         [
-            "# ragtune benchmarks",
+            "## Retrieval-augmented answering (`scripts/bench_rag.py`)",
             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```"
             + ("\n\nQuick mode: small sizes, a smoke test, not representative figures." if args.quick else ""),
-            "## Machine\n\n" + table("item | value", rows),
+            "### Machine\n\n" + table("item | value", rows),
             ingest_md,
             search_md,
             retrieval_md,
             answers_md,
         ]
     )
-    atomic_write_text(args.out, report + "\n")
+    write_section(args.out, "bench_rag", report, title="# ragtune benchmarks")
     say(f"wrote {args.out}")
     return 0
 

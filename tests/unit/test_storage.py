@@ -60,3 +60,18 @@ def test_staging_dirs_publish_atomically_and_stale_ones_are_removed(tmp_path: Pa
     stale = make_staging_dir(tmp_path, "gen")
     remove_stale_staging(tmp_path)
     assert not stale.exists() and (tmp_path / "gen-1").exists()
+
+
+def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
+    from models.storage import write_section
+
+    report = tmp_path / "R.md"
+    write_section(report, "a", "first A", title="# Report")
+    write_section(report, "b", "first B")
+    write_section(report, "a", "second A")
+    text = report.read_text()
+    assert text.startswith("# Report\n") and "second A" in text and "first A" not in text and "first B" in text
+    assert text.index("second A") < text.index("first B")
+    report.write_text(text + "<!-- a:start -->\n")
+    with pytest.raises(ValueError, match="nothing was written"):
+        write_section(report, "a", "third A")

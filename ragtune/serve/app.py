@@ -1,0 +1,270 @@
+"""The HTTP API: OpenAI-shaped routes over the Engine, an API key on every route but /health and the page.
+
+Errors use the OpenAI error shape ({"error": {"message", "type", "param", "code"}}) so the official
+client raises its usual exceptions. Nothing from a request is executed, logged or echoed back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from models.errors import RagtuneError
+from models.generate import SamplingParams
+from ragtune import __version__
+from ragtune.serve.auth import key_matches
+from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
+from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
+
+STATIC = Path(__file__).parent / "static"
+_END = object()
+
+
+def error(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+
+def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | None = None) -> FastAPI:
+    # No /docs or /redoc: they load their UI from a CDN, which air-gapped sites cannot reach. The schema
+    # itself is served below, behind the key like everything else.
+    app = FastAPI(
+        title="ragtune",
+        version=__version__,
+        description="Local OpenAI-compatible API over ragtune.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    limit = engine.config.serve.max_request_bytes
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        # Uploads have their own, larger limit (checked while reading the file).
+        if not request.url.path.startswith("/v1/files"):
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                return error(
+                    413,
+                    f"request body is {length} bytes, over serve.max_request_bytes={limit}",
+                    code="request_too_large",
+                )
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error(400, f"{where}: {first.get('msg', 'invalid request')}", param=where or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), code=None)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.kind, exc.code)
+
+    @app.exception_handler(UnknownModelError)
+    async def unknown_model(_: Request, exc: UnknownModelError) -> JSONResponse:
+        return error(404, str(exc), code="model_not_found", param="model")
+
+    @app.exception_handler(BusyError)
+    async def busy(_: Request, exc: BusyError) -> JSONResponse:
+        return error(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error", code="busy")
+
+    @app.exception_handler(RagtuneError)
+    async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:
+        return error(400, str(exc))
+
+    async def require_key(request: Request) -> None:
+        if not key_matches(api_key, request.headers.get("authorization")):
+            raise ApiError(
+                401,
+                "missing or wrong API key: send `Authorization: Bearer KEY`",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
+
+    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "llm": engine.config.llm.model,
+            "embedder": engine.config.embedder.model,
+            "index_generation": engine.index_generation(),
+        }
+
+    @api.get("/models")
+    async def models() -> dict[str, Any]:
+        ids = await run_in_threadpool(engine.model_ids)
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "created": 0, "owned_by": "ragtune"} for i in ids],
+        }
+
+    @api.post("/embeddings")
+    async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts or any(not t for t in texts):
+            raise ApiError(400, "input: give one non-empty string or a list of them")
+        vectors, tokens = await run_in_threadpool(engine.embed, texts)
+        encode = _base64_floats if body.encoding_format == "base64" else np.ndarray.tolist
+        return {
+            "object": "list",
+            "model": body.model,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @api.post("/chat/completions")
+    async def chat(body: ChatRequest, request: Request) -> Any:
+        params = sampling(body, engine)
+        messages = [m.model_dump() for m in body.messages]
+        release = engine.admit()  # held until the answer is complete, or the stream ends or breaks
+        try:
+            reply = await run_in_threadpool(engine.reply, body.model, messages, params)
+        except BaseException:
+            release()
+            raise
+        if not body.stream:
+            try:
+                text = "".join(await run_in_threadpool(list, reply.pieces))
+                return completion(body.model, text, reply)
+            finally:
+                release()
+        return StreamingResponse(
+            stream_events(body, reply, request, release),
+            media_type="text/event-stream",
+            background=BackgroundTask(release),
+        )
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    app.include_router(api)
+    for router in extra_routers or []:
+        app.include_router(router, dependencies=[Depends(require_key)])
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _base64_floats(vector: Any) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def sampling(body: ChatRequest, engine: Engine) -> SamplingParams:
+    llm, limit = engine.config.llm, engine.config.serve.max_tokens_limit
+    max_tokens = body.max_completion_tokens or body.max_tokens or llm.max_new_tokens
+    if max_tokens > limit:
+        raise ApiError(
+            400,
+            f"max_tokens={max_tokens} is over this server's limit of {limit} (serve.max_tokens_limit)",
+            code="max_tokens_too_large",
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    temperature = llm.temperature if body.temperature is None else body.temperature
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        top_p=body.top_p or llm.top_p,
+        stop=stop,
+        seed=llm.seed if body.seed is None else body.seed,
+    )
+
+
+def usage_json(reply: Reply) -> dict[str, int]:
+    prompt = reply.usage.prompt_tokens if reply.usage else 0
+    completion_tokens = reply.usage.completion_tokens if reply.usage else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def sources_json(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {"number": s.number, "path": s.path, "chunk": s.chunk, "locator": s.locator, "score": s.score, "text": s.text}
+        for s in reply.sources
+    ]
+
+
+def finish_reason(reply: Reply) -> str:
+    return reply.usage.finish_reason if reply.usage else "stop"
+
+
+def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(reply)}
+        ],
+        "usage": usage_json(reply),
+        "sources": sources_json(reply),  # extra field: the official client keeps it in model_extra
+    }
+
+
+async def stream_events(body: ChatRequest, reply: Reply, request: Request, release: Any) -> AsyncIterator[str]:
+    """Server-sent events in the OpenAI chunk format; a disconnect stops generation and frees the slot."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    pieces = reply.pieces
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            if await request.is_disconnected():
+                return
+            piece = await run_in_threadpool(next, pieces, _END)
+            if piece is _END:
+                break
+            yield chunk({"content": piece})
+        extra: dict[str, Any] = {"sources": sources_json(reply)}
+        if body.stream_options and body.stream_options.include_usage:
+            extra["usage"] = usage_json(reply)
+        yield chunk({}, finish_reason(reply), **extra)
+        yield "data: [DONE]\n\n"
+    finally:
+        await run_in_threadpool(pieces.close)  # ends generation in its worker thread
+        release()

@@ -1,0 +1,146 @@
+"""The chat page in headless Chromium against a real server: a streamed answer, its sources, error messages."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from models.config import load_config
+from models.loading import load_lm
+from rag.ingest import ingest
+from ragtune.serve.app import create_app
+from ragtune.serve.background import running
+from ragtune.serve.engine import Engine
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's browser: `playwright install` would download one from the internet
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY = "k" * 32
+TIMEOUT_MS = 60_000  # a 2-core machine generating with a tiny model on CPU
+
+
+def skip(reason: str) -> NoReturn:
+    print(f"test_serve_page: skipped: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip("the playwright package is missing: pip install playwright==1.65.2 (scripts/setup.sh --dev does it)")
+    if shutil.which(CHROMIUM) is None:
+        skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it when run as root)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def server(docs: Path, tiny_lm_path: Path, embedder) -> Iterator[str]:
+    """A real app over the example documents, served by uvicorn on a free loopback port; yields its URL."""
+    overrides = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=8"]
+    config = load_config(None, overrides)
+    ingest([docs], config, embedder)
+    engine = Engine(config, embedder=embedder, lm=load_lm(config.llm))
+    with running(create_app(engine, KEY)) as url:
+        yield url
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))  # an uncaught exception in app.js
+    page.goto(url)
+    return page, errors
+
+
+def screenshot(page, path: Path) -> None:
+    """Save the whole page as evidence of how it looks (kept under pytest's tmp_path)."""
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_page_streams_an_answer_with_numbered_sources(browser, server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page, errors = open_page(browser, server)
+    page.get_by_label("API key").fill(KEY)
+    page.get_by_role("button", name="Connect").click()
+    model = page.get_by_label("Model")
+    expect(model).to_be_enabled()
+    assert model.input_value() == "rag"  # picked by default when the server offers it
+    model.select_option("rag")
+    page.get_by_label("Question").fill("How long can I borrow a DVD?")
+    page.get_by_label("Question").press("Enter")
+
+    expect(page.locator("#status")).to_have_text(re.compile(r"^Done in"))
+    first = page.locator("#sources > li").first
+    expect(first.locator(".number")).to_have_text("[1]")
+    expect(first.locator("code")).to_have_text(re.compile(r"borrowing-rules\.txt$"))
+    assert page.locator("#answer").text_content().strip()
+    assert page.locator("#error").is_hidden()
+    first.locator("summary").click()  # the passage text opens on demand
+    expect(first.locator("pre")).to_be_visible()
+    # The key lives in sessionStorage only: never in the address bar.
+    assert KEY not in page.url
+    assert page.evaluate("sessionStorage.getItem('ragtune.apiKey')") == KEY
+
+    screenshot(page, tmp_path / "chat-page.png")
+    assert errors == []
+
+
+def fulfill(route, request, status: int, body: dict) -> None:
+    route.fulfill(status=status, json=body)
+
+
+def test_page_shows_api_and_network_errors(browser, server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page, errors = open_page(browser, server)
+    page.get_by_label("API key").fill("wrong-" + KEY)
+    page.get_by_label("API key").press("Enter")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text(
+        "Wrong or missing API key (HTTP 401): missing or wrong API key: send `Authorization: Bearer KEY`"
+    )
+    expect(page.get_by_label("Model")).to_be_disabled()
+    screenshot(page, tmp_path / "wrong-key.png")
+
+    page.get_by_label("API key").fill(KEY)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_label("Model")).to_be_enabled()
+    expect(alert).to_be_hidden()
+    page.get_by_label("Question").fill("Where is the library?")
+    # Statuses the tiny server does not produce on demand: the browser answers them, in the OpenAI error shape.
+    chat = "**/v1/chat/completions"
+    for status, message, shown in [
+        (404, "model 'x' does not exist", "Not found (HTTP 404): model 'x' does not exist"),
+        (429, "server busy", "The server is busy, try again in a moment (HTTP 429): server busy"),
+    ]:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+        page.route(chat, partial(fulfill, status=status, body=body))
+        page.get_by_role("button", name="Ask").click()
+        expect(alert).to_have_text(shown)
+        page.unroute(chat)
+    page.route(chat, lambda route: route.abort("connectionrefused"))
+    page.get_by_role("button", name="Ask").click()
+    expect(alert).to_contain_text("Cannot reach the server")
+    assert errors == []
