@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ConfigError, InputError, ModelError
-from models.storage import sha256_file
+from models.storage import read_utf8, sha256_file
 
 FORMATS = ("prompt_completion", "chat", "alpaca", "raw")
 ROLES = ("system", "user", "assistant")
@@ -45,16 +45,7 @@ def _show(value: Any) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
-    if b"\x00" in data[:8192]:
-        raise DataError(f"{path}: looks binary (NUL bytes); training data should be UTF-8 text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    return read_utf8(path, DataError, "training data")
 
 
 def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:

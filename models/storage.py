@@ -121,6 +121,20 @@ def verify_files(root: str | os.PathLike, files: dict[str, dict[str, Any]], *, h
             )
 
 
+def read_utf8(path: str | os.PathLike, error: type[Exception], kind: str = "this file") -> str:
+    """Text of a UTF-8 file (a BOM is fine); unreadable, binary or other encodings raise `error` naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror})") from None
+    if b"\x00" in data[:8192]:
+        raise error(f"{path}: looks binary (NUL bytes); {kind} should be UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """Read a JSON file we wrote; a damaged one is reported as corrupt, never as a JSON traceback."""
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError
+from models.storage import read_utf8
 
 
 class UnreadableFileError(InputError):
@@ -27,13 +28,7 @@ class Section:
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise UnreadableFileError(f"{path}: looks binary (NUL bytes); only text formats are indexed")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    return read_utf8(path, UnreadableFileError, "a document of this type")
 
 
 def read_text(path: Path, _field: str) -> list[Section]:

@@ -60,6 +60,24 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("pairs", type=Path, metavar="PAIRS", help="output of `ragtune data synth`")
     p.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="the documents synth used")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output chat JSONL")
+    p = data.add_parser(
+        "import-squad",
+        parents=[common],
+        help="a SQuAD-shaped JSON file -> docs/ + questions.jsonl",
+        description="One .txt document per article (paragraphs joined) and every answer text of each answerable "
+        "question; unanswerable questions are counted and left out.",
+    )
+    p.add_argument("source", type=Path, metavar="FILE.json")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
+    p = data.add_parser(
+        "import-pubmedqa",
+        parents=[common],
+        help="PubMedQA (PQA-L) -> docs/, questions.jsonl, train.jsonl",
+        description="Documents are the CONTEXTS only (never the conclusion, which states the answer); questions are "
+        "the 500 official test ids with choices yes/no/maybe; train.jsonl pairs the other 500 ids with their decision.",
+    )
+    p.add_argument("source", type=Path, metavar="DIR", help="folder holding ori_pqal.json and test_ground_truth.json")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
@@ -116,6 +134,13 @@ def export(name: str, out: Path, config: Config) -> int:
 
 
 def cmd_data(args: argparse.Namespace, config: Config) -> int:
+    if args.data_command.startswith("import-"):
+        from ragtune.compare.importers import import_pubmedqa, import_squad
+
+        importer = import_squad if args.data_command == "import-squad" else import_pubmedqa
+        counts = importer(args.source, args.out)
+        print(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()) + f" -> {args.out}")
+        return 0
     from models.embedding import build_embedder
     from ragtune.corpus import document_chunks
 

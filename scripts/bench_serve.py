@@ -47,7 +47,9 @@ def answer_in_process(engine, questions: list[str], params: SamplingParams) -> l
 def answer_over_http(url: str, questions: list[str], clients: int, rounds: int, max_tokens: int):
     import httpx
 
-    jobs = [q for _ in range(rounds) for q in questions][: max(clients * rounds, len(questions))]
+    # Every client sends `rounds` requests (and all questions are asked at least once).
+    count = max(clients * rounds, len(questions))
+    jobs = [questions[i % len(questions)] for i in range(count)]
 
     def one(question: str) -> tuple[float, int]:
         body = {"model": "rag", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}
@@ -121,10 +123,10 @@ def main() -> int:
             f"Command: `{shlex.join(sys.orig_argv)}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Default "
             f"models, the {len(questions)} questions of examples/questions.jsonl, `rag` model, max_tokens "
             f"{args.max_tokens}, greedy.",
-            table("| what | value |", machine_rows(("torch", "transformers", "fastapi", "uvicorn"))),
-            table("| clients | requests | answered (200) | requests/s | p50 latency | p95 latency |", rows),
+            table("what | value", machine_rows(("torch", "transformers", "fastapi", "uvicorn"))),
+            table("clients | requests | answered (200) | requests/s | p50 latency | p95 latency", rows),
             table(
-                "| in-process p50 | 1 client over HTTP p50 | HTTP overhead | target |",
+                "in-process p50 | 1 client over HTTP p50 | HTTP overhead | target",
                 [
                     (
                         f"{local_p50:.2f} s",

@@ -1,7 +1,7 @@
 """Fine-tuning jobs over HTTP: OpenAI-shaped `/v1/fine_tuning/jobs`, trained one at a time in a subprocess.
 
 Each job is a folder `serve/jobs/ID/` with `job.json` (rewritten atomically on every change), the resolved
-`config.yaml` and the trainer's logs. A worker thread runs `scripts/train_adapter.py` for the oldest queued
+`config.yaml` and the trainer's logs. A worker thread runs `python -m ragtune.cli train` for the oldest queued
 job and turns its `step i/N loss x` lines into events. A job caught running by a restart becomes failed
 (`server_restarted`); `POST .../resume` queues it again and training continues from its last checkpoint.
 """
@@ -31,7 +31,8 @@ from ragtune.serve.app import ApiError
 from ragtune.serve.engine import Engine, UnknownModelError
 from ragtune.serve.files import FileStore, add_file_routes, page
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_adapter.py"
+# The installed CLI, not a script path: works from a wheel as from a checkout.
+TRAINER = [sys.executable, "-m", "ragtune.cli", "train"]
 STEP = re.compile(r"step (\d+)/(\d+) loss (\S+)")
 NULLS = ("finished_at", "fine_tuned_model", "validation_file", "error", "trained_tokens", "estimated_finish")
 NULLS += ("integrations", "metadata")
@@ -249,7 +250,7 @@ class JobRunner:
         try:
             data = self.files.data_path(job["training_file"])
             where = (str(data), self.files.get(job["training_file"])["filename"])  # say the client's file name
-            command = [sys.executable, str(SCRIPT), "--config", str(folder / "config.yaml"), "--data", str(data)]
+            command = [*TRAINER, "--config", str(folder / "config.yaml"), "--data", str(data)]
             command += ["--name", job["adapter"]] + (["--resume"] if job.get("resume") else [])
             with open(folder / "stdout.log", "ab") as out, open(folder / "train.log", "ab") as log:
                 with self._lock:
@@ -290,7 +291,7 @@ class JobRunner:
         elif self._stopping:
             self._fail(job, "the server stopped while this job was training")
         else:
-            message = last.removeprefix("train_adapter: error: ") or f"training exited with code {code}"
+            message = last.removeprefix("ragtune: error: ") or f"training exited with code {code}"
             self._fail(job, message, code="training_failed")
 
     def _tokens(self, job: dict[str, Any]) -> int | None:
@@ -306,7 +307,7 @@ class JobRunner:
         if (self.home / "adapters" / job["adapter"] / "ragtune-adapter.json").is_file():  # it finished after all
             return self._finish(job, 0, "")
         pid = job.get("pid")
-        if pid and job["adapter"].encode() in _cmdline(pid) and b"train_adapter" in _cmdline(pid):
+        if pid and job["adapter"].encode() in _cmdline(pid) and b"ragtune.cli" in _cmdline(pid):
             os.kill(pid, signal.SIGTERM)
             for _ in range(100):  # not our child, so wait for /proc to drop it rather than waitpid
                 if not _cmdline(pid):

@@ -115,3 +115,34 @@ def test_bad_training_and_pair_files_name_the_line(
     assert code == 2 and "pairs.jsonl:1: chunk 'elsewhere#0' is not among the documents" in err
     code, _, err = run(capsys, "train", "--data", str(bad), "--name", "../escape", *tiny)
     assert code == 2 and "plain folder name" in err
+
+
+def test_data_import_squad_writes_docs_and_questions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    squad = {
+        "data": [
+            {
+                "title": "Library",
+                "paragraphs": [
+                    {
+                        "context": "Cards cost 45 dollars.",
+                        "qas": [
+                            {
+                                "id": "a",
+                                "question": "What do cards cost?",
+                                "answers": [{"text": "45 dollars", "answer_start": 11}],
+                            },
+                            {"id": "b", "question": "Who?", "answers": [], "is_impossible": True},
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    source = tmp_path / "squad.json"
+    source.write_text(json.dumps(squad))
+    code, out, _ = run(capsys, "data", "import-squad", str(source), "-o", str(tmp_path / "out"))
+    assert code == 0 and "questions 1" in out and "unanswerable 1" in out
+    question = json.loads((tmp_path / "out" / "questions.jsonl").read_text().splitlines()[0])
+    assert question["answers"] == ["45 dollars"] and (tmp_path / "out" / "docs" / question["doc"]).is_file()
+    code, _, err = run(capsys, "data", "import-squad", str(tmp_path / "missing.json"), "-o", str(tmp_path / "o2"))
+    assert code == 2 and "missing.json" in err

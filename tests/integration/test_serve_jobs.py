@@ -188,7 +188,7 @@ def test_restart_fails_running_jobs_and_resume_finishes_them(serve, tiny_lm_path
     crashed, validating, queued = (before.create(request, ("base",))["id"] for _ in range(3))
     # An orphaned trainer of the crashed job, still running after its server died.
     adapter = before._jobs[crashed]["adapter"]
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train_adapter.py", adapter])
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ragtune.cli", adapter])
     for job_id, status, pid in ((crashed, "running", orphan.pid), (validating, "validating_files", None)):
         path = data_home() / "serve" / "jobs" / job_id / "job.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "status": status, "pid": pid}))
