@@ -218,7 +218,7 @@ def train(
                 loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"the loss became {float(loss)} at step {step + 1}; lower finetune.lr "
+                        f"the loss became {float(loss.detach())} at step {step + 1}; lower finetune.lr "
                         f"(now {ft.lr}) or check the training data in {data_path}"
                     )
                 accelerator.backward(loss / ft.grad_accum)

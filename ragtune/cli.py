@@ -12,7 +12,7 @@ from typing import Any
 
 from models.config import Config, load_config, to_yaml
 from models.errors import RagtuneError
-from ragtune import cli_finetune
+from ragtune import cli_compare, cli_finetune
 
 EPILOG = """\
 examples:
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("verify", parents=[common], help="re-hash every materialised model file")
 
     cli_finetune.add_parsers(sub, common)
+    cli_compare.add_parsers(sub, common)
 
     p = sub.add_parser(
         "serve",
@@ -260,6 +261,7 @@ COMMANDS = {
     "config": cmd_config,
     "serve": cmd_serve,
     **cli_finetune.COMMANDS,
+    **cli_compare.COMMANDS,
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from models.errors import InputError
+from models.storage import read_utf8
 
 FIELDS = ("id", "question", "answers", "doc", "choices")
 SHAPE = '{"id": "q1", "question": "...", "answers": ["..."], "doc": "folder/file.txt", "choices": ["yes", "no"]}'
@@ -37,14 +38,7 @@ def _show(value: Any) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise QuestionsError(f"{path}: cannot be read ({exc.strerror}); pass a questions .jsonl file") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise QuestionsError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    return read_utf8(path, QuestionsError, "a questions file")
 
 
 def _text(value: Any, field: str, where: str) -> str:
