@@ -23,7 +23,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.errors import RagtuneError
+from models.errors import IndexError_, RagtuneError
 from models.generate import SamplingParams
 from ragtune import __version__
 from ragtune.serve.auth import key_matches
@@ -77,7 +77,9 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error(400, f"{where}: {first.get('msg', 'invalid request')}", param=where or None)
+        if not where:  # the body as a whole: not JSON, or not an object
+            return error(400, "the request body should be a JSON object sent with Content-Type: application/json")
+        return error(400, f"{where}: {first.get('msg', 'invalid request')}", param=where)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -94,6 +96,11 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     @app.exception_handler(BusyError)
     async def busy(_: Request, exc: BusyError) -> JSONResponse:
         return error(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error", code="busy")
+
+    @app.exception_handler(IndexError_)
+    async def index_unavailable(_: Request, exc: IndexError_) -> JSONResponse:
+        # Not the client's fault: the server has no usable index (none built yet, or damaged).
+        return error(503, str(exc), kind="server_error", code="index_unavailable")
 
     @app.exception_handler(RagtuneError)
     async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:

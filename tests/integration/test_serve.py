@@ -147,6 +147,25 @@ def test_bad_requests_get_openai_shaped_errors(server, body: dict, status: int, 
     assert fragment in error["message"] and {"type", "code", "param"} <= set(error)
 
 
+def test_rag_without_an_index_is_503_and_base_still_answers(tiny_lm_path: Path, embedder) -> None:
+    config = load_config(None, [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.max_new_tokens=2"])
+    engine = Engine(config, embedder=embedder, lm=load_lm(config.llm))
+    with running(create_app(engine, KEY)) as url:
+        with pytest.raises(openai.InternalServerError, match="no documents indexed"):
+            client(url).chat.completions.create(model="rag", messages=[{"role": "user", "content": "q"}])
+        assert client(url).chat.completions.create(model="base", messages=[{"role": "user", "content": "q"}])
+
+
+def test_a_body_that_is_not_json_is_explained(server) -> None:
+    url, *_ = server
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        content=b"model=rag",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400 and "Content-Type: application/json" in response.json()["error"]["message"]
+
+
 def test_official_client_raises_its_usual_exceptions(server) -> None:
     url, *_ = server
     with pytest.raises(openai.AuthenticationError):
