@@ -11,6 +11,7 @@ from typing import Any
 
 from models.config import Config
 from models.embedding import Embedder
+from models.errors import IndexCorruptError
 from models.generate import Generator, SamplingParams, TokenStream, Usage
 from rag.collection import Snapshot, current_generation, expectation, missing_index, open_snapshot
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
@@ -72,9 +73,16 @@ class Retriever:
             if generation is None:
                 raise missing_index(self.root)
             if self._snapshot is None or self._snapshot.generation != generation:
-                fresh = open_snapshot(self.root, expectation(self.config, self.embedder.dim))
-                if self._snapshot is not None:
-                    self._snapshot.close()
+                expect = expectation(self.config, self.embedder.dim)
+                try:
+                    fresh = open_snapshot(self.root, expect)
+                except IndexCorruptError:
+                    if current_generation(self.root) == generation:
+                        raise
+                    # Two ingests in quick succession pruned the generation we were opening: take the new one.
+                    fresh = open_snapshot(self.root, expect)
+                # The old snapshot is not closed here: a search in another thread may still be reading it;
+                # its SQLite connection closes when the last reference goes.
                 self._snapshot = fresh
             return self._snapshot
 
