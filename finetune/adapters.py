@@ -6,13 +6,15 @@ Loading refuses pickle files and adapters trained on another base model; merging
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError, ModelError
+from models.errors import IndexCorruptError, InputError, ModelError
 from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
@@ -36,14 +38,24 @@ class AdapterInfo:
     manifest: dict[str, Any]
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
 def check_name(name: str) -> str:
-    if not name or "/" in name or name.startswith(".") or name != name.strip():
-        raise InputError(f"adapter name {name!r} should be a plain folder name such as library-v1")
+    # Letters, digits, "-" and "_": a safe folder name and a valid PEFT adapter name (no ".").
+    if not _NAME.fullmatch(name or ""):
+        raise InputError(
+            f"adapter name {name!r} should be a plain name of letters, digits, '-' and '_', such as library-v1"
+        )
     return name
 
 
 def adapter_path(name: str) -> Path:
-    return adapters_dir() / check_name(name)
+    final = adapters_dir() / check_name(name)
+    replaced = final.with_name(f".{final.name}.replaced")
+    if not final.exists() and replaced.is_dir():  # a crash between moving the old one aside and publishing
+        os.replace(replaced, final)
+    return final
 
 
 def base_fingerprint(folder: Path) -> str:
@@ -83,7 +95,7 @@ def _replace_dir(staging: Path, final: Path) -> None:
     """Publish `staging` as `final`; an older folder of that name is moved aside first, then deleted."""
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old.partial")
+        old = final.with_name(f".{final.name}.replaced")  # not ".partial": stale-staging cleanup must keep it
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     publish_dir(staging, final)
@@ -117,7 +129,10 @@ def list_adapters() -> list[AdapterInfo]:
     found = []
     for folder in sorted(root.iterdir()):
         if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).is_file():
-            found.append(AdapterInfo(folder.name, folder, json.loads((folder / MANIFEST).read_text())))
+            try:
+                found.append(AdapterInfo(folder.name, folder, read_json(folder / MANIFEST, "adapter manifest")))
+            except IndexCorruptError as exc:  # one damaged adapter must not hide the others
+                print(f"ragtune: skipping adapter {folder.name}: {exc}", file=sys.stderr)
     return found
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +29,7 @@ from models.generate import SamplingParams
 from ragtune import __version__
 from ragtune.serve.auth import key_matches
 from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
+from ragtune.serve.guard import Guard
 from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
 
 STATIC = Path(__file__).parent / "static"
@@ -58,20 +60,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
         redoc_url=None,
         openapi_url=None,
     )
-    limit = engine.config.serve.max_request_bytes
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        # Uploads have their own, larger limit (checked while reading the file).
-        if not request.url.path.startswith("/v1/files"):
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                return error(
-                    413,
-                    f"request body is {length} bytes, over serve.max_request_bytes={limit}",
-                    code="request_too_large",
-                )
-        return await call_next(request)
+    app.add_middleware(Guard, api_key=api_key, limit=engine.config.serve.max_request_bytes, error=error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,6 +145,9 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
         release = engine.admit()  # held until the answer is complete, or the stream ends or breaks
         try:
             reply = await run_in_threadpool(engine.reply, body.model, messages, params)
+            # Retrieval and prompt checks run on the first step: do it before the 200 headers go out, so
+            # their errors (no index, prompt too long) reach the client as ordinary HTTP errors.
+            first = await run_in_threadpool(next, reply.pieces, _END) if body.stream else _END
         except BaseException:
             release()
             raise
@@ -166,7 +158,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             finally:
                 release()
         return StreamingResponse(
-            stream_events(body, reply, request, release),
+            stream_events(body, reply, first, request, release),
             media_type="text/event-stream",
             background=BackgroundTask(release),
         )
@@ -242,7 +234,9 @@ def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
     }
 
 
-async def stream_events(body: ChatRequest, reply: Reply, request: Request, release: Any) -> AsyncIterator[str]:
+async def stream_events(
+    body: ChatRequest, reply: Reply, first: Any, request: Request, release: Any
+) -> AsyncIterator[str]:
     """Server-sent events in the OpenAI chunk format; a disconnect stops generation and frees the slot."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -257,21 +251,26 @@ async def stream_events(body: ChatRequest, reply: Reply, request: Request, relea
         }
         return f"data: {json.dumps(data)}\n\n"
 
-    pieces = reply.pieces
+    pieces, piece = reply.pieces, first
     try:
         yield chunk({"role": "assistant", "content": ""})
-        while True:
+        while piece is not _END:
+            yield chunk({"content": piece})
             if await request.is_disconnected():
                 return
             piece = await run_in_threadpool(next, pieces, _END)
-            if piece is _END:
-                break
-            yield chunk({"content": piece})
         extra: dict[str, Any] = {"sources": sources_json(reply)}
         if body.stream_options and body.stream_options.include_usage:
             extra["usage"] = usage_json(reply)
         yield chunk({}, finish_reason(reply), **extra)
         yield "data: [DONE]\n\n"
+    except RagtuneError as exc:  # after the headers: the error travels as an event, as OpenAI's API does
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error', 'code': None}})}\n\n"
     finally:
-        await run_in_threadpool(pieces.close)  # ends generation in its worker thread
-        release()
+        # Shielded: on a disconnect this task is already cancelled, and an unshielded await would raise at
+        # once, leaving the model generating for nobody.
+        with anyio.CancelScope(shield=True):
+            try:
+                await run_in_threadpool(pieces.close)  # ends generation in its worker thread
+            finally:
+                release()

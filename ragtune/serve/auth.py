@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -44,10 +43,11 @@ def load_api_key(serve: ServeConfig) -> str:
         )
     path = data_home() / "serve" / "api-key"
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) >= 16:
+            return key
     key = secrets.token_urlsafe(32)
-    atomic_write_text(path, key + "\n")
-    os.chmod(path, 0o600)
+    atomic_write_text(path, key + "\n", mode=0o600)  # private before it is visible under its name
     print(f"ragtune: made an API key, saved in {path} (mode 0600)", file=sys.stderr)
     return key
 

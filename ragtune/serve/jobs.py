@@ -214,6 +214,8 @@ class JobRunner:
             job = self._find(job_id)
             if job["status"] not in ("failed", "cancelled"):
                 raise ApiError(400, f"job {job_id} is {job['status']}; only failed or cancelled jobs can be resumed")
+            if self._current == job_id:
+                raise ApiError(409, f"job {job_id}'s trainer is still stopping; retry in a few seconds", code="busy")
             message = event("Job resumed: queued to continue from its last checkpoint")
             self._update(
                 job, message, status="queued", error=None, finished_at=None, resume=True, queued_at=time.time()
@@ -281,7 +283,7 @@ class JobRunner:
             self._update(job, message, progress={"step": data["step"], "total_steps": data["total_steps"]})
 
     def _finish(self, job: dict[str, Any], code: int, last: str) -> None:
-        if job["status"] == "cancelled":
+        if job["status"] != "running":  # cancelled meanwhile (and maybe queued again): this run's result is stale
             return
         if code == 0:
             model = f"finetune:{job['adapter']}"

@@ -114,7 +114,7 @@ def test_bad_training_and_pair_files_name_the_line(
     code, _, err = run(capsys, "data", "raft", str(pairs), "--docs", str(docs), "-o", str(tmp_path / "r.jsonl"), *tiny)
     assert code == 2 and "pairs.jsonl:1: chunk 'elsewhere#0' is not among the documents" in err
     code, _, err = run(capsys, "train", "--data", str(bad), "--name", "../escape", *tiny)
-    assert code == 2 and "plain folder name" in err
+    assert code == 2 and "should be a plain name" in err
 
 
 def test_data_import_squad_writes_docs_and_questions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -233,7 +233,8 @@ def test_openapi_schema_is_served(server) -> None:
     assert httpx.get(url + "/openapi.json").status_code == 401
     schema = httpx.get(url + "/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert "/v1/chat/completions" in schema["paths"] and "/v1/embeddings" in schema["paths"]
-    assert httpx.get(url + "/docs").status_code == 404  # no CDN-loading UI
+    docs = httpx.get(url + "/docs", headers={"Authorization": f"Bearer {KEY}"})
+    assert docs.status_code == 404  # no CDN-loading UI
 
 
 def test_embeddings_as_plain_floats(server) -> None:
@@ -245,3 +246,31 @@ def test_embeddings_as_plain_floats(server) -> None:
     )
     vector = response.json()["data"][0]["embedding"]
     assert len(vector) == 384 and abs(sum(v * v for v in vector) - 1) < 1e-3
+
+
+def test_bodies_are_bounded_and_keys_checked_before_reading(server) -> None:
+    url, *_ = server
+
+    def chunks(size: int):
+        for _ in range(size // 10000):
+            yield b"x" * 10000
+
+    no_key = httpx.post(url + "/v1/chat/completions", content=chunks(200000))  # chunked: no Content-Length
+    assert no_key.status_code == 401
+    too_big = httpx.post(
+        url + "/v1/chat/completions", content=chunks(200000), headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
+
+
+def test_stream_errors_before_the_first_token_are_http_errors(tiny_lm_path: Path, embedder) -> None:
+    config = load_config(None, [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.max_new_tokens=2"])
+    engine = Engine(config, embedder=embedder, lm=load_lm(config.llm))
+    with running(create_app(engine, KEY)) as url:
+        with pytest.raises(openai.InternalServerError, match="no documents indexed"):
+            list(
+                client(url).chat.completions.create(
+                    model="rag", messages=[{"role": "user", "content": "q"}], stream=True
+                )
+            )
+    assert engine._admitted == 0
