@@ -17,13 +17,22 @@ class Embedder:
         self.dim = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
         self._tokenizer = model.tokenizer
+        # A private copy of the Rust tokenizer with truncation and padding off: the model's own copy
+        # truncates to its maximum length, which would silently cut every long document short.
+        backend = getattr(model.tokenizer, "backend_tokenizer", None)
+        self._backend = None
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.no_truncation()
+            self._backend.no_padding()
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character (start, end) of each token, without special tokens or a length limit."""
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if backend is not None:  # the Rust tokenizer: no "sequence too long" warning, no truncation
-            return list(backend.encode(text, add_special_tokens=False).offsets)
-        encoded = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        """Character (start, end) of each token of the whole text, without special tokens."""
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).offsets)
+        encoded = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
         return list(encoded["offset_mapping"])
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from models.config import Config, to_dict
@@ -22,6 +23,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "bootstrap 95%% interval. Index the documents first (`ragtune ingest DOCS`) for the rag and hybrid modes.",
     )
     p.add_argument("--questions", required=True, type=Path, metavar="FILE", help="question set (.jsonl)")
+    p.add_argument(
+        "--path",
+        choices=["base", "rag", "finetune", "hybrid"],
+        help="what answers: base (the LM alone, closed book) or a mode (default: the configured mode)",
+    )
     p.add_argument(
         "--docs",
         type=Path,
@@ -41,17 +47,25 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 
     questions = sample(read_questions(args.questions), args.limit, args.seed)
     docs_root = args.docs or args.questions.parent / "docs"
-    pipeline = build_pipeline(config, progress=not args.json)
+    path = args.path or config.mode
+    if path == "base":
+        from ragtune.app import build_generator
+        from ragtune.closed_book import ClosedBookPipeline
+
+        pipeline = ClosedBookPipeline(config, build_generator(replace(config, mode="rag"), progress=not args.json))
+    else:
+        config = replace(config, mode=path)
+        pipeline = build_pipeline(config, progress=not args.json)
     started = time.perf_counter()
     scored = evaluate(
         questions,
         pipeline.answer,
         docs_root=docs_root if docs_root.is_dir() else None,
-        retrieves=config.mode in ("rag", "hybrid"),
+        retrieves=path in ("rag", "hybrid"),
     )
     results = {
         **aggregate(questions, scored),
-        "mode": config.mode,
+        "path": path,
         "seconds": round(time.perf_counter() - started, 2),
         "sample": {"file": str(args.questions), "limit": args.limit, "seed": args.seed},
         "config": to_dict(config),
@@ -62,7 +76,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{config.mode}: {len(scored)} questions in {results['seconds']:.0f}s")
+    print(f"{path}: {len(scored)} questions in {results['seconds']:.0f}s")
     for name, value in results["metrics"].items():
         if isinstance(value, dict) and value.get("mean") is not None:
             low, high = value["ci95"]

@@ -27,10 +27,25 @@ def test_eval_scores_retrieval_and_writes_results(
     assert results["questions"] == 6 and metrics["hit@k"]["mean"] == 1.0  # every gold document retrieved
     assert metrics["mrr"]["mean"] >= 0.9 and metrics["hit@k"]["n"] == 6
     assert 0 <= metrics["f1"]["mean"] <= 1 and len(metrics["f1"]["ci95"]) == 2
-    assert results["latency"]["total_s"]["p50"] > 0 and results["mode"] == "rag"
+    assert results["latency"]["total_s"]["p50"] > 0 and results["path"] == "rag"
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert [a["id"] for a in answers] == [f"q{i}" for i in range(1, 7)]
     assert all(Path(a["sources"][0]).name for a in answers)
+    code = main(
+        [
+            "eval",
+            "--questions",
+            str(EXAMPLES / "questions.jsonl"),
+            "--docs",
+            str(docs),
+            "--path",
+            "base",
+            "--json",
+            *tiny,
+        ]
+    )
+    closed_book = json.loads(capsys.readouterr().out)
+    assert code == 0 and closed_book["path"] == "base" and "hit@k" not in closed_book["metrics"]
 
 
 def test_eval_closed_set_questions_report_choice_metrics(
@@ -52,6 +67,9 @@ def test_eval_closed_set_questions_report_choice_metrics(
     metrics = results["metrics"]
     assert {"choice_accuracy", "macro_f1", "unparseable"} <= set(metrics)
     assert "hit@k" not in metrics  # no gold documents given
+    assert main(["eval", "--questions", str(questions), "--path", "base", "--json", *tiny]) == 0
+    closed_book = json.loads(capsys.readouterr().out)
+    assert closed_book["path"] == "base" and closed_book["questions"] == 2 and "hit@k" not in closed_book["metrics"]
 
 
 def test_eval_bad_question_file_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -157,3 +157,20 @@ def test_index_built_with_another_embedder_is_refused(docs: Path, tiny_config, e
     changed = replace(tiny_config, embedder=replace(tiny_config.embedder, model=str(other)))
     with pytest.raises(ConfigError, match="was built with embedder 'minilm-l6'.*--rebuild"):
         open_snapshot(index_dir(changed), expectation(changed, embedder.dim))
+
+
+def test_long_documents_are_chunked_to_their_last_sentence(tmp_path: Path, tiny_config, embedder) -> None:
+    """The embedder's own tokenizer truncates at its maximum length; chunking must see the whole text."""
+    folder = tmp_path / "long"
+    folder.mkdir()
+    filler = " ".join(f"Shelf {i} of the reading room holds atlases and maps of region {i}." for i in range(80))
+    (folder / "long.txt").write_text(filler + " The rare book vault opens only on Thursdays at noon.")
+    assert len(embedder.token_offsets(filler)) > 4 * embedder.max_tokens
+    summary = ingest([folder], tiny_config, embedder)
+    snapshot = open_snapshot(index_dir(tiny_config), expectation(tiny_config, embedder.dim))
+    texts = [c.text for c in snapshot.store.chunks(snapshot.store.live_ids()).values()]
+    assert summary.total_chunks == len(texts) > 10
+    assert any("rare book vault opens only on Thursdays" in t for t in texts)
+    assert max(len(embedder.token_offsets(t)) for t in texts) <= tiny_config.rag.chunk_tokens
+    answer = build_pipeline(tiny_config, embedder=embedder).answer("When does the rare book vault open?")
+    assert "Thursdays" in answer.sources[0].text
