@@ -48,7 +48,10 @@ def save_checkpoint(
             if torch.is_tensor(value)
         }
         save_file(tensors or {"empty": torch.zeros(1)}, staging / "optimizer.safetensors")
-        save_file({"torch_cpu": torch.get_rng_state()}, staging / "rng.safetensors")
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+            rng["torch_cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        save_file(rng, staging / "rng.safetensors")
         atomic_write_json(
             staging / "state.json",
             {
@@ -100,5 +103,8 @@ def load_checkpoint(
             slots.setdefault(int(index), {})[field] = value
     optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_file(folder / "rng.safetensors")["torch_cpu"])
+    rng = load_file(folder / "rng.safetensors")
+    torch.set_rng_state(rng["torch_cpu"])
+    if "torch_cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(rng["torch_cuda"]))
     return state

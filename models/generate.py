@@ -158,6 +158,8 @@ class _HFStream:
         def work() -> None:
             try:
                 with gen._lock, gen._activate(), torch.inference_mode():
+                    if cancel.is_set():  # the consumer left while this request waited for the model
+                        return
                     if sampling:
                         torch.manual_seed(self.params.seed)
                     gen.model.generate(**kwargs)

@@ -78,10 +78,14 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(f"{path}: {len(scored)} questions in {results['seconds']:.0f}s")
     for name, value in results["metrics"].items():
-        if isinstance(value, dict) and value.get("mean") is not None:
+        if name == "majority_baseline":
+            print(f"  {name:16} {value['accuracy']:.3f}  (always {value['label']!r})")
+        elif isinstance(value, dict) and value.get("mean") is not None:
             low, high = value["ci95"]
             print(f"  {name:16} {value['mean']:.3f}  (95% CI {low:.3f}-{high:.3f})")
-        elif isinstance(value, (int, float)):
+        elif isinstance(value, float):
+            print(f"  {name:16} {value:.3f}")
+        elif isinstance(value, int):
             print(f"  {name:16} {value}")
         elif isinstance(value, list):
             print(f"  {name:16} {len(value)} ({', '.join(value[:5])}{'...' if len(value) > 5 else ''})")

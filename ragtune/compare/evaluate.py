@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +117,9 @@ def aggregate(questions: list[Question], scored: list[Scored]) -> dict[str, Any]
         metrics["choice_accuracy"] = summary([float(s.choice in q.answers) for q, s in closed])
         metrics["macro_f1"] = macro_f1([s.choice for _, s in closed], [q.answers[0] for q, _ in closed], labels)
         metrics["unparseable"] = [s.id for _, s in closed if s.choice is None]
+        # What always answering the most common gold label would score on this same sample.
+        label, count = Counter(q.answers[0] for q, _ in closed).most_common(1)[0]
+        metrics["majority_baseline"] = {"label": label, "accuracy": count / len(closed)}
     hits = [s.hit for s in scored if s.hit is not None]
     if hits:
         metrics["hit@k"] = summary(hits)

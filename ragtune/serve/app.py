@@ -129,7 +129,11 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t for t in texts):
             raise ApiError(400, "input: give one non-empty string or a list of them")
-        vectors, tokens = await run_in_threadpool(engine.embed, texts)
+        release = engine.admit()  # embeddings share the CPU with generation: same admission limit
+        try:
+            vectors, tokens = await run_in_threadpool(engine.embed, texts)
+        finally:
+            release()
         encode = _base64_floats if body.encoding_format == "base64" else np.ndarray.tolist
         return {
             "object": "list",

@@ -66,6 +66,7 @@ def test_eval_closed_set_questions_report_choice_metrics(
     assert results["questions"] == 1 and results["sample"] == {"file": str(questions), "limit": 1, "seed": 3}
     metrics = results["metrics"]
     assert {"choice_accuracy", "macro_f1", "unparseable"} <= set(metrics)
+    assert metrics["majority_baseline"]["accuracy"] == 1.0  # one sampled question: its label is the majority
     assert "hit@k" not in metrics  # no gold documents given
     assert main(["eval", "--questions", str(questions), "--path", "base", "--json", *tiny]) == 0
     closed_book = json.loads(capsys.readouterr().out)
