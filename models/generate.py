@@ -172,7 +172,7 @@ class _HFStream:
         worker = threading.Thread(target=work, name="ragtune-generate", daemon=True)
         worker.start()
         ids: list[int] = []
-        emitted = ""
+        emitted = text = ""
         eos = set(_as_list(gen.model.generation_config.eos_token_id)) | {gen.tokenizer.eos_token_id}
         try:
             while (token := streamer.queue.get()) is not None:
@@ -188,11 +188,16 @@ class _HFStream:
                 if stop_at is not None:
                     text = text[:stop_at]
                     cancel.set()
-                piece, emitted = text[len(emitted) :], text
+                # Hold back an ending that may be the start of a stop string, until the next token decides.
+                ready = text if cancel.is_set() else text[: len(text) - held_back(text, self.params.stop)]
+                piece, emitted = ready[len(emitted) :], max(ready, emitted, key=len)
                 if piece:
                     yield piece
                 if cancel.is_set():
                     break
+            else:  # the model finished: what was held back is no stop string
+                if len(text) > len(emitted) and _find_stop(text, self.params.stop) is None:
+                    yield text[len(emitted) :]
         finally:
             cancel.set()
             worker.join()
@@ -206,6 +211,17 @@ class _HFStream:
 
 def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest ending of `text` that is the start (not the whole) of a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

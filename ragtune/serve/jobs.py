@@ -270,8 +270,13 @@ class JobRunner:
                         if match := STEP.fullmatch(line.strip()):
                             self._step(job, *match.groups())
                 code = process.wait()
-        except (OSError, ApiError) as exc:  # the training file went missing, no process could start
-            code, last = -1, f"could not start training: {getattr(exc, 'message', exc)}"
+        except (OSError, ApiError) as exc:  # the training file went missing, a log could not be written...
+            started = self._process is not None
+            if started and self._process.poll() is None:  # never leave a trainer running unwatched
+                self._process.kill()
+                self._process.wait()
+            code = -1
+            last = f"{'training stopped' if started else 'could not start training'}: {getattr(exc, 'message', exc)}"
         with self._lock:
             self._process = self._current = None
             self._finish(job, code, last.replace(*where) if where[0] else last)

@@ -63,3 +63,17 @@ def test_prompt_over_the_context_window_is_refused(generator: HFGenerator) -> No
     long = [{"role": "user", "content": "library " * 600}]
     with pytest.raises(ModelError, match="over llm.context_window=512"):
         generator.stream(long, SamplingParams())
+
+
+def test_streamed_pieces_never_show_part_of_a_stop_string(generator: HFGenerator) -> None:
+    full = "".join(generator.stream(MESSAGES, SamplingParams(max_new_tokens=12)))
+    if len(full.strip()) < 4:
+        pytest.skip(f"the random tiny model produced too little text: {full!r}")
+    stop = full.strip()[2:4]  # two characters from inside the answer
+    pieces = list(generator.stream(MESSAGES, SamplingParams(max_new_tokens=12, stop=(stop,))))
+    text = "".join(pieces)
+    assert stop not in text and full.startswith(text)
+    shown = ""
+    for piece in pieces:
+        shown += piece
+        assert stop not in shown
