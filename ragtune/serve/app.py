@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException
 from models.errors import IndexError_, RagtuneError
 from models.generate import SamplingParams
 from ragtune import __version__
-from ragtune.serve.auth import key_matches
 from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
 from ragtune.serve.guard import Guard
 from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
@@ -95,16 +94,8 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:
         return error(400, str(exc))
 
-    async def require_key(request: Request) -> None:
-        if not key_matches(api_key, request.headers.get("authorization")):
-            raise ApiError(
-                401,
-                "missing or wrong API key: send `Authorization: Bearer KEY`",
-                kind="authentication_error",
-                code="invalid_api_key",
-            )
-
-    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    # The key is checked once, by Guard, before any route (or body) is reached.
+    api = APIRouter(prefix="/v1")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -167,13 +158,13 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             background=BackgroundTask(release),
         )
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
     app.include_router(api)
     for router in extra_routers or []:
-        app.include_router(router, dependencies=[Depends(require_key)])
+        app.include_router(router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
