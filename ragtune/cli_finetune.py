@@ -55,9 +55,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         parents=[common],
         help="turn synthesised pairs into RAFT examples for hybrid mode",
         description="Each pair becomes a chat example whose prompt is the RAG prompt with its source chunk "
-        "(in finetune.raft_oracle_fraction of examples) and finetune.raft_distractors unrelated chunks.",
+        "(in finetune.raft_oracle_fraction of examples) and finetune.raft_distractors unrelated chunks. A pair "
+        "names its source as `chunk` (as `data synth` writes) or `doc` (a path relative to the first --docs "
+        "folder, as the importers write): then its chunk closest to the question is the source.",
     )
-    p.add_argument("pairs", type=Path, metavar="PAIRS", help="output of `ragtune data synth`")
+    p.add_argument("pairs", type=Path, metavar="PAIRS", help="output of `ragtune data synth`, or pairs naming a doc")
     p.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="the documents synth used")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output chat JSONL")
     p = data.add_parser(
@@ -144,13 +146,13 @@ def cmd_data(args: argparse.Namespace, config: Config) -> int:
     from models.embedding import build_embedder
     from ragtune.corpus import document_chunks
 
-    chunks = document_chunks(
-        args.paths if args.data_command == "synth" else args.docs, config, build_embedder(config.embedder)
-    )
+    embedder = build_embedder(config.embedder)
+    chunks = document_chunks(args.paths if args.data_command == "synth" else args.docs, config, embedder)
     if args.data_command == "raft":
         from ragtune.raft import build_raft
 
-        summary = build_raft(args.pairs, chunks, args.out, config.finetune)
+        docs_root = Path(args.docs[0]) if Path(args.docs[0]).is_dir() else None
+        summary = build_raft(args.pairs, chunks, args.out, config.finetune, docs_root=docs_root, embedder=embedder)
         print(
             f"{summary.examples} RAFT examples ({summary.with_oracle} with their source chunk, "
             f"{summary.distractors} distractors each) -> {args.out}"

@@ -103,8 +103,11 @@ def evaluate(
     return scored
 
 
-def aggregate(questions: list[Question], scored: list[Scored]) -> dict[str, Any]:
-    """Metrics with bootstrap 95% intervals, latency percentiles and what could not be parsed."""
+def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None = None) -> dict[str, Any]:
+    """Metrics with bootstrap 95% intervals, latency percentiles and what could not be parsed.
+
+    Retrieval hits are named hit@TOP_K: the gold document among the chunks retrieved for the question.
+    """
     metrics: dict[str, Any] = {
         "em": summary([s.em for s in scored]),
         "f1": summary([s.f1 for s in scored]),
@@ -122,7 +125,7 @@ def aggregate(questions: list[Question], scored: list[Scored]) -> dict[str, Any]
         metrics["majority_baseline"] = {"label": label, "accuracy": count / len(closed)}
     hits = [s.hit for s in scored if s.hit is not None]
     if hits:
-        metrics["hit@k"] = summary(hits)
+        metrics[f"hit@{top_k or 'k'}"] = summary(hits)
         metrics["mrr"] = summary([s.rr for s in scored if s.rr is not None])
     latency = {
         "first_token_s": percentiles([s.first_token_s for s in scored]),

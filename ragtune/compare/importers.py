@@ -209,7 +209,7 @@ def import_pubmedqa(dataset_dir: str | Path, out_dir: str | Path) -> dict[str, i
         for pmid, decision in test.items()
     ]
     train = [
-        {"id": pmid, "prompt": f"{question}\n{PUBMEDQA_INSTRUCTION}", "completion": decision}
+        {"id": pmid, "prompt": f"{question}\n{PUBMEDQA_INSTRUCTION}", "completion": decision, "doc": f"{pmid}.txt"}
         for pmid, (question, decision) in parsed.items()
         if pmid not in test
     ]
@@ -230,7 +230,7 @@ def _pubmedqa_source(dataset_dir: Path, ori_path: Path, test_path: Path) -> str:
         f"`test_ground_truth.json` {sha256_file(test_path)}.\n"
         "- Made by `ragtune.compare.importers.import_pubmedqa`: `docs/` holds each id's CONTEXTS only (never "
         "LONG_ANSWER, which states the answer); `questions.jsonl` the test ids of `test_ground_truth.json`; "
-        "`train.jsonl` the other ids as question -> decision pairs.\n"
+        "`train.jsonl` the other ids as question -> decision pairs, each naming its document (`doc`, for RAFT).\n"
     )
     if licence.is_file():
         text += f"\n## Licence (copied from {licence.name})\n\n{licence.read_text(encoding='utf-8').strip()}\n"

@@ -199,6 +199,18 @@ def summary(values: Sequence[float]) -> dict[str, float | list[float] | int | No
     return {"mean": float(array.mean()), "ci95": [low, high], "n": int(array.size)}
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float | list[float] | int | None]:
+    """Mean of a - b per question, with its 95% bootstrap interval: two paths scored on the same questions.
+
+    Resampling the per-question differences keeps the pairing, so the interval is narrower (and fairer)
+    than comparing two separately bootstrapped intervals; an interval that excludes 0 is a real difference.
+    """
+    left, right = _floats(a), _floats(b)
+    if left.shape != right.shape:
+        raise ValueError(f"paired scores need the same questions: {left.size} values against {right.size}")
+    return summary(left - right)
+
+
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     """Median and 95th percentile (linear interpolation), e.g. of latencies; None when empty."""
     array = _floats(values)

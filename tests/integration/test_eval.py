@@ -24,8 +24,8 @@ def test_eval_scores_retrieval_and_writes_results(
     results = json.loads(captured.out)
     assert results == json.loads((out / "results.json").read_text())
     metrics = results["metrics"]
-    assert results["questions"] == 6 and metrics["hit@k"]["mean"] == 1.0  # every gold document retrieved
-    assert metrics["mrr"]["mean"] >= 0.9 and metrics["hit@k"]["n"] == 6
+    assert results["questions"] == 6 and metrics["hit@3"]["mean"] == 1.0  # every gold document retrieved
+    assert metrics["mrr"]["mean"] >= 0.9 and metrics["hit@3"]["n"] == 6
     assert 0 <= metrics["f1"]["mean"] <= 1 and len(metrics["f1"]["ci95"]) == 2
     assert results["latency"]["total_s"]["p50"] > 0 and results["path"] == "rag"
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
@@ -45,7 +45,7 @@ def test_eval_scores_retrieval_and_writes_results(
         ]
     )
     closed_book = json.loads(capsys.readouterr().out)
-    assert code == 0 and closed_book["path"] == "base" and "hit@k" not in closed_book["metrics"]
+    assert code == 0 and closed_book["path"] == "base" and "hit@3" not in closed_book["metrics"]
 
 
 def test_eval_closed_set_questions_report_choice_metrics(
@@ -67,10 +67,10 @@ def test_eval_closed_set_questions_report_choice_metrics(
     metrics = results["metrics"]
     assert {"choice_accuracy", "macro_f1", "unparseable"} <= set(metrics)
     assert metrics["majority_baseline"]["accuracy"] == 1.0  # one sampled question: its label is the majority
-    assert "hit@k" not in metrics  # no gold documents given
+    assert "hit@3" not in metrics  # no gold documents given
     assert main(["eval", "--questions", str(questions), "--path", "base", "--json", *tiny]) == 0
     closed_book = json.loads(capsys.readouterr().out)
-    assert closed_book["path"] == "base" and closed_book["questions"] == 2 and "hit@k" not in closed_book["metrics"]
+    assert closed_book["path"] == "base" and closed_book["questions"] == 2 and "hit@3" not in closed_book["metrics"]
 
 
 def test_eval_bad_question_file_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

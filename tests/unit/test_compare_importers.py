@@ -172,7 +172,8 @@ def test_import_pubmedqa_splits_and_never_leaks_long_answer(tmp_path: Path):
         ("yes", "no", "maybe"),
     )
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert train[0] == {"id": "103", "prompt": f"Does thing 103 work?\n{PUBMEDQA_INSTRUCTION}", "completion": "yes"}
+    prompt = f"Does thing 103 work?\n{PUBMEDQA_INSTRUCTION}"
+    assert train[0] == {"id": "103", "prompt": prompt, "completion": "yes", "doc": "103.txt"}  # doc: for RAFT
     source = (out / "SOURCE.md").read_text()
     assert "MIT" in source and "EMNLP-IJCNLP 2019" in source and "Copyright (c) 2019 pubmedqa" in source
 

@@ -1,0 +1,141 @@
+"""The report's one table of all figures, and the per-question answers: plain rows both pages render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ragtune.compare.results import PRIMARY_LABELS
+from ragtune.compare.verdict import duration, pct
+
+Row = tuple[str, list[str]]
+
+
+def interval(value: dict[str, Any] | None) -> str:
+    if not value or value.get("mean") is None:
+        return ""
+    low, high = value["ci95"]
+    return f"{pct(value['mean'])} ({pct(low)}-{pct(high)})"
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} s"
+
+
+def mebibytes(value: float | None) -> str:
+    if not value:
+        return ""
+    return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value:.0f} MiB"
+
+
+def size(value: int | None) -> str:
+    if not value:
+        return "0"
+    return f"{value / 1024:.0f} KiB" if value < 2**20 else mebibytes(value / 2**20)
+
+
+def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
+    def row(name: str, label: str) -> Row:
+        return label, [interval((e["metrics"] or {}).get(name)) for e in entries]
+
+    def plain(label: str, show: Callable[[dict[str, Any]], str]) -> Row:
+        return label, [show(e["metrics"]) if e["metrics"] else "" for e in entries]
+
+    others = (("em", "exact match"), ("f1", "token F1"), ("contains", "answer contained"))
+    rows = [row(metric, f"{PRIMARY_LABELS[metric]} (95% CI)")] + [row(n, label) for n, label in others if n != metric]
+    if any((e["metrics"] or {}).get("macro_f1") is not None for e in entries):
+        rows.append(plain("macro-F1", lambda m: f"{m['macro_f1']:.3f}"))
+        rows.append(plain("unparseable answers", lambda m: str(len(m["unparseable"]))))
+    hit = next((k for e in entries for k in (e["metrics"] or {}) if k.startswith("hit@")), None)
+    if hit:
+        rows += [row(hit, f"{hit} (gold document retrieved)"), row("mrr", "MRR")]
+    rows.append(plain("refusals", lambda m: str(m["refusals"])))
+    return rows
+
+
+def _latency_rows(entries: list[dict[str, Any]]) -> list[Row]:
+    def both(key: str) -> list[str]:
+        values = []
+        for e in entries:
+            found = e["latency"][key] if e["latency"] else {"p50": None}
+            values.append(f"{seconds(found['p50'])} / {seconds(found['p95'])}" if found["p50"] is not None else "")
+        return values
+
+    speed = [e["latency"]["tokens_per_s"]["p50"] if e["latency"] else None for e in entries]
+    return [
+        ("first token p50 / p95", both("first_token_s")),
+        ("answer p50 / p95", both("total_s")),
+        ("generation tokens/s p50", ["" if v is None else f"{v:.1f}" for v in speed]),
+    ]
+
+
+def _cost_rows(entries: list[dict[str, Any]]) -> list[Row]:
+    def row(label: str, key: str, show: Callable[[Any], str]) -> Row:
+        return label, [show(e["cost"][key]) for e in entries]
+
+    def spent(value: float | None) -> str:
+        return duration(value) if value else ""
+
+    return [
+        row("one-off cost", "one_off_s", lambda v: duration(v) if v else "none"),
+        row("index build", "index_build_s", spent),
+        row("question synthesis", "synth_s", spent),
+        row("RAFT data", "raft_data_s", spent),
+        row("training", "training_s", spent),
+        row("trainable parameters", "trainable_params", lambda v: f"{v:,}"),
+        row("peak RAM (any step)", "peak_rss_mb", mebibytes),
+        row("disk (index + adapter)", "disk_bytes", size),
+        row("reused from earlier runs", "reused", ", ".join),
+    ]
+
+
+def _update_rows(results: dict[str, Any]) -> list[Row]:
+    update = results.get("update")
+    if not update:
+        return []
+    rows = [update["paths"].get(p, {}) for p in results["paths"]]
+
+    def before_after(r: dict[str, Any]) -> str:
+        return f"{interval(r.get('old_before'))} -> {interval(r.get('old'))}" if r.get("old") else ""
+
+    took = [duration(r["update_s"]) if r.get("update_s") is not None else "" for r in rows]
+    return [
+        ("update: time until answerable", took),
+        ("update: new questions", [interval(r.get("new")) for r in rows]),
+        ("update: old questions, before -> after", [before_after(r) for r in rows]),
+    ]
+
+
+def figure_rows(results: dict[str, Any]) -> list[Row]:
+    """(figure, value per path) for every figure of the run, in the order of results["paths"]."""
+    entries = list(results["paths"].values())
+    rows: list[Row] = [("status", [e["status"] for e in entries])]
+    rows += _metric_rows(entries, results["primary_metric"]) + _latency_rows(entries) + _cost_rows(entries)
+    return rows + _update_rows(results)
+
+
+def answer_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per question: its text, accepted answers and each path's answer, sources and right/wrong mark."""
+    metric = results["primary_metric"]
+    table: dict[str, dict[str, Any]] = {}
+    for path, entry in results["paths"].items():
+        if not entry["answers"]:
+            continue
+        for line in Path(entry["answers"]).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            item = table.setdefault(
+                row["id"], {"id": row["id"], "question": row["question"], "answers": row["answers"]}
+            )
+            right = row["choice"] in row["answers"] if metric == "choice_accuracy" else bool(row[metric])
+            item.setdefault("by", {})[path] = {"text": row["prediction"], "sources": row["sources"], "right": right}
+    return list(table.values())
+
+
+def differences_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for pair, diff in results["differences"].items():
+        low, high = diff["ci95"]
+        lines.append(f"{pair}: {100 * diff['mean']:+.1f} points (95% CI {100 * low:+.1f} to {100 * high:+.1f})")
+    return lines

@@ -1,0 +1,333 @@
+"""`ragtune compare`: every answering path on the same questions, with what each cost to build and update.
+
+index -> training data (given, or synthesised; RAFT examples for hybrid) -> adapters -> one eval per path
+-> (optional) knowledge update: new documents ingested, the finetune adapter retrained, every path
+re-evaluated on the old and the new questions -> report. Step times are wall-clock, model loading
+included: what a user waits for. Indexes and adapters are named by the hash of their inputs and
+reused when it matches, also across runs and when trained by hand with the same data and settings;
+nothing is retrained silently.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from models.config import Config, to_dict, to_yaml
+from models.errors import InputError
+from models.paths import data_home, index_dir
+from models.storage import atomic_write_json, atomic_write_text, publish_dir, read_json, sha256_file
+from ragtune.compare.phases import CompareError, PhaseLog, digest, folder_bytes, run_cli, tree_digest
+from ragtune.compare.spec import ADAPTED, RETRIEVING, CompareSpec
+
+
+@dataclass
+class Progress:
+    """What has finished so far: the report is written from this, complete or not."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evals: dict[str, Path] = field(default_factory=dict)  # "rag", "update:rag:new", ... -> eval folder
+    interrupted: str | None = None
+
+
+def chunking(config: Config) -> dict[str, Any]:
+    rag = config.rag
+    return {"chunk_tokens": rag.chunk_tokens, "chunk_overlap": rag.chunk_overlap, "jsonl": rag.jsonl_text_field}
+
+
+class Runner:
+    def __init__(self, spec: CompareSpec, config: Config) -> None:
+        self.spec, self.config = spec, replace(config, mode="rag")
+        self.out = spec.out
+        self.phases = PhaseLog(self.out)
+        self.progress = Progress()
+        self.config_file = self.out / "config.yaml"
+        self._fingerprint: str | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def cli(self, name: str, args: list[str], sets: tuple[str, ...] = ()) -> Any:
+        argv = [*args, "--config", str(self.config_file)]
+        for item in sets:
+            argv += ["--set", item]
+        print(f"== {name}", flush=True)
+        return run_cli(argv, name.replace(":", "-"), self.out / "logs")
+
+    def done(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        self.progress.records[name] = record
+        return record
+
+    def reused(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        print(f"== {name}: finished earlier, kept", flush=True)
+        return self.done(name, record)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from finetune.adapters import base_fingerprint
+            from models.loading import lm_folder
+
+            self._fingerprint = base_fingerprint(lm_folder(self.config.llm.model))
+        return self._fingerprint
+
+    # -- index ----------------------------------------------------------------------------------------
+    def index_key(self, *doc_folders: Path) -> str:
+        c = self.config
+        index = {k: v for k, v in to_dict(c.index).items() if k not in ("name", "ef_search")}
+        return digest("index", [tree_digest(d) for d in doc_folders], to_dict(c.embedder), chunking(c), index)
+
+    def artefact_file(self, name: str) -> Path:
+        return data_home() / "compare" / f"{name}.json"
+
+    def index_root(self, name: str) -> Path:
+        return index_dir(replace(self.config, index=replace(self.config.index, name=name)))
+
+    def build_index(self) -> dict[str, Any]:
+        key = self.index_key(self.spec.docs)
+        name = f"compare-{key[:12]}"
+        published = (self.index_root(name) / "CURRENT").is_file()
+        if (record := self.phases.get("index", key)) and published:
+            return self.reused("index", record)
+        stored = self.artefact_file(name)
+        if stored.is_file() and published:
+            return self.done(
+                "index", self.phases.put("index", key, {**read_json(stored, "index record"), "reused": True})
+            )
+        run = self.cli("index", ["ingest", str(self.spec.docs), "--json"], (f"index.name={name}",))
+        summary = json.loads(run.stdout)
+        record = {
+            "index": name,
+            "index_build_s": run.seconds,
+            "ingest_s": summary["seconds"],  # without starting the process and loading the embedder
+            "chunks": summary["total_chunks"],
+            "documents": len(summary["added"]) + len(summary["updated"]) + summary["unchanged"],
+            "peak_rss_mb": run.peak_rss_mb,
+            "disk_bytes": folder_bytes(self.index_root(name)),
+            "reused": False,
+        }
+        atomic_write_json(stored, record)
+        return self.done("index", self.phases.put("index", key, record))
+
+    def update_index(self, base: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the first index with the new documents ingested into it: the incremental cost."""
+        key = self.index_key(self.spec.docs, self.spec.update_docs)
+        name = f"compare-{key[:12]}"
+        final = self.index_root(name)
+        if (record := self.phases.get("update:index", key)) and (final / "CURRENT").is_file():
+            return self.reused("update:index", record)
+        # Always from a fresh copy of the first index, so the ingest below measures adding the new documents
+        # (an updated index left by an earlier, unfinished run would make it look free).
+        shutil.rmtree(final, ignore_errors=True)
+        staging = final.with_name(f".{name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.index_root(base["index"]), staging, ignore=shutil.ignore_patterns("write.lock", ".*"))
+        publish_dir(staging, final)
+        run = self.cli(
+            "update:index",
+            ["ingest", str(self.spec.docs), str(self.spec.update_docs), "--json"],
+            (f"index.name={name}",),
+        )
+        summary = json.loads(run.stdout)
+        record = {
+            "index": name,
+            "update_s": run.seconds,
+            "ingest_s": summary["seconds"],
+            "added_documents": len(summary["added"]),
+            "added_chunks": summary["chunks"],
+            "peak_rss_mb": run.peak_rss_mb,
+            "disk_bytes": folder_bytes(final),
+        }
+        return self.done("update:index", self.phases.put("update:index", key, record))
+
+    # -- training data --------------------------------------------------------------------------------
+    def synthesise(self, name: str, docs: Path) -> tuple[Path, dict[str, Any]]:
+        c = self.config
+        key = digest("synth", tree_digest(docs), to_dict(c.llm), to_dict(c.embedder), chunking(c), c.finetune.seed)
+        target = self.out / "train" / f"{name.replace(':', '-')}-{key[:12]}.jsonl"
+        if (record := self.phases.get(name, key)) and target.is_file():
+            return target, self.reused(name, record)
+        run = self.cli(name, ["data", "synth", str(docs), "-o", str(target)])
+        pairs = sum(1 for line in target.read_text(encoding="utf-8").splitlines() if line.strip())
+        if pairs == 0:
+            raise CompareError(
+                f"synthesis kept no question/answer pairs from {docs} (see {self.out / 'logs'}); "
+                "give training data with --train-data FILE instead"
+            )
+        record = {"file": str(target), "synth_s": run.seconds, "pairs": pairs, "peak_rss_mb": run.peak_rss_mb}
+        return target, self.done(name, self.phases.put(name, key, record))
+
+    def raft_data(self, pairs: Path) -> tuple[Path | None, dict[str, Any] | None]:
+        """RAFT examples for hybrid when the pairs name their source (chunk or doc); else None."""
+        first = json.loads(next(ln for ln in pairs.read_text(encoding="utf-8").splitlines() if ln.strip()))
+        if not isinstance(first, dict) or not any(isinstance(first.get(k), str) for k in ("chunk", "doc")):
+            return None, None
+        c = self.config
+        raft = {k: v for k, v in to_dict(c.finetune).items() if k.startswith("raft_") or k == "seed"}
+        key = digest("raft", sha256_file(pairs), tree_digest(self.spec.docs), to_dict(c.embedder), chunking(c), raft)
+        target = self.out / "train" / f"raft-{key[:12]}.jsonl"
+        if (record := self.phases.get("raft", key)) and target.is_file():
+            return target, self.reused("raft", record)
+        run = self.cli("raft", ["data", "raft", str(pairs), "--docs", str(self.spec.docs), "-o", str(target)])
+        record = {"file": str(target), "raft_s": run.seconds, "peak_rss_mb": run.peak_rss_mb}
+        return target, self.done("raft", self.phases.put("raft", key, record))
+
+    # -- adapters -------------------------------------------------------------------------------------
+    def wanted(self, data: Path) -> dict[str, Any]:
+        ft = {k: v for k, v in to_dict(self.config.finetune).items() if k != "adapter"}
+        return {
+            "base_fingerprint": self.fingerprint(),
+            "data_sha256": sha256_file(data),
+            "finetune": ft,
+            "dtype": self.config.llm.dtype,
+        }
+
+    @staticmethod
+    def matches(manifest: dict[str, Any], want: dict[str, Any]) -> bool:
+        ft = {k: v for k, v in manifest.get("finetune", {}).items() if k != "adapter"}
+        return (
+            manifest.get("base_fingerprint") == want["base_fingerprint"]
+            and manifest.get("data", {}).get("sha256") == want["data_sha256"]
+            and ft == want["finetune"]
+            and manifest.get("config", {}).get("llm", {}).get("dtype") == want["dtype"]
+        )
+
+    def adapter(self, phase: str, role: str, data: Path) -> dict[str, Any]:
+        """An adapter trained on `data` with this config: an existing one with the same inputs, else trained."""
+        from finetune.adapters import list_adapters, read_adapter
+        from finetune.checkpoint import latest_checkpoint
+        from finetune.train import run_dir
+
+        want = self.wanted(data)
+        key = digest("adapter", want)
+        if record := self.phases.get(phase, key):
+            try:
+                read_adapter(record["adapter"])
+                return self.reused(phase, record)
+            except InputError:
+                pass  # removed since: find or train it again
+        found = next((a for a in list_adapters() if self.matches(a.manifest, want)), None)
+        reused = found is not None
+        if found is None:
+            name = f"compare-{role}-{key[:12]}"
+            args = ["train", "--data", str(data), "--name", name]
+            run_folder = run_dir(name)
+            if run_folder.exists() and latest_checkpoint(run_folder) is not None:
+                args.append("--resume")  # an interrupted compare continues its training
+            run = self.cli(phase, args)
+            found = read_adapter(name)
+        else:
+            print(f"== {phase}: adapter {found.name} was trained on the same data and settings, reused", flush=True)
+        metrics = found.manifest.get("metrics", {})
+        record = {
+            "adapter": found.name,
+            "data": str(data),
+            "examples": found.manifest.get("data", {}).get("examples"),
+            # Reused: the training loop's own time from its manifest; trained here: the whole step.
+            "training_s": metrics.get("seconds") if reused else run.seconds,
+            "train_loop_s": metrics.get("seconds"),
+            "peak_rss_mb": metrics.get("peak_rss_mb") if reused else run.peak_rss_mb,
+            "trainable_params": metrics.get("trainable_params"),
+            "total_params": metrics.get("total_params"),
+            "steps": metrics.get("steps"),
+            "train_loss": metrics.get("train_loss"),
+            "eval_loss": metrics.get("eval_loss"),
+            "disk_bytes": folder_bytes(found.path),
+            "reused": reused,
+        }
+        return self.done(phase, self.phases.put(phase, key, record))
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def evaluate(self, phase: str, path: str, questions: Path, docs: Path, sets: tuple[str, ...]) -> dict[str, Any]:
+        spec = self.spec
+        key = digest("eval", path, sha256_file(questions), spec.limit, spec.seed, sets, to_dict(self.config))
+        folder = self.out / "answers" / phase.replace(":", "-")
+        if (record := self.phases.get(phase, key)) and (folder / "results.json").is_file():
+            self.progress.evals[phase] = folder
+            return self.reused(phase, record)
+        args = ["eval", "--questions", str(questions), "--path", path, "--docs", str(docs), "-o", str(folder), "--json"]
+        if spec.limit:
+            args += ["--limit", str(spec.limit), "--seed", str(spec.seed)]
+        run = self.cli(phase, args, sets)
+        self.progress.evals[phase] = folder
+        record = {"folder": str(folder), "wall_s": run.seconds, "peak_rss_mb": run.peak_rss_mb, "sets": list(sets)}
+        return self.done(phase, self.phases.put(phase, key, record))
+
+    # -- the whole run --------------------------------------------------------------------------------
+    def run(self) -> None:
+        spec, paths = self.spec, self.spec.paths
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_file, to_yaml(self.config))
+        index = self.build_index() if any(p in RETRIEVING for p in paths) else None
+        pairs = None
+        if any(p in ADAPTED for p in paths):
+            pairs = spec.train_data or self.synthesise("synth", spec.docs)[0]
+        adapters: dict[str, dict[str, Any]] = {}
+        raft = self.raft_data(pairs)[0] if "hybrid" in paths else None
+        if "finetune" in paths or ("hybrid" in paths and raft is None):
+            adapters["finetune"] = self.adapter("train:finetune", "finetune", pairs)
+        if "hybrid" in paths:
+            # Without pairs that name their source there is no RAFT data: hybrid reads with the finetune adapter.
+            adapters["hybrid"] = self.adapter("train:hybrid", "raft", raft) if raft else adapters["finetune"]
+        for path in paths:
+            self.evaluate(path, path, spec.questions, spec.docs, self.sets(path, index, adapters.get(path)))
+        if spec.update_docs is not None:
+            self.run_update(index, adapters, pairs)
+
+    def sets(self, path: str, index: dict[str, Any] | None, adapter: dict[str, Any] | None) -> tuple[str, ...]:
+        sets = []
+        if path in RETRIEVING and index is not None:
+            sets.append(f"index.name={index['index']}")
+        if path in ADAPTED and adapter is not None:
+            sets.append(f"finetune.adapter={adapter['adapter']}")
+        return tuple(sets)
+
+    def run_update(self, index: dict | None, adapters: dict[str, dict], pairs: Path | None) -> None:
+        """New documents arrive: bring each path up to date, then ask the old and the new questions."""
+        spec, paths = self.spec, self.spec.paths
+        new_index = self.update_index(index) if index is not None else None
+        new_adapters = dict(adapters)
+        if "finetune" in paths:
+            extra = spec.update_train_data or self.synthesise("update:synth", spec.update_docs)[0]
+            merged = self.out / "train" / f"update-{sha256_file(pairs)[:8]}-{sha256_file(extra)[:8]}.jsonl"
+            if not merged.is_file():
+                # Retraining on old + new data: training on the new pairs alone would teach the new facts
+                # and let the old ones fade, which is the forgetting this experiment measures.
+                atomic_write_text(merged, _join_jsonl(pairs, extra))
+            new_adapters["finetune"] = self.adapter("update:train:finetune", "finetune", merged)
+        for path in paths:
+            sets = self.sets(path, new_index, new_adapters.get(path))
+            if path != "base":  # the base model does not change: its old answers stand
+                self.evaluate(f"update:{path}:old", path, spec.questions, spec.docs, sets)
+            self.evaluate(f"update:{path}:new", path, spec.update_questions, spec.update_docs, sets)
+
+
+def _join_jsonl(*files: Path) -> str:
+    parts = [f.read_text(encoding="utf-8").rstrip("\n") for f in files]
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def run_compare(spec: CompareSpec, config: Config) -> Progress:
+    """Run what is missing, then write the report; Ctrl-C still writes the report of what finished."""
+    from ragtune.compare.report import write_report
+
+    spec.check()
+    runner = Runner(spec, config)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        runner.progress.interrupted = "interrupted (Ctrl-C)"
+        write_report(runner)
+        print(
+            f"compare interrupted: {spec.out / 'report.md'} shows what finished; run the same command again "
+            "to continue from there",
+            file=sys.stderr,
+        )
+        raise
+    except CompareError as exc:
+        runner.progress.interrupted = str(exc)
+        write_report(runner)
+        raise
+    write_report(runner)
+    return runner.progress

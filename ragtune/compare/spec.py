@@ -1,0 +1,67 @@
+"""What a compare run is asked to do, checked before any slow step starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune.data import read_records
+from models.errors import InputError
+from ragtune.compare.questions import read_questions
+
+PATHS = ("base", "rag", "finetune", "hybrid")
+RETRIEVING = ("rag", "hybrid")
+ADAPTED = ("finetune", "hybrid")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    docs: Path
+    questions: Path
+    out: Path
+    paths: tuple[str, ...] = PATHS
+    train_data: Path | None = None
+    synth: bool = False
+    update_docs: Path | None = None
+    update_questions: Path | None = None
+    update_train_data: Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    command: str = ""
+
+    def check(self) -> None:
+        """Every input exists and the options fit together, before anything slow starts."""
+        unknown = [p for p in self.paths if p not in PATHS]
+        if unknown or not self.paths:
+            raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(PATHS)}")
+        if not self.docs.is_dir():
+            raise InputError(f"--docs {self.docs}: not a folder of documents")
+        for flag, path in (
+            ("--questions", self.questions),
+            ("--train-data", self.train_data),
+            ("--update-questions", self.update_questions),
+            ("--update-train-data", self.update_train_data),
+        ):
+            if path is not None and not path.is_file():
+                raise InputError(f"{flag} {path}: no such file")
+        if self.update_docs is not None and not self.update_docs.is_dir():
+            raise InputError(f"--update-docs {self.update_docs}: not a folder of documents")
+        read_questions(self.questions)  # a bad line is reported now, not after an hour of training
+        if self.update_questions is not None:
+            read_questions(self.update_questions)
+        for path in (self.train_data, self.update_train_data):
+            if path is not None:
+                read_records(path)
+        if (self.update_docs is None) != (self.update_questions is None):
+            raise InputError("--update-docs and --update-questions go together: new documents and questions on them")
+        adapted = [p for p in self.paths if p in ADAPTED]
+        if adapted and self.train_data is None and not self.synth:
+            raise InputError(
+                f"--paths {','.join(adapted)} needs training data: --train-data FILE (prompt/completion, chat, "
+                "Alpaca or raw text) or --synth (question/answer pairs generated from --docs)"
+            )
+        if "finetune" in self.paths and self.update_docs and self.update_train_data is None and not self.synth:
+            raise InputError(
+                "updating the finetune path needs training data for the new documents: --update-train-data FILE "
+                "or --synth"
+            )
