@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -315,6 +316,9 @@ def _build(cls: type, data: Any, prefix: str, lines: dict[str, str]) -> Any:
         raise ConfigError(f"{exc}{_where(lines, key)}") from None
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, kind: Any, key: str, lines: dict[str, str]) -> Any:
     """Check `value` against a field's type; ints are accepted where floats are expected."""
     origin = typing.get_origin(kind)
@@ -335,6 +339,9 @@ def _coerce(value: Any, kind: Any, key: str, lines: dict[str, str]) -> Any:
             raise ConfigError(f"{key}{_where(lines, key)}: should be a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]", lines) for i, v in enumerate(value)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 (PyYAML) reads 1e-3 and 2E5 as strings: it wants a dot in the mantissa, as in 1.0e-3.
         return float(value)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)

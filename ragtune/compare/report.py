@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from ragtune.compare.runner import Runner
 
 PACKAGES = ("torch", "transformers", "sentence-transformers", "peft", "hnswlib", "ragtune")
-INTERVALS = "Intervals are 95% percentile-bootstrap intervals over questions; latency is per question, end to end."
+INTERVALS = (
+    "Intervals are 95% percentile-bootstrap intervals over questions; latency is per question, end to end; "
+    "tokens/s is left blank where answers were too short (one token) to time the decoding."
+)
 DIFFERENCES = "Paired differences on the primary metric (same questions; an interval excluding 0 is a real difference):"
 
 

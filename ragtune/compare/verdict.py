@@ -18,7 +18,7 @@ def pct(value: float) -> str:
 
 
 def points(value: float) -> str:
-    return f"{100 * value:+.1f}"
+    return f"{100 * value + 0.0:+.1f}"  # + 0.0: a negated zero prints as +0.0, not -0.0
 
 
 def duration(seconds: float | None) -> str:
@@ -77,7 +77,7 @@ def _accuracy(results: dict[str, Any], done: dict[str, Any], metric: str) -> tup
             ties.append(f"{other} ({points(diff['mean'])} points, CI {points(d_low)} to {points(d_high)})")
             tied.append(other)
     if wins:
-        text.append(f"It is ahead by {'; '.join(wins)}.")
+        text.append(f"{best} is ahead by {'; '.join(wins)}.")
     if ties:
         text.append(
             f"The differences to {', '.join(ties)} are within noise: each paired interval includes zero, so "

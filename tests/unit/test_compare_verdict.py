@@ -44,7 +44,7 @@ RAG_WINS = results(
 def test_a_clear_winner_is_named_with_its_margin_and_interval() -> None:
     text = verdict(RAG_WINS)
     assert text.startswith("On these 100 questions rag scores best: 80.0% answer contained (95% CI 72.0%-88.0%).")
-    assert "+40.0 points over finetune (paired 95% CI +28.0 to +52.0)" in text
+    assert "rag is ahead by +40.0 points over finetune (paired 95% CI +28.0 to +52.0)" in text
     assert "finetune answers 3.0x faster than rag (median 0.40 s against 1.20 s" in text
     assert "finetune 14.0 min of training" in text
     assert text.endswith("For this data: rag, the only path at the top once the intervals are taken into account.")

@@ -34,6 +34,14 @@ def test_overrides_are_typed_from_their_text() -> None:
     assert isinstance(load_config(None, ["llm.top_p=1"]).llm.top_p, float)
 
 
+def test_exponent_floats_are_floats_in_overrides_and_files(tmp_path: Path) -> None:
+    # PyYAML reads 1e-3 (no dot in the mantissa) as a string; a learning rate is naturally written so.
+    assert load_config(None, ["finetune.lr=1e-3"]).finetune.lr == 0.001
+    assert load_config(write(tmp_path, "finetune:\n  lr: 5E-4\n")).finetune.lr == 0.0005
+    with pytest.raises(ConfigError, match="finetune.lr .*should be float, got '1e-x'"):
+        load_config(None, ["finetune.lr=1e-x"])
+
+
 def test_unknown_key_names_the_dotted_key_the_line_and_a_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path, "mode: rag\nrag:\n  top_k: 3\n  chunk_size: 100\n")
     with pytest.raises(
