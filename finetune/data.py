@@ -95,7 +95,8 @@ def _json_array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         raise DataError(f"{path}:{_line(text, pos)}: unexpected text after the closing ']'")
 
 
-def _items(path: Path) -> Iterator[tuple[int, Any]]:
+def read_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, decoded JSON value) per record of a .jsonl or .json (one array) file; bad JSON is a DataError."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _jsonl_items(path, _read_text(path))
@@ -175,7 +176,7 @@ def detect_format(path: Path) -> str:
     """The format of the first non-empty record: "prompt_completion" | "chat" | "alpaca" | "raw"."""
     if path.suffix.lower() in TEXT_SUFFIXES:
         return "raw"
-    for number, item in _items(path):
+    for number, item in read_items(path):
         return _format_of(item, f"{path}:{number}")
     raise DataError(f"{path}: holds no records; an empty file cannot be trained on")
 
@@ -189,7 +190,7 @@ def read_records(path: Path) -> tuple[str, list[Record]]:
         # One document, not one per paragraph: an eos between paragraphs would teach the model to stop mid-text.
         return "raw", [Record((), text=text, source=f"{path}:1")]
     fmt, first, records = "", 0, []
-    for number, item in _items(path):
+    for number, item in read_items(path):
         where = f"{path}:{number}"
         found = _format_of(item, where)
         if not fmt:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.data import DataError
+from finetune.data import DataError, read_items
 from finetune.synth import SourceChunk
 from models.config import FinetuneConfig
 from models.storage import atomic_write_text
@@ -31,23 +31,17 @@ class RaftSummary:
     distractors: int
 
 
-def read_pairs(path: Path) -> list[dict[str, str]]:
-    """prompt/completion records that name their source: a `chunk` id or a `doc` path."""
+def read_pairs(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line, record) of prompt/completion records that name their source: a `chunk` id or a `doc` path."""
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in read_items(path):
         fields_ok = isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("prompt", "completion"))
         if not fields_ok or not any(isinstance(record.get(k), str) for k in ("chunk", "doc")):
             raise DataError(
                 f"{path}:{number}: needs string fields prompt, completion and chunk (the output of "
                 "`ragtune data synth`) or doc (a document path relative to the docs folder)"
             )
-        pairs.append(record)
+        pairs.append((number, record))
     if not pairs:
         raise DataError(f"{path}: holds no pairs")
     return pairs
@@ -91,7 +85,7 @@ def build_raft(
     doc_oracles = _DocOracles(chunks, docs_root, embedder)
     rng = random.Random(ft.seed)
     lines, with_oracle = [], 0
-    for number, pair in enumerate(read_pairs(pairs_path), 1):
+    for number, pair in read_pairs(pairs_path):
         where = f"{pairs_path}:{number}"
         if "chunk" in pair:
             oracle = by_id.get(pair["chunk"])

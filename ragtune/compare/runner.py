@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from finetune.data import read_items
 from models.config import Config, to_dict, to_yaml
 from models.errors import InputError
 from models.paths import data_home, index_dir
@@ -160,7 +161,7 @@ class Runner:
 
     def raft_data(self, pairs: Path) -> tuple[Path | None, dict[str, Any] | None]:
         """RAFT examples for hybrid when the pairs name their source (chunk or doc); else None."""
-        first = json.loads(next(ln for ln in pairs.read_text(encoding="utf-8").splitlines() if ln.strip()))
+        _, first = next(read_items(pairs))  # spec.check and synthesis guarantee at least one record
         if not isinstance(first, dict) or not any(isinstance(first.get(k), str) for k in ("chunk", "doc")):
             return None, None
         c = self.config

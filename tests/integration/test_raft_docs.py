@@ -57,3 +57,15 @@ def test_a_pair_naming_an_unknown_document_is_refused_with_its_line(docs, tiny_c
     with pytest.raises(DataError, match=r"pairs\.jsonl:2: doc 'no-such-file\.txt' is not a readable document"):
         build_raft(pairs, chunks, tmp_path / "raft.jsonl", tiny_config.finetune, docs_root=docs, embedder=embedder)
     assert not (tmp_path / "raft.jsonl").exists()
+
+
+def test_pair_errors_name_the_file_line_even_after_blank_lines(docs, tiny_config, embedder, tmp_path):
+    chunks = document_chunks([docs], tiny_config, embedder)
+    pairs = tmp_path / "pairs.jsonl"
+    good = json.dumps({"prompt": "Q?", "completion": "A", "doc": "library-cards.md"})
+    pairs.write_text(f"\n{good}\n\n{json.dumps({'prompt': 'Q?', 'completion': 'A', 'doc': 'gone.txt'})}\n")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:4: doc 'gone\.txt'"):
+        build_raft(pairs, chunks, tmp_path / "raft.jsonl", tiny_config.finetune, docs_root=docs, embedder=embedder)
+    pairs.write_bytes(b'{"prompt": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match=r"pairs\.jsonl"):
+        build_raft(pairs, chunks, tmp_path / "raft.jsonl", tiny_config.finetune, docs_root=docs, embedder=embedder)
