@@ -25,6 +25,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def folder_bytes(path: str | os.PathLike) -> int:
+    """Bytes on disk of a file, or of every file under a folder (an index, an adapter)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a directory entry so a rename inside it survives a power cut."""
     fd = os.open(path, os.O_RDONLY)

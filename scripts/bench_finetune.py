@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from models.config import LLMConfig, load_config  # noqa: E402
 from models.device import resolve_dtype  # noqa: E402
-from models.storage import write_section  # noqa: E402
+from models.storage import folder_bytes, write_section  # noqa: E402
 from ragtune.app import quiet_libraries  # noqa: E402
 from ragtune.benchmark import busy_note, loadavg, machine_rows, say, table  # noqa: E402
 
@@ -142,7 +142,7 @@ def slug(model: str) -> str:
 
 
 def folder_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    return folder_bytes(folder) / 2**20
 
 
 def peak_rss_mb() -> float:

@@ -73,12 +73,6 @@ def tree_digest(folder: Path) -> str:
     return digest([(str(p.relative_to(folder)), sha256_file(p)) for p in files])
 
 
-def folder_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 class PhaseLog:
     """OUT/phases/NAME.json: what a finished step measured, valid while its input hash is unchanged."""
 

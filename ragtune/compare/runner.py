@@ -21,8 +21,15 @@ from finetune.data import read_items
 from models.config import Config, to_dict, to_yaml
 from models.errors import InputError
 from models.paths import data_home, index_dir
-from models.storage import atomic_write_json, atomic_write_text, publish_dir, read_json, sha256_file
-from ragtune.compare.phases import CompareError, PhaseLog, digest, folder_bytes, run_cli, tree_digest
+from models.storage import (
+    atomic_write_json,
+    atomic_write_text,
+    folder_bytes,
+    publish_dir,
+    read_json,
+    sha256_file,
+)
+from ragtune.compare.phases import CompareError, PhaseLog, digest, run_cli, tree_digest
 from ragtune.compare.spec import ADAPTED, RETRIEVING, CompareSpec
 
 
@@ -48,6 +55,7 @@ class Runner:
         self.progress = Progress()
         self.config_file = self.out / "config.yaml"
         self._fingerprint: str | None = None
+        self._trees: dict[Path, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------------------
     def cli(self, name: str, args: list[str], sets: tuple[str, ...] = ()) -> Any:
@@ -65,6 +73,12 @@ class Runner:
         print(f"== {name}: finished earlier, kept", flush=True)
         return self.done(name, record)
 
+    def tree(self, folder: Path) -> str:
+        """A document folder's digest, hashed once per run (the index, RAFT and update keys all use it)."""
+        if folder not in self._trees:
+            self._trees[folder] = tree_digest(folder)
+        return self._trees[folder]
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             from finetune.adapters import base_fingerprint
@@ -77,7 +91,7 @@ class Runner:
     def index_key(self, *doc_folders: Path) -> str:
         c = self.config
         index = {k: v for k, v in to_dict(c.index).items() if k not in ("name", "ef_search")}
-        return digest("index", [tree_digest(d) for d in doc_folders], to_dict(c.embedder), chunking(c), index)
+        return digest("index", [self.tree(d) for d in doc_folders], to_dict(c.embedder), chunking(c), index)
 
     def artefact_file(self, name: str) -> Path:
         return data_home() / "compare" / f"{name}.json"
@@ -145,7 +159,7 @@ class Runner:
     # -- training data --------------------------------------------------------------------------------
     def synthesise(self, name: str, docs: Path) -> tuple[Path, dict[str, Any]]:
         c = self.config
-        key = digest("synth", tree_digest(docs), to_dict(c.llm), to_dict(c.embedder), chunking(c), c.finetune.seed)
+        key = digest("synth", self.tree(docs), to_dict(c.llm), to_dict(c.embedder), chunking(c), c.finetune.seed)
         target = self.out / "train" / f"{name.replace(':', '-')}-{key[:12]}.jsonl"
         if (record := self.phases.get(name, key)) and target.is_file():
             return target, self.reused(name, record)
@@ -166,7 +180,7 @@ class Runner:
             return None, None
         c = self.config
         raft = {k: v for k, v in to_dict(c.finetune).items() if k.startswith("raft_") or k == "seed"}
-        key = digest("raft", sha256_file(pairs), tree_digest(self.spec.docs), to_dict(c.embedder), chunking(c), raft)
+        key = digest("raft", sha256_file(pairs), self.tree(self.spec.docs), to_dict(c.embedder), chunking(c), raft)
         target = self.out / "train" / f"raft-{key[:12]}.jsonl"
         if (record := self.phases.get("raft", key)) and target.is_file():
             return target, self.reused("raft", record)

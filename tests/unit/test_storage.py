@@ -75,3 +75,12 @@ def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
     report.write_text(text + "<!-- a:start -->\n")
     with pytest.raises(ValueError, match="nothing was written"):
         write_section(report, "a", "third A")
+
+
+def test_folder_bytes_counts_a_file_or_every_file_below_a_folder(tmp_path) -> None:
+    from models.storage import folder_bytes
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.bin").write_bytes(b"x" * 10)
+    (tmp_path / "sub" / "b.bin").write_bytes(b"y" * 5)
+    assert folder_bytes(tmp_path) == 15 and folder_bytes(tmp_path / "a.bin") == 10
