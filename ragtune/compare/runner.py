@@ -112,6 +112,12 @@ class Runner:
             )
         run = self.cli("index", ["ingest", str(self.spec.docs), "--json"], (f"index.name={name}",))
         summary = json.loads(run.stdout)
+        if not summary["total_chunks"]:
+            skipped = "; ".join(f"{path}: {why}" for path, why in summary["skipped"][:3])
+            raise CompareError(
+                f"--docs {self.spec.docs}: no document text was indexed{f' (skipped: {skipped})' if skipped else ''}; "
+                "point --docs at a folder of .txt .md .html .pdf .docx or .jsonl files"
+            )
         record = {
             "index": name,
             "index_build_s": run.seconds,
@@ -262,7 +268,7 @@ class Runner:
             self.progress.evals[phase] = folder
             return self.reused(phase, record)
         args = ["eval", "--questions", str(questions), "--path", path, "--docs", str(docs), "-o", str(folder), "--json"]
-        if spec.limit:
+        if spec.limit is not None:
             args += ["--limit", str(spec.limit), "--seed", str(spec.seed)]
         run = self.cli(phase, args, sets)
         self.progress.evals[phase] = folder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from finetune.data import read_records
 from models.errors import InputError
-from ragtune.compare.questions import read_questions
+from ragtune.compare.questions import read_questions, sample
 
 PATHS = ("base", "rag", "finetune", "hybrid")
 RETRIEVING = ("rag", "hybrid")
@@ -46,7 +46,10 @@ class CompareSpec:
                 raise InputError(f"{flag} {path}: no such file")
         if self.update_docs is not None and not self.update_docs.is_dir():
             raise InputError(f"--update-docs {self.update_docs}: not a folder of documents")
-        read_questions(self.questions)  # a bad line is reported now, not after an hour of training
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"-o {self.out}: a file is there; give a folder for the report (new or from a run)")
+        # A bad line or --limit is reported now, by the same checks eval uses, not after an hour of training.
+        sample(read_questions(self.questions), self.limit, self.seed)
         if self.update_questions is not None:
             read_questions(self.update_questions)
         for path in (self.train_data, self.update_train_data):

@@ -173,6 +173,7 @@ def test_an_adapter_trained_by_hand_on_the_same_inputs_is_reused_and_new_data_re
         (["--paths", "rag,tuned"], "--paths: unknown tuned"),
         (["--update-docs", "{docs}"], "--update-docs and --update-questions go together"),
         (["--train-data", "missing.jsonl"], "--train-data missing.jsonl: no such file"),
+        (["--paths", "base", "--limit", "0"], "limit should be a whole number of at least 1"),
     ],
 )
 def test_bad_compare_options_are_refused_before_any_work(
@@ -193,3 +194,19 @@ def test_a_bad_question_line_is_reported_before_any_work(docs: Path, tmp_path: P
     out = tmp_path / "report"
     assert main(["compare", "--docs", str(docs), "--questions", str(questions), "--paths", "rag", "-o", str(out)]) == 2
     assert f"{questions}:2" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_output_path_that_is_a_file_and_a_folder_without_documents_are_refused(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    questions = str(EXAMPLES / "questions.jsonl")
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    assert main(["compare", "--docs", str(docs), "--questions", questions, "--paths", "base", "-o", str(taken)]) == 2
+    assert f"-o {taken}: a file is there" in capsys.readouterr().err and taken.read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "report"
+    assert main(["compare", "--docs", str(empty), "--questions", questions, "--paths", "rag", "-o", str(out)]) == 2
+    assert f"--docs {empty}: no document text was indexed" in capsys.readouterr().err
+    assert not json.loads((out / "results.json").read_text())["complete"]  # the report says what did not finish
