@@ -19,11 +19,10 @@ from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
     describe_files,
-    make_staging_dir,
     publish_dir,
     read_json,
-    remove_stale_staging,
     sha256_file,
+    staged_dir,
     verify_files,
 )
 
@@ -74,33 +73,15 @@ def base_fingerprint(folder: Path) -> str:
 
 def save_adapter(model: Any, name: str, manifest: dict[str, Any], full_model_tokenizer: Any = None) -> Path:
     """Write a PEFT model's adapter (or, for full fine-tuning, the whole model) atomically under its name."""
-    root = adapters_dir()
     final = adapter_path(name)
-    remove_stale_staging(root)
-    staging = make_staging_dir(root, name)
-    try:
+    with staged_dir(adapters_dir(), name) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         if full_model_tokenizer is not None:
             full_model_tokenizer.save_pretrained(staging)
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         atomic_write_json(staging / MANIFEST, {**manifest, "name": name, "files": describe_files(staging, names)})
-        _replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        publish_dir(staging, final, replace=True)
     return final
-
-
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Publish `staging` as `final`; an older folder of that name is moved aside first, then deleted."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.replaced")  # not ".partial": stale-staging cleanup must keep it
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    publish_dir(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_adapter(name: str) -> AdapterInfo:
@@ -182,14 +163,10 @@ def export_merged(peft_model: Any, tokenizer: Any, out: Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; pass a new folder with -o")
     merged = merge_adapter(peft_model)
-    staging = make_staging_dir(out.parent, out.name)
-    try:
+    with staged_dir(out.parent, out.name) as staging:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         if out.exists():
             out.rmdir()
         publish_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -17,10 +17,9 @@ from models.errors import IndexCorruptError
 from models.storage import (
     atomic_write_json,
     describe_files,
-    make_staging_dir,
     publish_dir,
     read_json,
-    remove_stale_staging,
+    staged_dir,
     verify_files,
 )
 
@@ -35,9 +34,8 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
 ) -> Path:
-    remove_stale_staging(run_dir)
-    staging = make_staging_dir(run_dir, "checkpoint")
-    try:
+    final = run_dir / f"checkpoint-{step:06d}"
+    with staged_dir(run_dir, "checkpoint") as staging:
         trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
         save_file(trainable, staging / "trainable.safetensors")
         opt = optimizer.state_dict()
@@ -63,12 +61,7 @@ def save_checkpoint(
         )
         names = ["trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
         atomic_write_json(staging / "manifest.json", {"files": describe_files(staging, names)})
-        final = run_dir / f"checkpoint-{step:06d}"
-        shutil.rmtree(final, ignore_errors=True)
-        publish_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        publish_dir(staging, final, replace=True)
     for old in sorted(run_dir.glob("checkpoint-*"))[:-_KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -15,7 +15,13 @@ import yaml
 
 from models.errors import ConfigError
 
-Mode = Literal["rag", "finetune", "hybrid"]
+# The answer modes; models/modes.py says what each one needs (a unit test keeps the two in step).
+Mode = Literal["base", "rag", "finetune", "hybrid"]
+# Each name is a module behind an interface, chosen by these keys: models/generate.py GENERATOR_BACKENDS,
+# rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
+LLMBackend = Literal["transformers"]
+IndexBackend = Literal["hnswlib"]
+RetrieverKind = Literal["dense"]
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -40,6 +46,8 @@ class EmbedderConfig:
 class LLMConfig:
     # A preset name, a local Hugging Face folder or a path to a `.gguf` file.
     model: str = "qwen2.5-coder-0.5b-instruct"
+    # The engine that runs the model: transformers (PyTorch; CPU or CUDA, adapters through PEFT).
+    backend: LLMBackend = "transformers"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto picks bfloat16 where the CPU/GPU computes it natively, float32 otherwise.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -65,7 +73,9 @@ class LLMConfig:
 class IndexConfig:
     # Name of the index folder under $RAGTUNE_HOME/indexes.
     name: str = "default"
-    # hnswlib distance: cosine | ip | l2.
+    # The vector index engine: hnswlib (a file in each index generation).
+    backend: IndexBackend = "hnswlib"
+    # Vector distance: cosine | ip | l2.
     space: Literal["cosine", "ip", "l2"] = "cosine"
     # Graph degree: higher raises recall and memory.
     m: int = 16
@@ -91,7 +101,10 @@ class RagConfig:
     # a small LM's context focused on the fact asked about.
     chunk_tokens: int = 96
     chunk_overlap: int = 24
-    # Chunks retrieved per question, and the lowest similarity a chunk may have to be used.
+    # How chunks are found: dense (embedding similarity in the vector index).
+    retriever: RetrieverKind = "dense"
+    # Chunks retrieved per question, and the lowest score a chunk may have to be used. The score is the
+    # retriever's final one: for dense, the similarity of index.space (cosine: -1..1, higher is closer).
     top_k: int = 3
     min_score: float = 0.2
     # LM tokens spent on retrieved text at most; lower-ranked chunks are dropped beyond it.
@@ -198,7 +211,7 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    # rag: retrieve then answer; finetune: adapted model, no retrieval; hybrid: both.
+    # base: the LM alone; rag: retrieve then answer; finetune: adapted model, no retrieval; hybrid: both.
     mode: Mode = "rag"
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,13 @@ from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.paths import cache_home  # noqa: E402
 from models.presets import Preset, get_preset, piece_paths  # noqa: E402
-from models.storage import (  # noqa: E402
+from models.storage import (
     atomic_write_json,
     describe_files,
-    make_staging_dir,
     publish_dir,
     read_json,
-    remove_stale_staging,
     sha256_file,
+    staged_dir,  # noqa: E402
     verify_files,
 )
 
@@ -132,9 +130,7 @@ def materialise_gguf(key: str, pieces: list[Path], sha256: str, progress: bool =
         # Sizes on every load (cheap); `ragtune models verify` re-hashes every byte.
         verify_files(final, manifest["files"], hashes=False)
         return final
-    remove_stale_staging(root)
-    staging = make_staging_dir(root, key)
-    try:
+    with staged_dir(root, key) as staging:
         started = time.perf_counter()
         gguf = staging / "source.gguf"
         digest = _assemble(pieces, gguf)
@@ -158,9 +154,6 @@ def materialise_gguf(key: str, pieces: list[Path], sha256: str, progress: bool =
             },
         )
         publish_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 

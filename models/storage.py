@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,27 +82,77 @@ def fsync_tree(root: str | os.PathLike) -> None:
         fsync_dir(dirpath)
 
 
-def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Atomically move a fully written staging directory to its final name."""
+def publish_dir(staging: str | os.PathLike, final: str | os.PathLike, replace: bool = False) -> None:
+    """Atomically move a fully written staging directory to its final name.
+
+    With `replace`, a folder already at `final` is first moved aside and deleted once the new one is in
+    place, so a crash leaves the old folder (under a hidden name) or the new one, never neither half-way.
+    """
+    final = Path(final)
     fsync_tree(staging)
+    old = None
+    if replace and final.exists():
+        old = final.with_name(f".{final.name}.replaced")  # not ".partial": stale-staging cleanup must keep it
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
     os.replace(staging, final)
-    fsync_dir(Path(final).parent)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
-    """A fresh hidden directory next to its final place, so the publishing rename stays on one disk."""
+    """A fresh hidden directory next to its final place, so the publishing rename stays on one disk.
+
+    Its name carries the writer's pid, so that cleaning up after dead writers never touches a live one.
+    """
     Path(parent).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}-", suffix=".partial", dir=parent))
     staging.chmod(0o755)  # mkdtemp makes 0700; published folders should read like any other
     return staging
 
 
+@contextmanager
+def staged_dir(parent: str | os.PathLike, name: str) -> Iterator[Path]:
+    """`with staged_dir(parent, name) as staging:` write into it, then `publish_dir(staging, final)`.
+
+    Leftovers of dead writers in `parent` are removed first; if the block fails, its staging folder is too.
+    """
+    remove_stale_staging(parent)
+    staging = make_staging_dir(parent, name)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def remove_stale_staging(parent: str | os.PathLike) -> None:
-    """Delete `.partial` directories left by a process that died mid-write."""
+    """Delete `.partial` directories left by processes that died mid-write (a live writer's stay)."""
     parent = Path(parent)
     if parent.is_dir():
         for entry in parent.glob(".*.partial"):
-            shutil.rmtree(entry, ignore_errors=True)
+            if not _writer_alive(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_alive(staging_name: str) -> bool:
+    match = _STAGING_PID.search(staging_name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it (a server's concurrent uploads)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+_STAGING_PID = re.compile(r"\.(\d+)-[^.]*\.partial$")
 
 
 def describe_files(root: str | os.PathLike, names: Iterable[str]) -> dict[str, dict[str, Any]]:

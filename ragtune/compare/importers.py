@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 from models.errors import InputError
-from models.storage import make_staging_dir, publish_dir, sha256_file
+from models.storage import publish_dir, sha256_file, staged_dir
 
 PUBMEDQA_CHOICES = ("yes", "no", "maybe")
 # Appended to every PubMedQA training prompt; evaluation prompts should end with the same line.
@@ -66,18 +65,14 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _publish(out_dir: Path, files: dict[str, str]) -> None:
     """Write every file into a staging folder, then rename it to out_dir: readers see all of it or nothing."""
-    staging = make_staging_dir(out_dir.parent, out_dir.name)
     try:
-        for name, text in files.items():
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging / name).write_text(text, encoding="utf-8")
-        publish_dir(staging, out_dir)
+        with staged_dir(out_dir.parent, out_dir.name) as staging:
+            for name, text in files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_text(text, encoding="utf-8")
+            publish_dir(staging, out_dir)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise ImportDataError(f"{out_dir}: cannot be written ({exc}); pick an empty, writable output folder") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _jsonl(records: list[dict[str, Any]]) -> str:

@@ -28,6 +28,7 @@ from models.storage import (
     publish_dir,
     read_json,
     sha256_file,
+    staged_dir,
 )
 from ragtune.compare.phases import CompareError, PhaseLog, digest, run_cli, tree_digest
 from ragtune.compare.spec import ADAPTED, RETRIEVING, CompareSpec
@@ -141,10 +142,14 @@ class Runner:
         # Always from a fresh copy of the first index, so the ingest below measures adding the new documents
         # (an updated index left by an earlier, unfinished run would make it look free).
         shutil.rmtree(final, ignore_errors=True)
-        staging = final.with_name(f".{name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(self.index_root(base["index"]), staging, ignore=shutil.ignore_patterns("write.lock", ".*"))
-        publish_dir(staging, final)
+        with staged_dir(final.parent, name) as staging:
+            shutil.copytree(
+                self.index_root(base["index"]),
+                staging,
+                ignore=shutil.ignore_patterns("write.lock", ".*"),
+                dirs_exist_ok=True,
+            )
+            publish_dir(staging, final)
         run = self.cli(
             "update:index",
             ["ingest", str(self.spec.docs), str(self.spec.update_docs), "--json"],

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from finetune.data import DataError, read_records
-from models.storage import atomic_write_json, make_staging_dir, publish_dir, read_json, remove_stale_staging
+from models.storage import atomic_write_json, publish_dir, read_json, remove_stale_staging, staged_dir
 from ragtune.serve.app import ApiError
 
 # Room for the multipart boundaries, part headers and the purpose field around the file itself.
@@ -76,8 +76,7 @@ class FileStore:
     def store(self, source: BinaryIO, filename: str, size: int) -> dict[str, Any]:
         """Copy, validate (400 naming `filename:line`) and publish an upload; returns its file object."""
         file_id = f"file-{uuid.uuid4().hex[:24]}"
-        staging = make_staging_dir(self.root, file_id)
-        try:
+        with staged_dir(self.root, file_id) as staging:
             data = staging / ("data" + data_suffix(filename))
             with open(data, "wb") as handle:
                 shutil.copyfileobj(source, handle)
@@ -101,9 +100,6 @@ class FileStore:
             }
             atomic_write_json(staging / "file.json", info)
             publish_dir(staging, self.folder(file_id))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return info
 
 

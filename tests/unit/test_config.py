@@ -63,7 +63,7 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
 
 
 def test_choice_and_range_errors() -> None:
-    with pytest.raises(ConfigError, match="mode.*should be one of rag, finetune, hybrid, got 'both'"):
+    with pytest.raises(ConfigError, match="mode.*should be one of base, rag, finetune, hybrid, got 'both'"):
         load_config(None, ["mode=both"])
     with pytest.raises(ConfigError, match=r"rag\.chunk_overlap.*below rag\.chunk_tokens \(96\), got 96"):
         load_config(None, ["rag.chunk_overlap=96"])

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from models.storage import (
     make_staging_dir,
     publish_dir,
     remove_stale_staging,
+    staged_dir,
     verify_files,
 )
 
@@ -57,9 +60,54 @@ def test_staging_dirs_publish_atomically_and_stale_ones_are_removed(tmp_path: Pa
     (staging / "f").write_text("data")
     publish_dir(staging, tmp_path / "gen-1")
     assert (tmp_path / "gen-1" / "f").read_text() == "data"
-    stale = make_staging_dir(tmp_path, "gen")
+    live = make_staging_dir(tmp_path, "gen")  # this process's: a writer that is still at work
+    dead = _staging_of_a_dead_process(tmp_path)
+    legacy = tmp_path / ".gen.abc123.partial"  # no pid: left by an older version
+    legacy.mkdir()
     remove_stale_staging(tmp_path)
-    assert not stale.exists() and (tmp_path / "gen-1").exists()
+    assert live.exists() and not dead.exists() and not legacy.exists() and (tmp_path / "gen-1").exists()
+
+
+def test_a_second_writer_leaves_a_live_writers_staging_alone(tmp_path: Path) -> None:
+    # Two processes sharing a cache: the second one's clean-up must not delete the first one's work.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        other = tmp_path / f".model.{child.pid}-xyz.partial"
+        other.mkdir()
+        with staged_dir(tmp_path, "model") as mine:
+            assert other.exists() and mine.exists()
+    finally:
+        child.kill()
+        child.wait()
+    remove_stale_staging(tmp_path)
+    assert not other.exists()
+
+
+def test_staged_dir_is_removed_when_the_block_fails(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), staged_dir(tmp_path, "x") as staging:
+        (staging / "half").write_text("written")
+        raise RuntimeError("disk full")
+    assert not staging.exists() and not list(tmp_path.iterdir())
+
+
+def test_publish_with_replace_swaps_the_folder(tmp_path: Path) -> None:
+    final = tmp_path / "adapter"
+    final.mkdir()
+    (final / "old").write_text("old")
+    with staged_dir(tmp_path, "adapter") as staging:
+        (staging / "new").write_text("new")
+        publish_dir(staging, final, replace=True)
+    assert sorted(p.name for p in final.iterdir()) == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "adapter"
+    ]
+
+
+def _staging_of_a_dead_process(parent: Path) -> Path:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process now
+    folder = parent / f".gen.{child.pid}-dead.partial"
+    folder.mkdir()
+    return folder
 
 
 def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
