@@ -24,13 +24,13 @@ from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.paths import cache_home  # noqa: E402
 from models.presets import Preset, get_preset, piece_paths  # noqa: E402
-from models.storage import (
+from models.storage import (  # noqa: E402
     atomic_write_json,
     describe_files,
     publish_dir,
     read_json,
     sha256_file,
-    staged_dir,  # noqa: E402
+    staged_dir,
     verify_files,
 )
 
