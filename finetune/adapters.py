@@ -135,14 +135,20 @@ def check_base(info: AdapterInfo, base_folder: Path, fingerprint: str | None = N
         )
 
 
-def apply_adapter(model: Any, base_folder: Path, name: str) -> Any:
-    """Wrap a loaded base model with a verified LoRA adapter (or return the fully fine-tuned model)."""
-    from peft import PeftModel
-
+def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None) -> AdapterInfo:
+    """A verified LoRA adapter trained on `base_folder`'s weights, ready to load for answering."""
     info = read_adapter(name)
-    check_base(info, base_folder)
+    check_base(info, base_folder, fingerprint)
     if info.manifest.get("method") == "full":
         raise ModelError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
+    return info
+
+
+def apply_adapter(model: Any, base_folder: Path, name: str) -> Any:
+    """Wrap a loaded base model with a verified LoRA adapter, for merging or exporting it."""
+    from peft import PeftModel
+
+    info = usable_adapter(name, base_folder)
     return PeftModel.from_pretrained(model, str(info.path), is_trainable=False)
 
 

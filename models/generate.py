@@ -1,22 +1,22 @@
 """Generation behind one small interface: chat messages in, streamed text out, usage and timings after.
 
-`rag/`, `finetune/` and the app only see `Generator.stream(...)`, so another engine (a faster CPU
-runtime, a server) can be added here without touching them.
+`rag/`, `finetune/` and the app only see `Generator.stream(...)` and the factory below, keyed by
+`llm.backend`; each engine is one module in `models/engines/` that turns a prompt into decoding steps.
+The logic every engine needs (stop strings held back until decided, first-token timing,
+`finish_reason`, cancellation when the consumer leaves) lives once here, in `DecodeStream`.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import importlib
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
-import torch
-
-from models.errors import ModelError
+from models.config import LLMConfig
+from models.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,17 @@ class Usage:
         return (self.completion_tokens - 1) / (self.total_s - self.first_token_s)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One decoded token as an engine reports it: the answer's whole text so far and its token count.
+
+    An end-of-turn token is a step whose text and count do not grow (it still marks the first token).
+    """
+
+    text: str
+    tokens: int
+
+
 class TokenStream(Protocol):
     usage: Usage
 
@@ -51,6 +62,8 @@ class TokenStream(Protocol):
 
 
 class Generator(Protocol):
+    """One model (with or without an adapter) that answers chat messages."""
+
     name: str
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> TokenStream: ...
@@ -58,159 +71,116 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-class HFGenerator:
-    """A Hugging Face causal LM run with `model.generate` on a worker thread, one request at a time."""
+@dataclass(frozen=True)
+class AdapterRef:
+    """A verified adapter folder (the app layer checks manifest and base model before handing it over)."""
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        name: str,
-        context_window: int,
-        lock: threading.Lock | None = None,
-        activate: Callable[[], AbstractContextManager[Any]] | None = None,
-    ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.name = name
-        self.context_window = context_window
-        # One generate at a time: a second would halve both. Generators over one shared model (base and
-        # adapters of one PeftModel) share the lock, and `activate` selects their adapter while it is held.
-        self._lock = lock or threading.Lock()
-        self._activate = activate or nullcontext
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> torch.Tensor:
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        )["input_ids"]
-        if ids.shape[1] > self.context_window:
-            raise ModelError(
-                f"the prompt is {ids.shape[1]} tokens, over llm.context_window={self.context_window}; "
-                "lower rag.max_context_tokens or shorten the question"
-            )
-        return ids
-
-    def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> _HFStream:
-        return _HFStream(self, self.encode_chat(messages), params)
+    name: str
+    path: Path
 
 
-class _QueueStreamer:
-    """Receives token ids from `generate` (the transformers streamer protocol) and queues them."""
+class LanguageModel(Protocol):
+    """A loaded base model that hands out generators, for itself and for each adapter loaded into it.
 
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue()
-        self._prompt_seen = False
+    Generators of one LanguageModel share its weights: switching adapters never loads the base again.
+    """
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate first hands over the prompt itself
-            self._prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self.queue.put(token)
+    name: str  # what llm.model says
+    path: Path  # the weights actually loaded (adapters record this base's fingerprint)
+    dtype: str  # e.g. "bfloat16"
+    device: str
 
-    def end(self) -> None:
-        self.queue.put(None)
+    def load_adapter(self, adapter: AdapterRef) -> None: ...
+
+    def generator(self, adapter: str | None = None) -> Generator: ...
 
 
-class _CancelOnEvent:
-    """A stopping criterion that ends generation when the consumer has gone (disconnect, Ctrl-C, stop string)."""
+# llm.backend -> "module:class" of a LanguageModel with a `load(config, progress)` classmethod. Imported
+# only when chosen, so an engine's library is needed only by those who use it.
+GENERATOR_BACKENDS = {"transformers": "models.engines.transformers:TransformersLM"}
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+def load_language_model(config: LLMConfig, progress: bool = True) -> LanguageModel:
+    """The engine named by `llm.backend`, with `llm.model` loaded."""
+    target = GENERATOR_BACKENDS.get(config.backend)
+    if target is None:
+        raise ConfigError(f"llm.backend: should be one of {', '.join(GENERATOR_BACKENDS)}, got {config.backend!r}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls).load(config, progress)
+
+
+def build_generator(config: LLMConfig, adapter: AdapterRef | None = None, progress: bool = True) -> Generator:
+    """One generator for `llm.*`, wrapped with `adapter` when given."""
+    lm = load_language_model(config, progress)
+    if adapter is None:
+        return lm.generator()
+    lm.load_adapter(adapter)
+    return lm.generator(adapter.name)
 
 
 @dataclass
-class _HFStream:
-    generator: HFGenerator
-    input_ids: torch.Tensor
+class DecodeStream:
+    """Streams the text of an engine's decoding steps; the logic every engine shares.
+
+    - A piece that may be the start of a stop string is held back until the next step decides it.
+    - A stop string ends the answer (cut before it) and cancels decoding: the engine's step iterator is
+      closed, which must stop its work and release its model.
+    - A consumer that stops iterating (client gone, Ctrl-C) closes the iterator the same way.
+    - `usage` is complete once the stream is exhausted or closed.
+    """
+
+    name: str
+    steps: Iterator[Step]
     params: SamplingParams
     usage: Usage = field(default_factory=Usage)
 
     def __iter__(self) -> Iterator[str]:
-        from transformers import StoppingCriteriaList
-
-        gen = self.generator
-        cancel = threading.Event()
-        streamer = _QueueStreamer()
-        errors: list[BaseException] = []
-        self.usage.prompt_tokens = int(self.input_ids.shape[1])
-        sampling = self.params.temperature > 0
-        kwargs: dict[str, Any] = {
-            "input_ids": self.input_ids.to(gen.model.device),
-            "attention_mask": torch.ones_like(self.input_ids).to(gen.model.device),
-            "max_new_tokens": self.params.max_new_tokens,
-            "do_sample": sampling,
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([_CancelOnEvent(cancel)]),
-            "pad_token_id": _pad_id(gen.tokenizer),
-        }
-        if sampling:
-            kwargs.update(temperature=self.params.temperature, top_p=self.params.top_p)
-        else:  # silence the model's own sampling defaults, which greedy decoding ignores
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-
-        def work() -> None:
-            try:
-                with gen._lock, gen._activate(), torch.inference_mode():
-                    if cancel.is_set():  # the consumer left while this request waited for the model
-                        return
-                    if sampling:
-                        torch.manual_seed(self.params.seed)
-                    gen.model.generate(**kwargs)
-            except BaseException as exc:  # re-raised in the consumer's thread
-                errors.append(exc)
-            finally:
-                streamer.end()
-
         started = time.perf_counter()
-        worker = threading.Thread(target=work, name="ragtune-generate", daemon=True)
-        worker.start()
-        ids: list[int] = []
+        stops = self.params.stop
         emitted = text = ""
-        eos = set(_as_list(gen.model.generation_config.eos_token_id)) | {gen.tokenizer.eos_token_id}
+        tokens = 0
+        stopped = False
         try:
-            while (token := streamer.queue.get()) is not None:
+            for step in self.steps:
                 if self.usage.first_token_s is None:
                     self.usage.first_token_s = time.perf_counter() - started
-                if token in eos:
-                    continue
-                ids.append(token)
-                text = gen.tokenizer.decode(ids, skip_special_tokens=True)
+                text, tokens = step.text, step.tokens
                 if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
                     continue
-                stop_at = _find_stop(text, self.params.stop)
+                stop_at = find_stop(text, stops)
                 if stop_at is not None:
-                    text = text[:stop_at]
-                    cancel.set()
-                # Hold back an ending that may be the start of a stop string, until the next token decides.
-                ready = text if cancel.is_set() else text[: len(text) - held_back(text, self.params.stop)]
+                    text, stopped = text[:stop_at], True
+                ready = text if stopped else text[: len(text) - held_back(text, stops)]
                 piece, emitted = ready[len(emitted) :], max(ready, emitted, key=len)
                 if piece:
                     yield piece
-                if cancel.is_set():
+                if stopped:
                     break
-            else:  # the model finished: what was held back is no stop string
-                if len(text) > len(emitted) and _find_stop(text, self.params.stop) is None:
+            else:  # the engine finished: what was held back is no stop string
+                if len(text) > len(emitted) and find_stop(text, stops) is None:
                     yield text[len(emitted) :]
+        except ModelError:
+            raise
+        except Exception as exc:  # an engine's own failure, named once for every engine
+            raise ModelError(f"generation failed in {self.name}: {exc}") from exc
         finally:
-            cancel.set()
-            worker.join()
-            self.usage.completion_tokens = len(ids)
+            _close(self.steps, self.name)
+            self.usage.completion_tokens = tokens
             self.usage.total_s = time.perf_counter() - started
-            if errors:
-                raise ModelError(f"generation failed in {gen.name}: {errors[0]}") from errors[0]
-            if len(ids) >= self.params.max_new_tokens:
+            if not stopped and tokens >= self.params.max_new_tokens:
                 self.usage.finish_reason = "length"
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+def _close(steps: Iterator[Step], name: str) -> None:
+    close = getattr(steps, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"generation failed in {name}: {exc}") from exc
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
@@ -224,15 +194,10 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Where the earliest stop string starts in `text`, or None."""
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
-
-
-def _as_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def collect(stream: TokenStream) -> str:

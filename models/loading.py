@@ -121,6 +121,11 @@ def load_lm(config: LLMConfig, progress: bool = True) -> LoadedLM:
     return LoadedLM(model=model, tokenizer=tokenizer, name=config.model, path=folder, device=device, dtype=dtype)
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's own, else end-of-sequence (many chat models define none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def materialise_gguf(key: str, pieces: list[Path], sha256: str, progress: bool = True) -> Path:
     """Assemble, verify and dequantise a GGUF file into `$RAGTUNE_CACHE/models/KEY` once; return it."""
     root = cache_home() / "models"

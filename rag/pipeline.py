@@ -1,8 +1,7 @@
-"""Answer a question: embed, search the current index generation, fence the hits, stream the answer."""
+"""Answer a question: retrieve sources, fence them into the prompt, stream the answer, note its citations."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -10,21 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from models.config import Config
-from models.embedding import Embedder
-from models.errors import IndexCorruptError
 from models.generate import Generator, SamplingParams, TokenStream, Usage
-from rag.collection import Snapshot, current_generation, expectation, missing_index, open_snapshot
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
-
-
-@dataclass(frozen=True)
-class Source:
-    number: int
-    path: str
-    chunk: int
-    locator: str
-    score: float
-    text: str
+from rag.retrieve import Retriever, Source
 
 
 @dataclass
@@ -59,54 +46,6 @@ def sampling_params(config: Config) -> SamplingParams:
     )
 
 
-class Retriever:
-    """Searches whatever generation CURRENT names, reopening it when an ingest has published a newer one."""
-
-    def __init__(self, root: Path, config: Config, embedder: Embedder) -> None:
-        self.root, self.config, self.embedder = root, config, embedder
-        self._snapshot: Snapshot | None = None
-        self._lock = threading.Lock()
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            generation = current_generation(self.root)
-            if generation is None:
-                raise missing_index(self.root)
-            if self._snapshot is None or self._snapshot.generation != generation:
-                expect = expectation(self.config, self.embedder.dim)
-                try:
-                    fresh = open_snapshot(self.root, expect)
-                except IndexCorruptError:
-                    if current_generation(self.root) == generation:
-                        raise
-                    # Two ingests in quick succession pruned the generation we were opening: take the new one.
-                    fresh = open_snapshot(self.root, expect)
-                # The old snapshot is not closed here: a search in another thread may still be reading it;
-                # its SQLite connection closes when the last reference goes.
-                self._snapshot = fresh
-            return self._snapshot
-
-    def search(self, question: str, timings: dict[str, float]) -> tuple[list[Source], str]:
-        snapshot = self.snapshot()
-        started = time.perf_counter()
-        vector = self.embedder.encode([question])[0]
-        timings["embed_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        labels, scores = snapshot.index.search(vector, self.config.rag.top_k)
-        chunks = snapshot.store.chunks([int(label) for label in labels])
-        timings["search_s"] = time.perf_counter() - started
-        sources = []
-        for label, score in zip(labels, scores):
-            chunk = chunks.get(int(label))
-            if chunk is not None and score >= self.config.rag.min_score:
-                sources.append(
-                    Source(
-                        len(sources) + 1, chunk.path, chunk.ordinal, chunk.locator, round(float(score), 4), chunk.text
-                    )
-                )
-        return sources, snapshot.generation
-
-
 class RagPipeline:
     def __init__(self, config: Config, retriever: Retriever, generator: Generator) -> None:
         self.config, self.retriever, self.generator = config, retriever, generator
@@ -117,7 +56,9 @@ class RagPipeline:
         """Yield the answer's text as it is generated; `answer` is filled in as a side record."""
         answer = answer if answer is not None else Answer(question)
         started = time.perf_counter()
-        hits, answer.generation = self.retriever.search(question, answer.timings)
+        retrieval = self.retriever.retrieve(question)
+        hits, answer.generation = retrieval.sources, retrieval.generation
+        answer.timings.update(retrieval.timings)
         passages = [Passage(s.number, _label(s), s.text) for s in hits]
         passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
         answer.sources = hits[: len(passages)]

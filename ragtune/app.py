@@ -1,4 +1,4 @@
-"""Compose the layers for one config: embedder + index + LM (+ adapter) into an answering pipeline."""
+"""Compose the layers for one config: embedder + retriever + LM (+ adapter) into an answering pipeline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import warnings
 from models.config import Config
 from models.embedding import Embedder, build_embedder
 from models.errors import ConfigError
-from models.generate import HFGenerator
+from models.generate import AdapterRef, Generator, load_language_model
+from models.modes import answer_mode
 from models.paths import index_dir
-from rag.pipeline import RagPipeline, Retriever
+from rag.pipeline import RagPipeline
+from rag.retrieve import build_retriever
 from ragtune.closed_book import ClosedBookPipeline
 
 
@@ -26,15 +28,11 @@ def quiet_libraries() -> None:
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
 
 
-def uses_adapter(config: Config) -> bool:
-    return config.mode in ("finetune", "hybrid")
-
-
 def require_adapter(config: Config) -> None:
-    """In the finetune and hybrid modes, a named, intact adapter must exist before anything heavy loads."""
+    """In the adapted modes, a named, intact adapter must exist before anything heavy loads."""
     from finetune.adapters import read_adapter
 
-    if not uses_adapter(config):
+    if not answer_mode(config.mode).adapted:
         return
     if not config.finetune.adapter:
         raise ConfigError(
@@ -44,28 +42,27 @@ def require_adapter(config: Config) -> None:
     read_adapter(config.finetune.adapter)
 
 
-def build_generator(config: Config, progress: bool = True) -> HFGenerator:
-    """The configured LM, wrapped with `finetune.adapter` in the finetune and hybrid modes."""
-    from finetune.adapters import apply_adapter
-    from models.loading import load_lm
+def build_generator(config: Config, progress: bool = True) -> Generator:
+    """The configured LM, wrapped with `finetune.adapter` in the adapted modes (finetune, hybrid)."""
+    from finetune.adapters import usable_adapter
 
     require_adapter(config)
-    lm = load_lm(config.llm, progress=progress)
-    if not uses_adapter(config):
-        return HFGenerator(lm.model, lm.tokenizer, config.llm.model, config.llm.context_window)
-    model = apply_adapter(lm.model, lm.path, config.finetune.adapter).eval()
-    name = f"{config.llm.model}+{config.finetune.adapter}"
-    return HFGenerator(model, lm.tokenizer, name, config.llm.context_window)
+    lm = load_language_model(config.llm, progress=progress)
+    if not answer_mode(config.mode).adapted:
+        return lm.generator()
+    info = usable_adapter(config.finetune.adapter, lm.path)
+    lm.load_adapter(AdapterRef(info.name, info.path))
+    return lm.generator(info.name)
 
 
 def build_pipeline(
-    config: Config, embedder: Embedder | None = None, generator: HFGenerator | None = None, progress: bool = True
+    config: Config, embedder: Embedder | None = None, generator: Generator | None = None, progress: bool = True
 ) -> RagPipeline | ClosedBookPipeline:
-    """rag and hybrid: retrieval + LM; finetune: the adapted LM alone. All answer with the same shape."""
+    """Retrieving modes: retrieval + LM; the others: the (adapted) LM alone. All answer with the same shape."""
     require_adapter(config)
-    if config.mode == "finetune":
+    if not answer_mode(config.mode).retrieves:
         return ClosedBookPipeline(config, generator or build_generator(config, progress))
     embedder = embedder or build_embedder(config.embedder)
-    retriever = Retriever(index_dir(config), config, embedder)
-    retriever.snapshot()  # fail on a missing or corrupt index before spending time loading the LM
+    retriever = build_retriever(index_dir(config), config, embedder)
+    retriever.check()  # fail on a missing or corrupt index before spending time loading the LM
     return RagPipeline(config, retriever, generator or build_generator(config, progress))

@@ -197,14 +197,14 @@ def cmd_docs(args: argparse.Namespace, config: Config) -> int:
     from models.embedding import build_embedder
     from models.paths import index_dir
     from rag.ingest import remove_documents
-    from rag.pipeline import Retriever
+    from rag.retrieve import CurrentIndex
 
     embedder = build_embedder(config.embedder)
     if args.docs_command == "rm":
         for path in remove_documents(args.paths, config, embedder.dim):
             print(f"removed {display(path)}")
         return 0
-    snapshot = Retriever(index_dir(config), config, embedder).snapshot()
+    snapshot = CurrentIndex(index_dir(config), config, embedder.dim).snapshot()
     documents = snapshot.store.documents()
     if args.json:
         print(json.dumps([vars(d) for d in documents], indent=2))

@@ -1,4 +1,4 @@
-"""Answer without retrieval (mode: finetune): the adapted model alone, same Answer shape as RAG."""
+"""Answer without retrieval (modes base and finetune): the LM alone, adapted or not, same Answer shape as RAG."""
 
 from __future__ import annotations
 

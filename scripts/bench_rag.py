@@ -39,12 +39,12 @@ import torch  # noqa: E402
 from models.config import Config, load_config  # noqa: E402
 from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.embedding import Embedder, build_embedder  # noqa: E402
-from models.generate import SamplingParams, collect  # noqa: E402
+from models.generate import SamplingParams, collect, load_language_model  # noqa: E402
 from models.paths import index_dir  # noqa: E402
 from models.storage import write_section  # noqa: E402
 from rag.index import VectorIndex  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
-from rag.pipeline import Retriever  # noqa: E402
+from rag.retrieve import CurrentIndex, DenseRetriever  # noqa: E402
 from ragtune.app import build_pipeline, quiet_libraries  # noqa: E402
 from ragtune.benchmark import machine_rows, ms, pct, say, table  # noqa: E402
 
@@ -85,7 +85,7 @@ def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 def bench_ingest(
     args: argparse.Namespace, records: dict[str, Any], work: Path, overrides: list[str]
-) -> tuple[str, Retriever]:
+) -> tuple[str, DenseRetriever]:
     config = load_config(None, ["index.name=pubmedqa", *overrides])
     docs = work / "pubmedqa"
     docs.mkdir()
@@ -100,8 +100,8 @@ def bench_ingest(
     if summary.skipped:
         say(f"[ingest] skipped: {summary.skipped}")
 
-    retriever = Retriever(index_dir(config), config, embedder)
-    store = retriever.snapshot().store
+    retriever = DenseRetriever(CurrentIndex(index_dir(config), config, embedder.dim), config, embedder)
+    store = retriever.index.snapshot().store
     labels = store.live_ids()
     found: dict[int, Any] = {}
     for start in range(0, len(labels), 500):  # stay under SQLite's limit on bound parameters
@@ -137,13 +137,13 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def chunk_corpus(
-    args: argparse.Namespace, retriever: Retriever, rng: np.random.Generator
+    args: argparse.Namespace, retriever: DenseRetriever, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """`args.vectors` unit vectors: section 1's real chunk embeddings, then perturbed copies of them.
 
     Returns the vectors (in a random insertion order), a mask of which are copies, and facts for the report.
     """
-    snapshot = retriever.snapshot()
+    snapshot = retriever.index.snapshot()
     # The exact vectors ingest embedded, read back from its hnswlib index (cosine space stores them
     # unit-length; re-normalising only removes float rounding so that exact search's dot is the cosine).
     real = unit(snapshot.index.vectors(snapshot.store.live_ids()))
@@ -224,7 +224,7 @@ def measure_search(
     return rows, facts
 
 
-def bench_search(args: argparse.Namespace, records: dict[str, Any], retriever: Retriever) -> str:
+def bench_search(args: argparse.Namespace, records: dict[str, Any], retriever: DenseRetriever) -> str:
     rng = np.random.default_rng(args.seed)
     config = retriever.config
     data, is_copy, corpus = chunk_corpus(args, retriever, rng)
@@ -274,14 +274,14 @@ def bench_search(args: argparse.Namespace, records: dict[str, Any], retriever: R
     return text + "\n\n" + table(header, rows)
 
 
-def bench_retrieval(args: argparse.Namespace, records: dict[str, Any], retriever: Retriever) -> str:
+def bench_retrieval(args: argparse.Namespace, records: dict[str, Any], retriever: DenseRetriever) -> str:
     ids = list(records)[: args.questions]
     indexed = set(list(records)[: args.docs])
-    retriever.search("warm-up question", {})
+    retriever.retrieve("warm-up question")
     embed, search, both, hits = [], [], [], 0
     for pmid in ids:
-        timings: dict[str, float] = {}
-        sources, _ = retriever.search(records[pmid]["QUESTION"], timings)
+        retrieval = retriever.retrieve(records[pmid]["QUESTION"])
+        sources, timings = retrieval.sources, retrieval.timings
         embed.append(timings["embed_s"])
         search.append(timings["search_s"])
         both.append(timings["embed_s"] + timings["search_s"])
@@ -295,7 +295,7 @@ def bench_retrieval(args: argparse.Namespace, records: dict[str, Any], retriever
         say(f"[retrieval] {name}: p50 {p50}, p95 {p95}")
     say(f"[retrieval] own document in top {retriever.config.rag.top_k}: {hits}/{answerable}")
     return (
-        f"### 3. Retrieval latency\n\n{len(ids)} PubMedQA QUESTION fields through `Retriever.search` on the "
+        f"### 3. Retrieval latency\n\n{len(ids)} PubMedQA QUESTION fields through `DenseRetriever.retrieve` on the "
         f"index of section 1 (top_k={retriever.config.rag.top_k}, one question at a time). The question's "
         f"own abstract was retrieved (above min_score) for {hits} of the {answerable} questions whose "
         "abstract is indexed. No target set.\n\n" + table("step | p50 | p95", rows)
@@ -305,14 +305,14 @@ def bench_retrieval(args: argparse.Namespace, records: dict[str, Any], retriever
 def answer_run(config: Config, embedder: Embedder, questions: list[dict[str, Any]]) -> dict[str, Any]:
     """Load the LM once for `config`, answer every question; per-answer figures and the LM's dtype."""
     started = time.perf_counter()
-    pipeline = build_pipeline(config, embedder=embedder, progress=False)
+    lm = load_language_model(config.llm, progress=False)
+    pipeline = build_pipeline(config, embedder=embedder, generator=lm.generator(), progress=False)
     load_s = time.perf_counter() - started
-    weights = next(pipeline.generator.model.parameters())
-    tag = f"{config.llm.dtype}->{str(weights.dtype).removeprefix('torch.')}"
+    tag = f"{config.llm.dtype}->{lm.dtype}"
     say(f"[answers:{tag}] loaded {config.llm.model} in {load_s:.1f}s")
     warm = [{"role": "user", "content": "Say hello."}]
     collect(pipeline.generator.stream(warm, SamplingParams(max_new_tokens=4)))  # warm-up, not measured
-    run: dict[str, Any] = {"load_s": load_s, "device": weights.device, "dtype": weights.dtype, "correct": 0}
+    run: dict[str, Any] = {"load_s": load_s, "device": lm.device, "dtype": lm.dtype, "correct": 0}
     for key in ("first", "lm_first", "total", "decode", "tokens"):
         run[key] = []
     for item in questions:
@@ -335,7 +335,7 @@ def answer_run(config: Config, embedder: Embedder, questions: list[dict[str, Any
             f"[answers:{tag}] {item['id']}: first token {answer.timings.get('first_token_s', float('nan')):.2f}s, "
             f"total {answer.timings['total_s']:.2f}s, {tokens} tokens, {'ok' if ok else 'miss'}: {answer.text[:80]!r}"
         )
-    del pipeline, weights  # free this LM before the next one is loaded
+    del pipeline, lm  # free this LM before the next one is loaded
     gc.collect()
     return run
 

@@ -1,27 +1,27 @@
 """The models behind the server: one base LM, its adapters, the embedder and the index, shared safely.
 
-Every served model id maps to a generator over the same weights: `base` (no adapter), `rag`,
-`finetune:NAME` and `hybrid:NAME`. Adapters load into one PeftModel on first use; a shared lock lets
-one request generate at a time and selects that request's adapter while it holds the lock.
+Every served model id is an answer mode (models/modes.py), with an adapter for the adapted ones:
+`base`, `rag`, `finetune:NAME` and `hybrid:NAME`. All are generators of one loaded LanguageModel,
+which loads each adapter once, on first use, over the same base weights.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from finetune.adapters import base_fingerprint, check_base, list_adapters, read_adapter
+from finetune.adapters import base_fingerprint, check_base, list_adapters, usable_adapter
 from models.config import Config
 from models.embedding import Embedder, build_embedder
 from models.errors import InputError, RagtuneError
-from models.generate import HFGenerator, SamplingParams, Usage
-from models.loading import load_lm
+from models.generate import AdapterRef, Generator, LanguageModel, SamplingParams, Usage, load_language_model
+from models.modes import MODES
 from models.paths import index_dir
 from rag.collection import current_generation
-from rag.pipeline import Answer, RagPipeline, Retriever, Source
+from rag.pipeline import Answer, RagPipeline
+from rag.retrieve import Source, build_retriever
 
 
 class UnknownModelError(InputError):
@@ -42,14 +42,12 @@ class Reply:
 
 
 class Engine:
-    def __init__(self, config: Config, embedder: Embedder | None = None, lm: Any = None) -> None:
+    def __init__(self, config: Config, embedder: Embedder | None = None, lm: LanguageModel | None = None) -> None:
         self.config = config
         self.embedder = embedder or build_embedder(config.embedder)
-        self.lm = lm or load_lm(config.llm)
-        self.retriever = Retriever(index_dir(config), config, self.embedder)
+        self.lm = lm or load_language_model(config.llm)
+        self.retriever = build_retriever(index_dir(config), config, self.embedder)
         self.fingerprint = base_fingerprint(self.lm.path)  # once: hashing a large local model is slow
-        self.lock = threading.Lock()  # held while generating or changing the model
-        self._peft: Any = None  # the PeftModel, once an adapter has been loaded
         self._admitted = 0
         self._admission = threading.Lock()
 
@@ -68,8 +66,10 @@ class Engine:
         return names
 
     def model_ids(self) -> list[str]:
+        """Each plain mode's name, then `MODE:ADAPTER` for each adapted mode and usable adapter."""
         adapters = self.usable_adapters()
-        return ["base", "rag"] + [f"finetune:{a}" for a in adapters] + [f"hybrid:{a}" for a in adapters]
+        plain = [name for name, mode in MODES.items() if not mode.adapted]
+        return plain + [f"{name}:{a}" for name, mode in MODES.items() if mode.adapted for a in adapters]
 
     def index_generation(self) -> str | None:
         return current_generation(index_dir(self.config))
@@ -91,49 +91,22 @@ class Engine:
 
         return release
 
-    # -- generation --------------------------------------------------------------------------------
-    def _generator(self, adapter: str | None) -> HFGenerator:
-        if adapter is not None:
-            self._load_adapter(adapter)
-        model = self._peft if self._peft is not None else self.lm.model
-        activate = self._activation(adapter)
-        name = self.config.llm.model + (f"+{adapter}" if adapter else "")
-        return HFGenerator(model, self.lm.tokenizer, name, self.config.llm.context_window, self.lock, activate)
-
-    def _activation(self, adapter: str | None):
-        def activate() -> AbstractContextManager[Any]:
-            if self._peft is None:
-                return nullcontext()
-            if adapter is None:
-                return self._peft.disable_adapter()
-            self._peft.set_adapter(adapter)
-            return nullcontext()
-
-        return activate
-
-    def _load_adapter(self, name: str) -> None:
-        from peft import PeftModel
-
-        if self._peft is not None and name in self._peft.peft_config:
-            return
-        info = read_adapter(name)
-        check_base(info, self.lm.path, self.fingerprint)
-        with self.lock:  # no request generates while the weights change
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self.lm.model, str(info.path), adapter_name=name)
-            elif name not in self._peft.peft_config:
-                self._peft.load_adapter(str(info.path), adapter_name=name)
-            self._peft.eval()
+    # -- generation ---------------------------------------------------------------------------------
+    def _generator(self, adapter: str | None) -> Generator:
+        if adapter is None:
+            return self.lm.generator()
+        info = usable_adapter(adapter, self.lm.path, self.fingerprint)
+        self.lm.load_adapter(AdapterRef(info.name, info.path))
+        return self.lm.generator(adapter)
 
     def reply(self, model_id: str, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
         """Start answering `messages` with `model_id`; raises UnknownModelError for other ids."""
-        kind, _, adapter = model_id.partition(":")
-        if model_id not in ("base", "rag") and not (kind in ("finetune", "hybrid") and adapter):
-            raise UnknownModelError(f"model {model_id!r} does not exist; GET /v1/models lists the served models")
-        if adapter and adapter not in self.usable_adapters():
+        name, _, adapter = model_id.partition(":")
+        mode = MODES.get(name)
+        if mode is None or mode.adapted != bool(adapter) or (adapter and adapter not in self.usable_adapters()):
             raise UnknownModelError(f"model {model_id!r} does not exist; GET /v1/models lists the served models")
         generator = self._generator(adapter or None)
-        if kind in ("rag", "hybrid"):
+        if mode.retrieves:
             return self._rag_reply(generator, messages, params)
         stream = generator.stream(messages, params)
         reply = Reply(iter(()))
@@ -145,7 +118,7 @@ class Engine:
         reply.pieces = pieces()
         return reply
 
-    def _rag_reply(self, generator: HFGenerator, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
+    def _rag_reply(self, generator: Generator, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if not question.strip():
             raise InputError("messages: a rag or hybrid request needs a user message holding the question")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.config import load_config
-from models.loading import load_lm
+from models.generate import load_language_model
 from rag.ingest import ingest
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
@@ -51,7 +51,7 @@ def test_readme_snippets_run_against_ragtune_serve(
     pairs = [("How many people fit in the large meeting room?", "40 people."), ("When does it open?", "At nine.")]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n" for q, a in pairs))
     monkeypatch.chdir(tmp_path)
-    app = assemble(Engine(config, embedder=embedder, lm=load_lm(config.llm, progress=False)), KEY)
+    app = assemble(Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False)), KEY)
     output = io.StringIO()
     with running(app) as url, contextlib.redirect_stdout(output):
         code = "\n".join(serving_snippets()).replace("http://127.0.0.1:8000", url)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from models.config import load_config
-from models.loading import load_lm
+from models.generate import load_language_model
 from models.paths import data_home
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
@@ -45,7 +45,7 @@ def serve(embedder) -> Iterator:
     with ExitStack() as servers:
 
         def start(config):
-            engine = Engine(config, embedder=embedder, lm=load_lm(config.llm, progress=False))
+            engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
             app = assemble(engine, KEY)
             url = servers.enter_context(running(app))
             return openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60), app.state.runner

@@ -12,7 +12,7 @@ from typing import NoReturn
 import pytest
 
 from models.config import load_config
-from models.loading import load_lm
+from models.generate import load_language_model
 from rag.ingest import ingest
 from ragtune.serve.app import create_app
 from ragtune.serve.background import running
@@ -58,7 +58,7 @@ def server(docs: Path, tiny_lm_path: Path, embedder) -> Iterator[str]:
     overrides = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=8"]
     config = load_config(None, overrides)
     ingest([docs], config, embedder)
-    engine = Engine(config, embedder=embedder, lm=load_lm(config.llm))
+    engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
     with running(create_app(engine, KEY)) as url:
         yield url
 

@@ -14,8 +14,7 @@ import pytest
 from finetune.synth import SourceChunk, SynthSummary, synthesize
 from models.config import LLMConfig
 from models.errors import ConfigError, InputError
-from models.generate import HFGenerator, SamplingParams, Usage
-from models.loading import load_lm
+from models.generate import Generator, SamplingParams, Usage, load_language_model
 
 KEYS = {"prompt", "completion", "source", "chunk", "kind"}
 CHUNKS = [
@@ -29,16 +28,15 @@ FAST = {"pairs_per_chunk": 2, "paraphrases": 1, "max_new_tokens": 8, "temperatur
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_lm_path: Path) -> HFGenerator:
-    lm = load_lm(LLMConfig(model=str(tiny_lm_path), dtype="float32"))
-    return HFGenerator(lm.model, lm.tokenizer, "tiny", 2048)
+def tiny(tiny_lm_path: Path) -> Generator:
+    return load_language_model(LLMConfig(model=str(tiny_lm_path), dtype="float32", context_window=2048)).generator()
 
 
 class Recorder:
     """Passes every request through to the real generator and keeps (prompt, seed, reply), because the
     random tiny LM's replies are all rejected and an empty output file would make determinism trivial."""
 
-    def __init__(self, inner: HFGenerator) -> None:
+    def __init__(self, inner: Generator) -> None:
         self.inner, self.name, self.log = inner, inner.name, []
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> ScriptedStream:
@@ -52,7 +50,7 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def baseline(tiny: HFGenerator, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary, list]:
+def baseline(tiny: Generator, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary, list]:
     """One uninterrupted run over all chunks; the other tests compare against it (read-only)."""
     out = tmp_path_factory.mktemp("synth") / "qa.jsonl"
     recorder = Recorder(tiny)
@@ -80,7 +78,7 @@ def test_tiny_lm_run_completes_with_valid_records(baseline: tuple[Path, SynthSum
     assert marks[0].startswith("# ragtune-synth ") and marks[1:] == [c.id for c in CHUNKS]
 
 
-def test_rerun_skips_everything(tiny: HFGenerator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path) -> None:
+def test_rerun_skips_everything(tiny: Generator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path) -> None:
     out = tmp_path / "qa.jsonl"
     shutil.copy(baseline[0], out)
     shutil.copy(progress_of(baseline[0]), progress_of(out))
@@ -90,7 +88,7 @@ def test_rerun_skips_everything(tiny: HFGenerator, baseline: tuple[Path, SynthSu
 
 
 def test_fresh_and_resumed_runs_match_the_baseline(
-    tiny: HFGenerator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path
+    tiny: Generator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path
 ) -> None:
     fresh, resumed = tmp_path / "fresh.jsonl", tmp_path / "resumed.jsonl"
     again = Recorder(tiny)
@@ -107,7 +105,7 @@ def test_fresh_and_resumed_runs_match_the_baseline(
     assert progress_of(resumed).read_bytes() == progress_of(baseline[0]).read_bytes()
 
 
-def test_refuses_to_overwrite_an_unknown_file(tiny: HFGenerator, tmp_path: Path) -> None:
+def test_refuses_to_overwrite_an_unknown_file(tiny: Generator, tmp_path: Path) -> None:
     out = tmp_path / "qa.jsonl"
     out.write_text("precious\n")
     with pytest.raises(InputError, match="already exists"):
@@ -116,7 +114,7 @@ def test_refuses_to_overwrite_an_unknown_file(tiny: HFGenerator, tmp_path: Path)
 
 
 def test_resume_with_other_settings_and_bad_arguments_refused(
-    tiny: HFGenerator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path
+    tiny: Generator, baseline: tuple[Path, SynthSummary, list], tmp_path: Path
 ) -> None:
     with pytest.raises(InputError, match="pairs_per_chunk=2"):  # checked before any file is touched
         synthesize(CHUNKS, tiny, baseline[0], **{**FAST, "pairs_per_chunk": 3})

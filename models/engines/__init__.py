@@ -1,0 +1,1 @@
+"""One module per generation engine, each a `LanguageModel` chosen by llm.backend (models/generate.py)."""

@@ -1,0 +1,118 @@
+"""One suite for every generation engine (models.generate.GENERATOR_BACKENDS), on the tiny LM built in code.
+
+A new engine passes by being added to BACKENDS: the same streaming, stop strings, usage, cancellation,
+context-window and adapter behaviour is then required of it.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from models.config import LLMConfig
+from models.errors import ModelError
+from models.generate import GENERATOR_BACKENDS, AdapterRef, LanguageModel, SamplingParams, load_language_model
+
+BACKENDS = ["transformers"]
+MESSAGES = [{"role": "user", "content": "When does the library open?"}]
+
+
+def test_every_registered_backend_is_under_contract() -> None:
+    assert sorted(BACKENDS) == sorted(GENERATOR_BACKENDS)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def lm(request: pytest.FixtureRequest, tiny_lm_path: Path) -> LanguageModel:
+    config = LLMConfig(model=str(tiny_lm_path), backend=request.param, dtype="float32", context_window=512)
+    return load_language_model(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def greedy_text(lm: LanguageModel) -> str:
+    """The tiny LM's greedy answer; seeded weights make it fixed and long enough to cut (asserted, not skipped)."""
+    text = "".join(lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=12)))
+    assert len(text.strip()) >= 4, f"the tiny LM should answer at least 4 characters greedily, got {text!r}"
+    return text
+
+
+def test_stream_yields_text_and_reports_usage(lm: LanguageModel, greedy_text: str) -> None:
+    stream = lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=12))
+    assert "".join(stream) == greedy_text
+    usage = stream.usage
+    assert usage.prompt_tokens == _prompt_tokens(lm)
+    assert usage.completion_tokens == 12 and usage.finish_reason == "length"
+    assert usage.first_token_s is not None and usage.total_s >= usage.first_token_s > 0
+
+
+def test_seeded_sampling_repeats_and_differs_from_greedy(lm: LanguageModel, greedy_text: str) -> None:
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7)
+    first = "".join(lm.generator().stream(MESSAGES, params))
+    assert first == "".join(lm.generator().stream(MESSAGES, params))
+    assert first != greedy_text
+
+
+def test_stop_string_cuts_the_text(lm: LanguageModel, greedy_text: str) -> None:
+    stop = greedy_text.strip()[1]
+    cut = "".join(lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=12, stop=(stop,))))
+    assert stop not in cut and greedy_text.startswith(cut) and len(cut) < len(greedy_text)
+
+
+def test_streamed_pieces_never_show_part_of_a_stop_string(lm: LanguageModel, greedy_text: str) -> None:
+    stop = greedy_text.strip()[2:4]  # two characters from inside the answer
+    shown = ""
+    for piece in lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=12, stop=(stop,))):
+        shown += piece
+        assert stop not in shown
+    assert greedy_text.startswith(shown)
+
+
+def test_closing_the_stream_early_frees_the_model(lm: LanguageModel, greedy_text: str) -> None:
+    stream = iter(lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=500)))
+    next(stream)
+    stream.close()  # a client that goes away: the engine must stop and let the next request in
+    assert "".join(lm.generator().stream(MESSAGES, SamplingParams(max_new_tokens=12))) == greedy_text
+
+
+def test_prompt_over_the_context_window_is_refused(lm: LanguageModel) -> None:
+    long = [{"role": "user", "content": "library " * 600}]
+    with pytest.raises(ModelError, match="over llm.context_window=512"):
+        lm.generator().stream(long, SamplingParams())
+
+
+def test_adapters_share_the_base_and_switch_per_request(
+    lm: LanguageModel, greedy_text: str, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    adapters = [AdapterRef(f"a{i}", _random_lora(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
+    for adapter in adapters:
+        lm.load_adapter(adapter)
+    params = SamplingParams(max_new_tokens=12)
+    answers = {a.name: "".join(lm.generator(a.name).stream(MESSAGES, params)) for a in adapters}
+    assert len({answers["a1"], answers["a2"], greedy_text}) == 3  # each adapter changes the answer its own way
+    assert "".join(lm.generator().stream(MESSAGES, params)) == greedy_text  # the base is untouched
+    assert "".join(lm.generator("a1").stream(MESSAGES, params)) == answers["a1"]  # and switching back works
+
+
+def test_an_adapter_not_loaded_is_refused(lm: LanguageModel) -> None:
+    with pytest.raises(ModelError, match="'missing' is not loaded"):
+        lm.generator("missing")
+
+
+def _prompt_tokens(lm: LanguageModel) -> int:
+    """The chat prompt's length by the model's own template, counted independently of the engine."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(lm.path)
+    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    return lm.generator().count_tokens(prompt)
+
+
+def _random_lora(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (not zero) B matrices, so it visibly changes the model's answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out, safe_serialization=True)
+    return out
