@@ -111,6 +111,10 @@ class RagConfig:
     max_context_tokens: int = 1500
     # Field holding the text of each record in `.jsonl` documents.
     jsonl_text_field: str = "text"
+    # Bounds on one document: larger files are skipped unread, and a document whose extracted text is
+    # longer is skipped after reading (both reported by name). They keep one file from taking the memory.
+    max_file_mb: float = 200.0
+    max_text_mb: float = 20.0
 
     def __post_init__(self) -> None:
         _check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
@@ -124,6 +128,9 @@ class RagConfig:
         _check(
             self.max_context_tokens > 0, "rag.max_context_tokens", f"should be positive, got {self.max_context_tokens}"
         )
+        for key in ("max_file_mb", "max_text_mb"):
+            value = getattr(self, key)
+            _check(0 < value < float("inf"), f"rag.{key}", f"should be a positive number, got {value}")
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def _prepare(
         if known is not None and known.sha256 == digest:
             summary.unchanged += 1
             return None
-        sections = read_sections(path, config.rag.jsonl_text_field)
+        sections = read_sections(path, config.rag)
     except UnreadableFileError as exc:
         summary.skipped.append((key, str(exc).removeprefix(f"{path}").lstrip(": ")))
         return None

@@ -2,17 +2,21 @@
 
 Each section keeps a locator ("page 3", "line 12") so citations can point inside the file.
 A file that cannot be read raises UnreadableFileError with the reason; the caller reports and skips it.
+Whatever a parsing library raises on a damaged file becomes that error too: one bad document never
+stops an ingest. Files and their extracted text are bounded (rag.max_file_mb, rag.max_text_mb).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.config import RagConfig
 from models.errors import InputError
 from models.storage import read_utf8
 
@@ -31,11 +35,11 @@ def _read_utf8(path: Path) -> str:
     return read_utf8(path, UnreadableFileError, "a document of this type")
 
 
-def read_text(path: Path, _field: str) -> list[Section]:
+def read_text(path: Path, _rag: RagConfig) -> list[Section]:
     return [Section(_read_utf8(path))]
 
 
-def read_html(path: Path, _field: str) -> list[Section]:
+def read_html(path: Path, _rag: RagConfig) -> list[Section]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_read_utf8(path), "html.parser")
@@ -45,9 +49,12 @@ def read_html(path: Path, _field: str) -> list[Section]:
     return [Section(re.sub(r"\n\s*\n+", "\n\n", text))]
 
 
-def read_pdf(path: Path, _field: str) -> list[Section]:
+def read_pdf(path: Path, _rag: RagConfig) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
+
+    # pypdf logs every repair it attempts on a damaged file; the skip report already names the file.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
 
     try:
         reader = PdfReader(path)
@@ -58,22 +65,21 @@ def read_pdf(path: Path, _field: str) -> list[Section]:
         raise UnreadableFileError(f"{path}: damaged PDF ({exc})") from None
 
 
-def read_docx(path: Path, _field: str) -> list[Section]:
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
+def read_docx(path: Path, rag: RagConfig) -> list[Section]:
+    from lxml.etree import XMLSyntaxError
+
+    from rag.docx_reader import DocxTooLarge, docx_text
 
     try:
-        document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        return [Section(docx_text(path, int(rag.max_text_mb * 1e6)))]
+    except (zipfile.BadZipFile, KeyError, XMLSyntaxError, EOFError) as exc:
         raise UnreadableFileError(f"{path}: damaged .docx ({exc})") from None
-    lines = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            lines.append(" | ".join(cell.text for cell in row.cells))
-    return [Section("\n".join(lines))]
+    except DocxTooLarge as exc:
+        raise UnreadableFileError(f"{path}: {exc}, over rag.max_text_mb; split it or raise the limit") from None
 
 
-def read_jsonl(path: Path, field: str) -> list[Section]:
+def read_jsonl(path: Path, rag: RagConfig) -> list[Section]:
+    field = rag.jsonl_text_field
     sections = []
     for number, line in enumerate(_read_utf8(path).splitlines(), 1):
         if not line.strip():
@@ -91,7 +97,7 @@ def read_jsonl(path: Path, field: str) -> list[Section]:
     return sections
 
 
-READERS: dict[str, Callable[[Path, str], list[Section]]] = {
+READERS: dict[str, Callable[[Path, RagConfig], list[Section]]] = {
     ".txt": read_text,
     ".md": read_text,
     ".markdown": read_text,
@@ -108,15 +114,39 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in READERS
 
 
-def read_sections(path: Path, jsonl_text_field: str = "text") -> list[Section]:
-    """Sections of non-empty text; an empty or unreadable file raises UnreadableFileError."""
+def read_sections(path: Path, rag: RagConfig | None = None) -> list[Section]:
+    """Sections of non-empty text; an empty, unreadable, damaged or oversized file raises UnreadableFileError."""
+    rag = rag or RagConfig()
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise UnreadableFileError(f"{path}: unsupported type; supported: {', '.join(sorted(READERS))}")
     try:
-        sections = [s for s in reader(path, jsonl_text_field) if s.text.strip()]
+        size = path.stat().st_size
+        if size > rag.max_file_mb * 1e6:
+            raise UnreadableFileError(
+                f"{path}: {size / 1e6:.1f} MB, over rag.max_file_mb={rag.max_file_mb:g}; raise it to index this file"
+            )
+        sections = reader(path, rag)
+    except UnreadableFileError:
+        raise
     except OSError as exc:
-        raise UnreadableFileError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise UnreadableFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # a parser's own failure on a damaged file (pypdf, lxml, bs4, ...)
+        raise UnreadableFileError(f"{path}: cannot be parsed ({type(exc).__name__}: {_short(exc)})") from None
+    # NUL bytes past the binary sniff (the first 8 KiB) are no text; they would reach prompts and SQLite.
+    sections = [Section(s.text.replace("\x00", ""), s.locator) for s in sections]
+    sections = [s for s in sections if s.text.strip()]
     if not sections:
         raise UnreadableFileError(f"{path}: holds no text")
+    chars = sum(len(s.text) for s in sections)
+    if chars > rag.max_text_mb * 1e6:
+        raise UnreadableFileError(
+            f"{path}: holds {chars / 1e6:.1f} million characters of text, over rag.max_text_mb={rag.max_text_mb:g}; "
+            "split it or raise the limit"
+        )
     return sections
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")

@@ -33,20 +33,39 @@ def inside(path: Path, root: Path) -> bool:
 
 
 def walk_documents(roots: list[Path]) -> Iterator[Found]:
-    """Every file under each root, sorted; hidden folders (.git, ...) are not entered."""
+    """Every file under each root, sorted; hidden folders (.git, ...) are not entered.
+
+    Linked folders are never entered (a link can loop, or lead outside the root); each is reported.
+    """
     for root in roots:
         if root.is_file():
             yield _classify(root.parent, root)
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                dirnames.remove(name)
+                yield _linked_folder(root, Path(dirpath) / name)
             for name in sorted(filenames):
                 if not name.startswith("."):
                     yield _classify(root, Path(dirpath) / name)
 
 
+def _linked_folder(root: Path, path: Path) -> Found:
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return Found(root, path, "a symbolic link that loops or leads nowhere; not followed")
+    if not inside(target, root):
+        return Found(root, path, f"links outside {root} (to {target}); not followed")
+    return Found(root, path, f"a symbolic link to the folder {target}, which is indexed under its own path")
+
+
 def _classify(root: Path, path: Path) -> Found:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a link loop (a -> b -> a), a dangling link, a file gone meanwhile
+        return Found(root, path, "a symbolic link that loops or leads nowhere; not followed")
     if not inside(resolved, root):
         return Found(root, path, f"links outside {root} (to {resolved}); not followed")
     if not resolved.is_file():

@@ -21,7 +21,7 @@ def document_chunks(paths: list[str | Path], config: Config, embedder: Embedder)
             print(f"skipped {found.path}: {found.skip_reason}", file=sys.stderr)
             continue
         try:
-            sections = read_sections(found.path, config.rag.jsonl_text_field)
+            sections = read_sections(found.path, config.rag)
         except UnreadableFileError as exc:
             print(f"skipped {exc}", file=sys.stderr)
             continue

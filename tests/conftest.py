@@ -51,3 +51,15 @@ def tiny_config(tiny_lm_path: Path):
     from models.config import load_config
 
     return load_config(None, [f"llm.model={tiny_lm_path}", "llm.max_new_tokens=8", "llm.dtype=float32"])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long", action="store_true", help="run the fuzz suites with thousands of cases instead of hundreds"
+    )
+
+
+@pytest.fixture(scope="session")
+def fuzz_cases(request: pytest.FixtureRequest) -> int:
+    """How many seeded mutations a fuzz test makes: a few hundred by default, thousands with --fuzz-long."""
+    return 3000 if request.config.getoption("--fuzz-long") else 300

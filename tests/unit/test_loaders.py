@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from models.config import RagConfig
 from rag.loaders import UnreadableFileError, read_sections
 from tests.docmaker import make_docx, make_pdf
 
@@ -36,7 +37,7 @@ def test_jsonl_records_keep_line_numbers(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"text": "one"}\n\n{"text": "two", "x": 1}\n')
     sections = read_sections(tmp_path / "a.jsonl")
     assert [(s.text, s.locator) for s in sections] == [("one", "line 1"), ("two", "line 3")]
-    assert read_sections(tmp_path / "a.jsonl", "text")[0].text == "one"
+    assert read_sections(tmp_path / "a.jsonl", RagConfig(jsonl_text_field="text"))[0].text == "one"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,116 @@
+"""Damaged documents of every type: each is read or refused by name, and an ingest of them all completes.
+
+Seeded and bounded (tests/reliability/documents.py); `pytest --fuzz-long` runs thousands of cases.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from models.errors import InputError
+from rag.loaders import UnreadableFileError, read_sections
+from tests.conftest import EXAMPLES, REPO
+from tests.reliability.documents import write_cases
+
+INGEST = """
+import json, resource, sys
+from models.config import load_config
+from models.embedding import build_embedder
+from rag.ingest import ingest
+config = load_config(None, sys.argv[2:])
+summary = ingest([sys.argv[1]], config, build_embedder(config.embedder), progress=False)
+print(json.dumps({"added": summary.added, "skipped": summary.skipped,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_every_damaged_document_is_read_or_refused_by_name(tmp_path: Path, fuzz_cases: int) -> None:
+    outcomes = {"read": 0, "refused": 0}
+    for path in write_cases(tmp_path, fuzz_cases, seed=1):
+        try:
+            sections = read_sections(path)
+        except UnreadableFileError as exc:
+            assert str(exc).startswith(str(path)), exc  # the message names the file first
+            assert "\n" not in str(exc), exc  # one line, fit for a report
+            outcomes["refused"] += 1
+            continue
+        assert sections and all(s.text.strip() and "\x00" not in s.text for s in sections), path
+        outcomes["read"] += 1
+    # Both outcomes occur: the damage is neither always fatal nor always harmless.
+    assert outcomes["read"] > fuzz_cases // 10 and outcomes["refused"] > fuzz_cases // 10, outcomes
+
+
+def test_targeted_cases_end_as_they_should(tmp_path: Path) -> None:
+    paths = {p.name: p for p in write_cases(tmp_path, 0, seed=1)}
+    late_nul = read_sections(paths["late-nul.txt"])[0].text
+    assert "\x00" not in late_nul and "hidden" in late_nul
+    external = read_sections(paths["external-entity.docx"])
+    assert "root:" not in "".join(s.text for s in external)  # no entity is resolved, no file is read
+    for name in ("deep.jsonl", "empty.md", "only-space.txt", "not-utf8.txt", "binary.pdf", "text-named.docx"):
+        try:
+            read_sections(paths[name])
+        except UnreadableFileError:
+            continue
+        raise AssertionError(f"{name} should be refused")
+
+
+def test_oversized_files_and_text_are_refused_with_the_key_to_raise(tmp_path: Path) -> None:
+    from models.config import RagConfig
+
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 300_000)  # 1.5 MB
+    try:
+        read_sections(big, RagConfig(max_file_mb=1))
+    except UnreadableFileError as exc:
+        assert "1.5 MB, over rag.max_file_mb=1" in str(exc)
+    else:
+        raise AssertionError("a file over rag.max_file_mb should be refused")
+    try:
+        read_sections(big, RagConfig(max_text_mb=0.5))
+    except UnreadableFileError as exc:
+        assert "1.5 million characters of text, over rag.max_text_mb=0.5" in str(exc)
+    else:
+        raise AssertionError("text over rag.max_text_mb should be refused")
+
+
+def test_ingest_of_a_damaged_folder_indexes_every_healthy_document(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    damaged = write_cases(docs / "damaged", 36, seed=2)
+    healthy = sorted((EXAMPLES / "docs").iterdir())
+    for path in healthy:
+        (docs / path.name).write_bytes(path.read_bytes())
+    os.symlink(docs / "loop-b.txt", docs / "loop-a.txt")
+    os.symlink(docs / "loop-a.txt", docs / "loop-b.txt")
+    (docs / "huge.txt").write_text("word " * 600_000)  # 3 MB, over the bound set below
+    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-c", INGEST, str(docs), "rag.max_file_mb=2"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    added = {Path(p).name for p in result["added"]}
+    skipped = {Path(p).name: reason for p, reason in result["skipped"]}
+    assert {p.name for p in healthy} <= added
+    # Every file was either indexed or reported by name: nothing vanished, nothing stopped the run.
+    assert {p.name for p in damaged} | {"loop-a.txt", "loop-b.txt", "huge.txt"} <= added | set(skipped)
+    assert "over rag.max_file_mb=2" in skipped["huge.txt"] and "loops" in skipped["loop-a.txt"]
+    assert result["peak_mb"] < 3000, result["peak_mb"]
+
+
+def test_a_missing_root_is_still_an_error_not_a_skip(tmp_path: Path, embedder) -> None:
+    from models.config import load_config
+    from rag.ingest import ingest
+
+    try:
+        ingest([tmp_path / "nope"], load_config(), embedder, progress=False)
+    except InputError as exc:
+        assert "no such file or folder" in str(exc)
+    else:
+        raise AssertionError("a root that does not exist should be an error")
