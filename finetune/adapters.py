@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import IndexCorruptError, InputError, ModelError
+from models.errors import AdapterError, IndexCorruptError, InputError, ModelError
 from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
@@ -92,18 +92,11 @@ def read_adapter(name: str) -> AdapterInfo:
         raise InputError(
             f"no adapter named {name!r} in {folder.parent} (known: {known}); train one with `ragtune train`"
         )
-    pickles = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
-    if pickles:
-        raise ModelError(
-            f"adapter {name!r} contains pickle files ({', '.join(pickles)}), which can run code when loaded; "
-            "ragtune loads safetensors only: re-save the adapter with safe_serialization=True"
-        )
-    manifest = read_json(folder / MANIFEST, "adapter manifest")
-    verify_files(folder, manifest["files"])
-    return AdapterInfo(name, folder, manifest)
+    return _checked(name, folder, hashes=True)
 
 
 def list_adapters() -> list[AdapterInfo]:
+    """Every usable adapter; a damaged or unsafe one is reported by name on stderr and left out."""
     root = adapters_dir()
     if not root.is_dir():
         return []
@@ -111,14 +104,58 @@ def list_adapters() -> list[AdapterInfo]:
     for folder in sorted(root.iterdir()):
         if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).is_file():
             try:
-                found.append(AdapterInfo(folder.name, folder, read_json(folder / MANIFEST, "adapter manifest")))
-            except IndexCorruptError as exc:  # one damaged adapter must not hide the others
+                # Sizes and headers only: hashing every adapter on each listing would be slow for full models.
+                found.append(_checked(folder.name, folder, hashes=False))
+            except AdapterError as exc:  # one damaged adapter must not hide the others
                 print(f"ragtune: skipping adapter {folder.name}: {exc}", file=sys.stderr)
     return found
 
 
+def _checked(name: str, folder: Path, hashes: bool) -> AdapterInfo:
+    """Refuse pickle files, a malformed manifest, files that differ from it, and weights that are no safetensors."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise AdapterError(
+            f"adapter {name!r} contains pickle files ({', '.join(pickles)}), which can run code when loaded; "
+            "ragtune loads safetensors only: re-save the adapter with safe_serialization=True"
+        )
+    try:
+        manifest = read_json(folder / MANIFEST, "adapter manifest")
+        _check_manifest(manifest, folder / MANIFEST)
+        verify_files(folder, manifest["files"], hashes=hashes)
+        for weights in sorted(folder.glob("*.safetensors")):
+            _check_safetensors(weights)
+    except IndexCorruptError as exc:
+        raise AdapterError(f"adapter {name!r} is damaged: {exc}; retrain it or `ragtune adapters rm {name}`") from None
+    return AdapterInfo(name, folder, manifest)
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    entries_ok = isinstance(files, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
+        for e in files.values()
+    )
+    if not entries_ok or not isinstance(manifest.get("metrics", {}), dict):
+        raise IndexCorruptError(f"{path} is malformed (files or metrics of the wrong type)")
+
+
+def _check_safetensors(path: Path) -> None:
+    """Parse the header before PEFT does: a file that only bears the name must never reach the model."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise IndexCorruptError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
 def remove_adapter(name: str) -> Path:
-    folder = read_adapter(name).path
+    """Delete an adapter's folder, damaged or not (removing is how a damaged one is cleared)."""
+    folder = adapter_path(name)
+    if not (folder / MANIFEST).is_file():
+        read_adapter(name)  # raises the "no adapter named ..." error listing the known ones
     shutil.rmtree(folder)
     return folder
 
@@ -128,7 +165,7 @@ def check_base(info: AdapterInfo, base_folder: Path, fingerprint: str | None = N
     expected = info.manifest.get("base_fingerprint")
     actual = fingerprint or base_fingerprint(base_folder)
     if expected != actual:
-        raise ModelError(
+        raise AdapterError(
             f"adapter {info.name!r} was trained on base model {info.manifest.get('base_model')!r} "
             f"(fingerprint {expected}) but llm.model is {actual} ({base_folder}); "
             f"set llm.model={info.manifest.get('base_model')} or retrain the adapter"
@@ -140,7 +177,7 @@ def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None)
     info = read_adapter(name)
     check_base(info, base_folder, fingerprint)
     if info.manifest.get("method") == "full":
-        raise ModelError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
+        raise AdapterError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
     return info
 
 

@@ -15,6 +15,10 @@ class ModelError(RagtuneError):
     """A model cannot be found, verified or loaded."""
 
 
+class AdapterError(ModelError):
+    """An adapter cannot be used: damaged, unsafe (pickle files) or trained on another base model."""
+
+
 class InputError(RagtuneError):
     """A user-supplied file or path is unusable (missing, outside the roots, unreadable)."""
 

@@ -24,7 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.errors import IndexError_, RagtuneError
+from models.errors import AdapterError, IndexError_, RagtuneError
 from models.generate import SamplingParams
 from ragtune import __version__
 from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
@@ -89,6 +89,11 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def index_unavailable(_: Request, exc: IndexError_) -> JSONResponse:
         # Not the client's fault: the server has no usable index (none built yet, or damaged).
         return error(503, str(exc), kind="server_error", code="index_unavailable")
+
+    @app.exception_handler(AdapterError)
+    async def adapter_unavailable(_: Request, exc: AdapterError) -> JSONResponse:
+        # Not the client's fault either: an adapter on the server is damaged or unsafe.
+        return error(503, str(exc), kind="server_error", code="adapter_unavailable")
 
     @app.exception_handler(RagtuneError)
     async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:
