@@ -2,11 +2,13 @@
 
 Layout under $RAGTUNE_HOME/indexes/NAME:
     CURRENT            "gen-000007": the generation readers use (replaced atomically)
-    gen-000007/        vectors.hnsw, chunks.sqlite, manifest.json (sizes, sha256, counts), config.yaml
+    gen-000007/        the vector index backend's own files, chunks.sqlite, config.yaml and
+                       manifest.json (sizes, sha256, counts, the index's backend and build settings)
     write.lock         held (flock) by the one writer
 
 A writer builds the next generation in a hidden staging folder and publishes it with two renames,
 so a crash at any point leaves the old generation or the new one, never a mix. Readers never lock.
+The vector index is whichever rag/index backend `index.backend` names; this module only moves its files.
 """
 
 from __future__ import annotations
@@ -15,27 +17,30 @@ import fcntl
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.config import Config, to_dict, to_yaml
+from models.config import Config, IndexConfig, to_dict, to_yaml
 from models.errors import ConfigError, IndexCorruptError, IndexLockedError, IndexMissingError
 from models.storage import (
     atomic_write_json,
     atomic_write_text,
     describe_files,
-    make_staging_dir,
     publish_dir,
     read_json,
-    remove_stale_staging,
+    staged_dir,
     verify_files,
 )
-from rag.index import VectorIndex, read_header
+from rag.index import IndexInfo, VectorIndex, create_index, index_class, manifest_section
 from rag.store import ChunkStore
 
+# Format 1 gained the "index" section (backend, its files and build settings) without a bump: the files
+# are unchanged, and a manifest without the section is read as the backend that predates it.
 FORMAT = 1
-INDEX_FILE, STORE_FILE, MANIFEST = "vectors.hnsw", "chunks.sqlite", "manifest.json"
+STORE_FILE, MANIFEST = "chunks.sqlite", "manifest.json"
+_REQUIRED = ("files", "embedder", "dim", "space", "count")
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,7 @@ class Expectation:
 
     embedder: str
     dim: int
-    space: str
-    ef_search: int
+    index: IndexConfig  # its space and backend must match; its query-time settings are used as they are
 
 
 @dataclass
@@ -72,7 +76,7 @@ def missing_index(root: Path) -> IndexMissingError:
 
 
 def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
-    """The current generation, after its manifest has vouched for every byte hnswlib will read."""
+    """The current generation, after its manifest and its index backend have vouched for every byte read."""
     generation = current_generation(root)
     if generation is None:
         raise missing_index(root)
@@ -83,39 +87,30 @@ def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
         raise IndexCorruptError(
             f"{folder / MANIFEST} is missing; rebuild with `ragtune ingest --rebuild DOCS`"
         ) from None
-    try:
-        files, dim, space, count = manifest["files"], manifest["dim"], manifest["space"], manifest["count"]
-    except (KeyError, TypeError):
-        raise IndexCorruptError(
-            f"{folder / MANIFEST} lacks required fields; rebuild with `ragtune ingest --rebuild`"
-        ) from None
+    info = _index_info(manifest, folder / MANIFEST)
     check_compatible(manifest, expect, root)
-    verify_files(folder, files)
-    _check_header(folder / INDEX_FILE, dim, count + manifest.get("deleted", 0))
-    index = VectorIndex.load(folder / INDEX_FILE, space, dim, expect.ef_search, manifest.get("deleted", 0))
+    verify_files(folder, manifest["files"])
+    index = index_class(expect.index.backend).load(folder, info, expect.index)
     store = ChunkStore(folder / STORE_FILE, readonly=True)
-    if not (index.count == store.chunk_count() == count):
+    chunks = store.chunk_count()
+    if not (index.count == chunks == info.count):
         store.close()
         raise IndexCorruptError(
-            f"{folder}: vectors ({index.count}), chunks ({store.chunk_count()}) and manifest ({count}) disagree; "
+            f"{folder}: vectors ({index.count}), chunks ({chunks}) and manifest ({info.count}) disagree; "
             "rebuild with `ragtune ingest --rebuild DOCS`"
         )
     return Snapshot(generation, folder, manifest, index, store)
 
 
-def _check_header(path: Path, dim: int, stored: int) -> None:
-    """The file itself must agree with the manifest, even if someone edited the manifest by hand."""
+def _index_info(manifest: Any, path: Path) -> IndexInfo:
+    """What the manifest says its index holds; one lacking a field that the checks read is corrupt."""
     try:
-        file_dim, file_count = read_header(path)
-    except (OSError, ValueError) as exc:
-        raise IndexCorruptError(
-            f"{path}: unreadable index header ({exc}); rebuild with `ragtune ingest --rebuild`"
-        ) from None
-    if (file_dim, file_count) != (dim, stored):
-        raise IndexCorruptError(
-            f"{path} holds {file_count} vectors of {file_dim} dimensions but its manifest says {stored} of {dim}; "
-            "rebuild with `ragtune ingest --rebuild DOCS`"
-        )
+        section = manifest_section(manifest)
+        if any(key not in manifest for key in _REQUIRED) or not isinstance(section["backend"], str):
+            raise KeyError
+        return IndexInfo(manifest["space"], manifest["dim"], manifest["count"], manifest.get("deleted", 0), section)
+    except (KeyError, TypeError, AttributeError):
+        raise IndexCorruptError(f"{path} lacks required fields; rebuild with `ragtune ingest --rebuild DOCS`") from None
 
 
 def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) -> None:
@@ -127,9 +122,15 @@ def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) 
             f"embedder.model is {expect.embedder!r} ({expect.dim}); set embedder.model={manifest['embedder']} "
             "or rebuild with `ragtune ingest --rebuild DOCS`"
         )
-    if manifest["space"] != expect.space:
+    backend = manifest_section(manifest)["backend"]
+    if backend != expect.index.backend:
         raise ConfigError(
-            f"index {root} uses space {manifest['space']!r} but index.space is {expect.space!r}; "
+            f"index {root} was built with index.backend {backend!r} but index.backend is {expect.index.backend!r}; "
+            f"set index.backend={backend} or rebuild with `ragtune ingest --rebuild DOCS`"
+        )
+    if manifest["space"] != expect.index.space:
+        raise ConfigError(
+            f"index {root} uses space {manifest['space']!r} but index.space is {expect.index.space!r}; "
             f"set index.space={manifest['space']} or rebuild with `ragtune ingest --rebuild DOCS`"
         )
 
@@ -151,40 +152,37 @@ class Writer:
     def __init__(self, root: Path, config: Config, dim: int, rebuild: bool = False) -> None:
         self.root, self.config, self.dim, self.rebuild = root, config, dim, rebuild
         self._lock_fd: int | None = None
+        self._release = ExitStack()  # the lock and the staging folder, undone in reverse on exit
         self.draft: Draft | None = None
         self.published: str | None = None
 
     def __enter__(self) -> Draft:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        try:
-            remove_stale_staging(self.root)
-            staging = make_staging_dir(self.root, "gen")
+        with ExitStack() as stack:
+            self._lock()
+            stack.callback(self._unlock)
+            # Clears dead writers' staging folders (the lock makes this the only live one) and removes
+            # its own if anything below raises.
+            staging = stack.enter_context(staged_dir(self.root, "gen"))
             base = None if self.rebuild else current_generation(self.root)
-            cfg = self.config
             if base is None:
-                index = VectorIndex.create(
-                    cfg.index.space, self.dim, cfg.index.m, cfg.index.ef_construction, cfg.index.ef_search
-                )
+                index = create_index(self.config.index, self.dim)
                 store = ChunkStore(staging / STORE_FILE)
             else:
-                snapshot = open_snapshot(self.root, expectation(cfg, self.dim))
-                index = snapshot.index
-                store = snapshot.store.copy_to(staging / STORE_FILE)
+                snapshot = open_snapshot(self.root, expectation(self.config, self.dim))
+                index, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
             self.draft = Draft(staging, index, store, base)
-            return self.draft
-        except BaseException:
-            self._unlock()
-            raise
+            self._release = stack.pop_all()
+        return self.draft
 
     def commit(self) -> str:
         draft = self.draft
         assert draft is not None, "commit() outside the with-block"
-        if draft.index.deleted > max(draft.index.count, 256):
-            draft.index = _compacted(draft.index, draft.store, self.config)
+        if draft.index.needs_compaction:
+            draft.index = draft.index.compacted(draft.store.live_ids())
         draft.store.commit()
-        draft.index.save(draft.staging / INDEX_FILE)
+        section = draft.index.save(draft.staging)
         documents = len(draft.store.documents())
         count = draft.store.chunk_count()
         draft.store.close()
@@ -199,12 +197,11 @@ class Writer:
                 "embedder": self.config.embedder.model,
                 "dim": self.dim,
                 "space": self.config.index.space,
-                "m": self.config.index.m,
-                "ef_construction": self.config.index.ef_construction,
                 "count": count,
                 "deleted": draft.index.deleted,
                 "documents": documents,
-                "files": describe_files(draft.staging, [INDEX_FILE, STORE_FILE, "config.yaml"]),
+                "index": {"backend": self.config.index.backend, **section},
+                "files": describe_files(draft.staging, [*section["files"], STORE_FILE, "config.yaml"]),
                 "config": to_dict(self.config),
                 "created_at": time.time(),
                 **draft.extra,
@@ -216,11 +213,11 @@ class Writer:
         _prune(self.root, keep={generation, draft.base})
         return generation
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.draft is not None and self.published is None:
             self.draft.store.close()
-            shutil.rmtree(self.draft.staging, ignore_errors=True)
-        self._unlock()
+            shutil.rmtree(self.draft.staging, ignore_errors=True)  # a block that commits nothing leaves nothing
+        self._release.__exit__(*exc)
 
     def _lock(self) -> None:
         fd = os.open(self.root / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -241,7 +238,7 @@ class Writer:
 
 
 def expectation(config: Config, dim: int) -> Expectation:
-    return Expectation(config.embedder.model, dim, config.index.space, config.index.ef_search)
+    return Expectation(config.embedder.model, dim, config.index)
 
 
 def _next_number(root: Path) -> int:
@@ -254,20 +251,3 @@ def _prune(root: Path, keep: set[str | None]) -> None:
     for folder in root.glob("gen-*"):
         if folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _compacted(index: VectorIndex, store: ChunkStore, config: Config) -> VectorIndex:
-    """A fresh graph holding only live vectors: marked-deleted ones still cost memory and search time."""
-    live = store.live_ids()
-    fresh = VectorIndex.create(
-        index.space,
-        index.dim,
-        config.index.m,
-        config.index.ef_construction,
-        config.index.ef_search,
-        capacity=max(len(live), 1),
-    )
-    for start in range(0, len(live), 4096):
-        batch = live[start : start + 4096]
-        fresh.add(index.vectors(batch), batch)
-    return fresh

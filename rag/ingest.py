@@ -1,4 +1,4 @@
-"""Ingest: walk -> read -> chunk -> embed -> commit one new index generation.
+"""Ingest: walk -> read -> chunk -> embed -> commit one new index generation (rag/collection.py).
 
 Documents are keyed by resolved path and identified by content sha256: unchanged files are skipped,
 changed ones re-chunked and re-embedded, files gone from a walked root removed.
@@ -18,7 +18,7 @@ from models.errors import ConfigError
 from models.paths import index_dir
 from models.storage import sha256_file
 from rag.chunk import chunk_text
-from rag.collection import Writer
+from rag.collection import Draft, Writer
 from rag.loaders import Section, UnreadableFileError, read_sections
 from rag.walk import inside, resolve_roots, walk_documents
 
@@ -127,7 +127,7 @@ def chunk_sections(sections: list[Section], config: Config, embedder: Embedder) 
 
 
 def _embed_and_store(
-    pending: list[_Pending], draft, embedder: Embedder, summary: IngestSummary, progress: bool | None
+    pending: list[_Pending], draft: Draft, embedder: Embedder, summary: IngestSummary, progress: bool | None
 ) -> None:
     total = sum(len(p.chunks) for p in pending)
     with tqdm(total=total, desc="embedding", unit="chunk", disable=_quiet(progress)) as bar:
@@ -143,7 +143,7 @@ def _embed_and_store(
     summary.chunks = total
 
 
-def _flush(group: list[tuple[int, str]], draft, embedder: Embedder, bar: tqdm) -> None:
+def _flush(group: list[tuple[int, str]], draft: Draft, embedder: Embedder, bar: tqdm) -> None:
     if group:
         ids, texts = zip(*group)
         draft.index.add(embedder.encode(list(texts)), list(ids))

@@ -2,7 +2,7 @@
 """Benchmark ragtune's RAG path on this machine and write the figures to BENCHMARKS.md.
 
 1. Ingest throughput on PubMedQA contexts, against raw SentenceTransformer.encode of the same chunks.
-2. Vector search: hnswlib (rag.index.VectorIndex) against exact numpy search over chunk vectors: the
+2. Vector search: hnswlib (rag.index, index.backend=hnswlib) against exact numpy search over chunk vectors: the
    real chunk embeddings of section 1's index, topped up to --vectors with perturbed copies of them,
    queried with embedded PubMedQA questions (--random-too adds uniform random vectors, a worst case).
 3. Retrieval latency (embed + search) for PubMedQA questions on the ingested index.
@@ -42,7 +42,7 @@ from models.embedding import Embedder, build_embedder  # noqa: E402
 from models.generate import SamplingParams, collect, load_language_model  # noqa: E402
 from models.paths import index_dir  # noqa: E402
 from models.storage import write_section  # noqa: E402
-from rag.index import VectorIndex  # noqa: E402
+from rag.index import create_index  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.retrieve import CurrentIndex, DenseRetriever  # noqa: E402
 from ragtune.app import build_pipeline, quiet_libraries  # noqa: E402
@@ -174,7 +174,7 @@ def measure_search(
     cfg = config.index
     n, dim = data.shape
     started = time.perf_counter()
-    index = VectorIndex.create(cfg.space, dim, cfg.m, cfg.ef_construction, cfg.ef_search, capacity=n)
+    index = create_index(cfg, dim, capacity=n)
     index.add(data, np.arange(n))
     build_s = time.perf_counter() - started
     say(f"[search:{name}] built hnswlib index of {n:,} x {dim} in {build_s:.1f}s")
@@ -246,7 +246,7 @@ def bench_search(args: argparse.Namespace, records: dict[str, Any], retriever: D
         f"norm {args.noise}, re-normalised (numpy seed {args.seed}); a copy's mean cosine to its source is "
         f"{corpus['cosine']:.3f}. All inserted in one random order. Queries: the embedded QUESTION fields of "
         f"{len(queries)} PubMedQA records; {copy_share:.1%} of their exact top-{K} neighbours are perturbed "
-        f"copies. hnswlib (`rag.index.VectorIndex`): space={config.index.space}, M={config.index.m}, "
+        f"copies. hnswlib (`rag.index.hnswlib`): space={config.index.space}, M={config.index.m}, "
         f"ef_construction={config.index.ef_construction}, built in {facts['build_s']:.1f}s (hnswlib's default "
         f"threads). Exact: one numpy matrix-vector product + argpartition per query over the same vectors. Both "
         f"searched one query at a time on one thread (numpy's BLAS limited to 1 thread for the exact side); truth "

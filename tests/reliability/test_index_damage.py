@@ -1,4 +1,4 @@
-"""A damaged or mismatched index is refused with a clear error before hnswlib reads a byte of it."""
+"""A damaged or mismatched index is refused with a clear error before its library (hnswlib) reads a byte of it."""
 
 import json
 from dataclasses import replace
@@ -58,7 +58,50 @@ def test_wrong_dimension_from_config_is_a_config_error(built) -> None:
     with pytest.raises(ConfigError, match=r"\(384 dimensions\) but embedder.model is 'minilm-l6' \(768\)"):
         open_snapshot(folder.parent, replace(expect, dim=768))
     with pytest.raises(ConfigError, match="space 'cosine' but index.space is 'l2'"):
-        open_snapshot(folder.parent, replace(expect, space="l2"))
+        open_snapshot(folder.parent, replace(expect, index=replace(expect.index, space="l2")))
+
+
+def edit_manifest(folder: Path, edit) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_index_built_by_another_backend_is_a_config_error(built, tiny_config, embedder) -> None:
+    folder, expect = built
+    edit_manifest(folder, lambda m: m["index"].update(backend="faiss"))
+    message = r"built with index.backend 'faiss' but index.backend is 'hnswlib'; set index.backend=faiss or rebuild"
+    with pytest.raises(ConfigError, match=message):
+        open_snapshot(folder.parent, expect)
+    with pytest.raises(ConfigError, match=message):  # a writer refuses to extend it, and leaves nothing behind
+        Writer(folder.parent, tiny_config, embedder.dim).__enter__()
+    assert not list(folder.parent.glob(".*.partial"))
+    with Writer(folder.parent, tiny_config, embedder.dim, rebuild=True):  # the lock was released
+        pass
+
+
+def test_manifest_from_before_index_backend_still_opens(built) -> None:
+    """Format-1 manifests had hnswlib's m and ef_construction at the top level and no index section."""
+    folder, expect = built
+
+    def to_old_layout(manifest: dict) -> None:
+        section = manifest.pop("index")
+        manifest.update(m=section["m"], ef_construction=section["ef_construction"])
+
+    edit_manifest(folder, to_old_layout)
+    snapshot = open_snapshot(folder.parent, expect)
+    first = snapshot.store.live_ids()[0]
+    _, scores = snapshot.index.search(snapshot.index.vectors([first])[0], 3)
+    assert snapshot.index.count == snapshot.store.chunk_count() > 0 and scores[0] > 0.999
+
+
+@pytest.mark.parametrize("section", [None, [], {"files": ["vectors.hnsw"]}, {"backend": 3}])
+def test_damaged_index_section_of_the_manifest(built, section) -> None:
+    folder, expect = built
+    edit_manifest(folder, lambda m: m.update(index=section))
+    with pytest.raises(IndexCorruptError, match="manifest.json lacks required fields; rebuild with"):
+        open_snapshot(folder.parent, expect)
 
 
 def test_hand_edited_manifest_cannot_smuggle_a_wrong_dimension(tmp_path: Path, monkeypatch) -> None:
@@ -70,12 +113,47 @@ def test_hand_edited_manifest_cannot_smuggle_a_wrong_dimension(tmp_path: Path, m
         ids = draft.store.add_document("/d.txt", "/", "0" * 64, 1, [("", f"chunk {i}") for i in range(5)])
         draft.index.add(np.random.default_rng(0).random((5, 8), dtype=np.float32), ids)
         writer.commit()
-    manifest_path = root / current_generation(root) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["dim"] = 384
-    manifest_path.write_text(json.dumps(manifest))
+    edit_manifest(root / current_generation(root), lambda m: m.update(dim=384))
     with pytest.raises(IndexCorruptError, match="holds 5 vectors of 8 dimensions but its manifest says 5 of 384"):
         open_snapshot(root, expectation(config, 384))
+
+
+def test_many_deletes_publish_a_compacted_index_that_opens(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RAGTUNE_HOME", str(tmp_path))
+    config, rng = load_config(), np.random.default_rng(1)
+    root = index_dir(config)
+    with (writer := Writer(root, config, dim=8)) as draft:
+        ids = draft.store.add_document("/a.txt", "/", "0" * 64, 1, [("", f"a{i}") for i in range(300)])
+        draft.index.add(rng.random((300, 8), dtype=np.float32), ids)
+        writer.commit()
+    with (writer := Writer(root, config, dim=8)) as draft:
+        draft.index.delete(draft.store.remove_document("/a.txt"))
+        ids = draft.store.add_document("/b.txt", "/", "1" * 64, 1, [("", f"b{i}") for i in range(10)])
+        vectors = rng.random((10, 8), dtype=np.float32)
+        draft.index.add(vectors, ids)
+        writer.commit()
+    snapshot = open_snapshot(root, expectation(config, 8))
+    assert (snapshot.manifest["count"], snapshot.manifest["deleted"], snapshot.index.deleted) == (10, 0, 0)
+    assert snapshot.manifest["index"] == {
+        "backend": "hnswlib",
+        "files": ["vectors.hnsw"],
+        "m": 16,
+        "ef_construction": 200,
+        "capacity": 10,
+    }
+    assert "m" not in snapshot.manifest  # build settings live in the backend's section now
+    assert snapshot.index.search(vectors[3], 1)[0].tolist() == [ids[3]]
+
+
+def test_manifest_counts_that_disagree_with_the_chunk_store(built) -> None:
+    """Moving one vector from live to deleted keeps the file's total, so only the chunk count can catch it."""
+    folder, expect = built
+    n = json.loads((folder / "manifest.json").read_text())["count"]
+    edit_manifest(folder, lambda m: m.update(count=n - 1, deleted=m["deleted"] + 1))
+    with pytest.raises(
+        IndexCorruptError, match=rf"vectors \({n - 1}\), chunks \({n}\) and manifest \({n - 1}\) disagree"
+    ):
+        open_snapshot(folder.parent, expect)
 
 
 def test_second_writer_is_locked_out_while_readers_keep_working(built, tiny_config, embedder) -> None:
