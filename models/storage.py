@@ -162,8 +162,15 @@ def describe_files(root: str | os.PathLike, names: Iterable[str]) -> dict[str, d
 
 
 def verify_files(root: str | os.PathLike, files: dict[str, dict[str, Any]], *, hashes: bool = True) -> None:
-    """Check each file against its manifest entry; raise IndexCorruptError naming the first mismatch."""
+    """Check each file against its manifest entry; raise IndexCorruptError naming the first mismatch.
+
+    A malformed list (wrong types, a name that leads out of `root`) is corrupt too: it was edited or damaged.
+    """
     root = Path(root)
+    if not _well_formed(files):
+        raise IndexCorruptError(
+            f"{root}: the manifest's file list is malformed; rebuild it (re-run the command that made it)"
+        )
     for name, expected in files.items():
         path = root / name
         if not path.is_file():
@@ -193,6 +200,22 @@ def read_utf8(path: str | os.PathLike, error: type[Exception], kind: str = "this
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+
+
+def _well_formed(files: Any) -> bool:
+    if not isinstance(files, dict):
+        return False
+    for name, entry in files.items():
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            return False
+        if (
+            not isinstance(entry, dict)
+            or type(entry.get("size")) is not int
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            return False
+    return True
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import time
 from contextlib import ExitStack
@@ -41,6 +42,8 @@ from rag.store import ChunkStore
 FORMAT = 1
 STORE_FILE, MANIFEST = "chunks.sqlite", "manifest.json"
 _REQUIRED = ("files", "embedder", "dim", "space", "count")
+_GENERATION = re.compile(r"gen-\d{6,}")
+_REBUILD = "rebuild with `ragtune ingest --rebuild DOCS`"
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,19 @@ class Snapshot:
 
 
 def current_generation(root: Path) -> str | None:
+    """The generation CURRENT names, or None before the first ingest; anything else there is corrupt."""
+    path = root / "CURRENT"
     try:
-        return (root / "CURRENT").read_text(encoding="ascii").strip() or None
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a directory, unreadable permissions, ...
+        raise IndexCorruptError(f"{path} cannot be read ({exc.strerror}); {_REBUILD}") from None
+    name = raw.decode("ascii", errors="replace").strip()
+    # Only a generation folder of this index: never a path that leads elsewhere (../, /, links).
+    if not _GENERATION.fullmatch(name):
+        raise IndexCorruptError(f"{path} should name a generation such as gen-000001, not {name[:40]!r}; {_REBUILD}")
+    return name
 
 
 def missing_index(root: Path) -> IndexMissingError:
@@ -108,9 +120,16 @@ def _index_info(manifest: Any, path: Path) -> IndexInfo:
         section = manifest_section(manifest)
         if any(key not in manifest for key in _REQUIRED) or not isinstance(section["backend"], str):
             raise KeyError
+        counts = (manifest["dim"], manifest["count"], manifest.get("deleted", 0))
+        if not all(type(n) is int and n >= 0 for n in counts) or not isinstance(manifest["space"], str):
+            raise TypeError
+        if not isinstance(manifest["embedder"], str) or not isinstance(manifest["files"], dict):
+            raise TypeError
         return IndexInfo(manifest["space"], manifest["dim"], manifest["count"], manifest.get("deleted", 0), section)
     except (KeyError, TypeError, AttributeError):
-        raise IndexCorruptError(f"{path} lacks required fields; rebuild with `ragtune ingest --rebuild DOCS`") from None
+        raise IndexCorruptError(
+            f"{path} lacks required fields or holds them with the wrong type; {_REBUILD}"
+        ) from None
 
 
 def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) -> None:
@@ -208,6 +227,8 @@ class Writer:
             },
         )
         publish_dir(draft.staging, self.root / generation)
+        if (self.root / "CURRENT").is_dir():  # damage that --rebuild repairs: a file must take its place
+            shutil.rmtree(self.root / "CURRENT")
         atomic_write_text(self.root / "CURRENT", generation + "\n")
         self.published = generation
         _prune(self.root, keep={generation, draft.base})

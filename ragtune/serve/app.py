@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,8 +39,21 @@ _END = object()
 def error(
     status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    body = {"error": {"message": public(message), "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s'\"`(),;]+/)+([^\s'\"`(),;]*)")
+
+
+def public(message: str) -> str:
+    """A message fit for a client: where files live on the server is the server's business (its log has it)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "(folder)", message)
+
+
+def model_label(model: str) -> str:
+    """A preset's name as it is; a local model path by its last part only."""
+    return Path(model).name if "/" in model else model
 
 
 class ApiError(Exception):
@@ -104,12 +118,19 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        # Answers without a key, so it names no path; a damaged index is reported, not a 500.
+        try:
+            generation = engine.index_generation()
+            index = "ok" if generation else "missing"
+        except IndexError_:
+            generation, index = None, "damaged"
         return {
             "status": "ok",
             "version": __version__,
-            "llm": engine.config.llm.model,
-            "embedder": engine.config.embedder.model,
-            "index_generation": engine.index_generation(),
+            "llm": model_label(engine.config.llm.model),
+            "embedder": model_label(engine.config.embedder.model),
+            "index": index,
+            "index_generation": generation,
         }
 
     @api.get("/models")
@@ -265,7 +286,7 @@ async def stream_events(
         yield chunk({}, finish_reason(reply), **extra)
         yield "data: [DONE]\n\n"
     except RagtuneError as exc:  # after the headers: the error travels as an event, as OpenAI's API does
-        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error', 'code': None}})}\n\n"
+        yield f"data: {json.dumps({'error': {'message': public(str(exc)), 'type': 'server_error', 'code': None}})}\n\n"
     finally:
         # Shielded: on a disconnect this task is already cancelled, and an unshielded await would raise at
         # once, leaving the model generating for nobody.

@@ -100,7 +100,7 @@ def test_manifest_from_before_index_backend_still_opens(built) -> None:
 def test_damaged_index_section_of_the_manifest(built, section) -> None:
     folder, expect = built
     edit_manifest(folder, lambda m: m.update(index=section))
-    with pytest.raises(IndexCorruptError, match="manifest.json lacks required fields; rebuild with"):
+    with pytest.raises(IndexCorruptError, match="manifest.json lacks required fields or holds them with the wrong type; rebuild with"):
         open_snapshot(folder.parent, expect)
 
 
@@ -178,3 +178,65 @@ def test_failed_write_leaves_the_current_generation_untouched(built, tiny_config
     assert current_generation(root) == folder.name
     assert not list(root.glob(".*.partial"))
     open_snapshot(root, expect)
+
+
+def _damage_current(root: Path, kind: str) -> None:
+    current = root / "CURRENT"
+    current.unlink()
+    if kind == "non-utf8":
+        current.write_bytes(b"\xff\xfegen-\x80\x81\n")
+    elif kind == "directory":
+        current.mkdir()
+    elif kind == "outside":
+        current.write_text("../../../etc\n")
+    elif kind == "absolute":
+        current.write_text(str(root.parent) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["non-utf8", "directory", "outside", "absolute"])
+def test_a_damaged_current_pointer_is_corrupt_and_rebuild_repairs_it(built, kind: str, docs, tiny_config, embedder):
+    folder, expect = built
+    _damage_current(folder.parent, kind)
+    with pytest.raises(IndexCorruptError, match="CURRENT") as caught:
+        open_snapshot(folder.parent, expect)
+    assert "ingest --rebuild" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(IndexCorruptError, match="CURRENT"):
+        ingest([docs], tiny_config, embedder)  # an incremental ingest cannot start from it either
+    ingest([docs], tiny_config, embedder, rebuild=True)
+    assert open_snapshot(folder.parent, expect).index.count > 0
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("files", ["vectors.hnsw"]), ("files", {"../../x": {"size": 1, "sha256": "0"}}), ("count", "13"), ("dim", True)],
+)
+def test_a_manifest_field_of_the_wrong_type_is_corrupt(built, field: str, value) -> None:
+    folder, expect = built
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest[field] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="malformed|wrong type"):
+        open_snapshot(folder.parent, expect)
+
+
+def test_the_server_reports_a_damaged_index_as_503_and_health_still_answers(built, tiny_lm_path, embedder) -> None:
+    import httpx
+
+    from models.generate import load_language_model
+    from ragtune.serve.app import create_app
+    from ragtune.serve.background import running
+    from ragtune.serve.engine import Engine
+
+    folder, _ = built
+    _damage_current(folder.parent, "non-utf8")
+    config = load_config(None, [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.max_new_tokens=4"])
+    engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
+    key = "k" * 32
+    with running(create_app(engine, key)) as url:
+        health = httpx.get(url + "/health")
+        body = {"model": "rag", "messages": [{"role": "user", "content": "When is the library open?"}]}
+        chat = httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert health.status_code == 200 and health.json()["index"] == "damaged"
+    assert str(tiny_lm_path) not in health.text  # no server paths to a caller without a key
+    assert chat.status_code == 503 and chat.json()["error"]["code"] == "index_unavailable"
+    assert str(folder.parent) not in chat.text  # nor in error bodies
