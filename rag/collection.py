@@ -127,9 +127,7 @@ def _index_info(manifest: Any, path: Path) -> IndexInfo:
             raise TypeError
         return IndexInfo(manifest["space"], manifest["dim"], manifest["count"], manifest.get("deleted", 0), section)
     except (KeyError, TypeError, AttributeError):
-        raise IndexCorruptError(
-            f"{path} lacks required fields or holds them with the wrong type; {_REBUILD}"
-        ) from None
+        raise IndexCorruptError(f"{path} lacks required fields or holds them with the wrong type; {_REBUILD}") from None
 
 
 def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) -> None:
