@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _SENTENCE_END = ".!?。"
@@ -59,3 +60,40 @@ def chunk_text(text: str, offsets: list[tuple[int, int]], size: int, overlap: in
         if piece:
             chunks.append(Chunk(text=piece, start=start, end=end))
     return chunks
+
+
+def chunk_long_text(
+    text: str, tokenize: Callable[[str], list[tuple[int, int]]], size: int, overlap: int, window: int = 200_000
+) -> list[Chunk]:
+    """`chunk_text` for text of any length, tokenising at most `window` characters at a time.
+
+    Token offsets cost about a hundred bytes each, so a whole 20 MB section would take gigabytes. Each
+    window is cut at whitespace and the next one restarts where its last (possibly cut short) chunk
+    began, so the chunks are the ones a single pass would make (the tokenizer splits on whitespace).
+    """
+    chunks: list[Chunk] = []
+    base = 0
+    while True:
+        end = _window_end(text, base, window)
+        piece = text[base:end]
+        offsets = [(s, e) for s, e in tokenize(piece) if e > s]
+        spans = chunk_spans(piece, offsets, size, overlap) if offsets else []
+        final = end >= len(text) or len(spans) < 2
+        for first, stop in spans if final else spans[:-1]:
+            start, stop_char = base + offsets[first][0], base + offsets[stop - 1][1]
+            if body := text[start:stop_char].strip():
+                chunks.append(Chunk(text=body, start=start, end=stop_char))
+        if final:
+            if end < len(text):  # a window too short for two chunks: carry on after it
+                base = end
+                continue
+            return chunks
+        base += offsets[spans[-1][0]][0]
+
+
+def _window_end(text: str, base: int, window: int) -> int:
+    end = base + window
+    if end >= len(text):
+        return len(text)
+    cut = max(text.rfind(" ", base + window // 2, end), text.rfind("\n", base + window // 2, end))
+    return cut if cut > base else end

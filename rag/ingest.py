@@ -17,7 +17,7 @@ from models.embedding import Embedder
 from models.errors import ConfigError
 from models.paths import index_dir
 from models.storage import sha256_file
-from rag.chunk import chunk_text
+from rag.chunk import chunk_long_text
 from rag.collection import Draft, Writer
 from rag.loaders import Section, UnreadableFileError, read_sections
 from rag.walk import inside, resolve_roots, walk_documents
@@ -120,9 +120,9 @@ def chunk_sections(sections: list[Section], config: Config, embedder: Embedder) 
     """(locator, text) chunks of a document, cut on the embedder's own tokens."""
     chunks = []
     for section in sections:
-        offsets = embedder.token_offsets(section.text)
-        for chunk in chunk_text(section.text, offsets, config.rag.chunk_tokens, config.rag.chunk_overlap):
-            chunks.append((section.locator, chunk.text))
+        rag = config.rag
+        pieces = chunk_long_text(section.text, embedder.token_offsets, rag.chunk_tokens, rag.chunk_overlap)
+        chunks.extend((section.locator, chunk.text) for chunk in pieces)
     return chunks
 
 

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from rag.chunk import chunk_spans, chunk_text
+from rag.chunk import chunk_long_text, chunk_spans, chunk_text
 
 
 def words(text: str) -> list[tuple[int, int]]:
@@ -50,3 +50,28 @@ def test_single_token_progress_when_overlap_is_large() -> None:
     spans = chunk_spans(text, words(text), size=4, overlap=3)
     starts = [s for s, _ in spans]
     assert starts == sorted(set(starts)) and spans[-1][1] == 12
+
+
+@pytest.mark.parametrize("window", [300, 451, 1000, 10_000])  # each holds several 12-token chunks
+def test_long_text_in_windows_gives_the_chunks_of_one_pass(window: int) -> None:
+    import random
+
+    rng = random.Random(window)
+    sentences = [" ".join(f"t{rng.randrange(999)}" for _ in range(rng.randint(3, 15))) for _ in range(120)]
+    text = ". ".join(sentences).replace("t1", "t1\n")
+    calls: list[int] = []
+
+    def tokenize(piece: str) -> list[tuple[int, int]]:
+        calls.append(len(piece))
+        return words(piece)
+
+    whole = chunk_text(text, words(text), size=12, overlap=3)
+    assert chunk_long_text(text, tokenize, 12, 3, window=window) == whole
+    assert max(calls) <= window  # never more than one window tokenised at once
+
+
+def test_long_text_handles_a_window_without_whitespace() -> None:
+    text = "x" * 300 + " tail words here"
+    chunks = chunk_long_text(text, words, 4, 1, window=100)
+    assert "".join(c.text for c in chunks).replace(" ", "").startswith("x" * 100)
+    assert chunks[-1].text.endswith("here")
