@@ -48,7 +48,8 @@ def test_targeted_cases_end_as_they_should(tmp_path: Path) -> None:
     assert "\x00" not in late_nul and "hidden" in late_nul
     external = read_sections(paths["external-entity.docx"])
     assert "root:" not in "".join(s.text for s in external)  # no entity is resolved, no file is read
-    for name in ("deep.jsonl", "empty.md", "only-space.txt", "not-utf8.txt", "binary.pdf", "text-named.docx"):
+    refused = ("deep.jsonl", "empty.md", "only-space.txt", "not-utf8.txt", "binary.pdf", "text-named.docx")
+    for name in (*refused, "cut-xml.docx", "no-document-xml.docx", "broken-central-directory.docx"):
         try:
             read_sections(paths[name])
         except UnreadableFileError:
@@ -114,3 +115,31 @@ def test_a_missing_root_is_still_an_error_not_a_skip(tmp_path: Path, embedder) -
         assert "no such file or folder" in str(exc)
     else:
         raise AssertionError("a root that does not exist should be an error")
+
+
+def test_a_pdf_that_exhausts_pypdf_limits_is_a_named_skip(tmp_path: Path) -> None:
+    import io
+    import logging
+    import random
+
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError
+
+    from tests.reliability.documents import SEEDS, flipped
+
+    data = flipped(SEEDS[".pdf"], random.Random(253))  # a seed found to drive pypdf into its limits
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        [page.extract_text() for page in PdfReader(io.BytesIO(data)).pages]
+    except LimitReachedError:
+        pass
+    else:
+        raise AssertionError("this damaged PDF should make pypdf itself raise LimitReachedError")
+    path = tmp_path / "limits.pdf"
+    path.write_bytes(data)
+    try:
+        read_sections(path)
+    except UnreadableFileError as exc:
+        assert str(exc).startswith(f"{path}: cannot be parsed (LimitReachedError")
+    else:
+        raise AssertionError("the loader should refuse it by name")
