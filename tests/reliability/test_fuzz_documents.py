@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from models.errors import InputError
 from rag.loaders import UnreadableFileError, read_sections
 from tests.conftest import EXAMPLES, REPO
@@ -62,18 +64,10 @@ def test_oversized_files_and_text_are_refused_with_the_key_to_raise(tmp_path: Pa
 
     big = tmp_path / "big.txt"
     big.write_text("word " * 300_000)  # 1.5 MB
-    try:
+    with pytest.raises(UnreadableFileError, match=r"big.txt: 1.5 MB, over rag.max_file_mb=1; raise it"):
         read_sections(big, RagConfig(max_file_mb=1))
-    except UnreadableFileError as exc:
-        assert "1.5 MB, over rag.max_file_mb=1" in str(exc)
-    else:
-        raise AssertionError("a file over rag.max_file_mb should be refused")
-    try:
+    with pytest.raises(UnreadableFileError, match=r"1.5 million characters of text, over rag.max_text_mb=0.5"):
         read_sections(big, RagConfig(max_text_mb=0.5))
-    except UnreadableFileError as exc:
-        assert "1.5 million characters of text, over rag.max_text_mb=0.5" in str(exc)
-    else:
-        raise AssertionError("text over rag.max_text_mb should be refused")
 
 
 def test_ingest_of_a_damaged_folder_indexes_every_healthy_document(tmp_path: Path) -> None:
