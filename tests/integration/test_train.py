@@ -133,12 +133,6 @@ def test_full_fine_tuning_writes_a_whole_model(config, train_file: Path) -> None
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
 
-def test_qlora_without_gpu_is_a_config_error(config, train_file: Path) -> None:
-    qlora = replace(config, finetune=replace(config.finetune, method="qlora"))
-    with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
-        train(qlora, train_file, "q", progress=False)
-
-
 def test_pickle_files_and_base_mismatch_are_refused(config, train_file: Path, tmp_path: Path) -> None:
     train(config, train_file, "tiny-v2", progress=False)
     folder = read_adapter("tiny-v2").path
