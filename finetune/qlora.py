@@ -13,8 +13,8 @@ import torch
 
 from models.config import LLMConfig
 from models.device import resolve_dtype
-from models.errors import ConfigError, ModelError
-from models.loading import LoadedLM, lm_folder
+from models.errors import ConfigError
+from models.loading import LoadedLM, load_lm
 
 INSTALL = "pip install 'bitsandbytes==0.50.2'"
 QUANT_TYPE = "nf4"
@@ -63,35 +63,18 @@ def quantization(compute_dtype: torch.dtype) -> dict[str, Any]:
 
 def load_4bit(config: LLMConfig, device: str, progress: bool = True) -> LoadedLM:
     """Tokenizer + causal LM whose Linear layers are quantised to NF4 while loading, placed on `device`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     import_bitsandbytes()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    folder = lm_folder(config.model, progress)
-    dtype = resolve_dtype(config.dtype, device.split(":")[0])
     quant = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=QUANT_TYPE,
-        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_compute_dtype=resolve_dtype(config.dtype, device.split(":")[0]),
         # Quantising the quantisation constants too saves ~0.4 bits per weight at no cost in quality.
         bnb_4bit_use_double_quant=True,
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-            dtype=dtype,
-            quantization_config=quant,
-            # 4-bit weights cannot be moved after loading: each process loads straight onto its own device.
-            device_map={"": device},
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"llm.model={config.model!r}: cannot load {folder} in 4-bit: {exc}") from None
-    return LoadedLM(model=model, tokenizer=tokenizer, name=config.model, path=folder, device=device, dtype=dtype)
+    # Each process of a multi-device run loads straight onto its own device.
+    return load_lm(config, progress, quantization=quant, device=device)
 
 
 def prepare_4bit(model: Any) -> Any:

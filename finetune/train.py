@@ -28,7 +28,7 @@ from finetune.methods import check_method, count_params, load_base, method_manif
 from models.config import Config, FinetuneConfig, to_dict
 from models.device import resolve_device
 from models.errors import InputError, RagtuneError
-from models.loading import LoadedLM
+from models.loading import LoadedLM, pad_token_id
 from models.paths import data_home
 
 
@@ -115,7 +115,7 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     torch.manual_seed(ft.seed)
     lm = load_base(config, str(accelerator.device), accelerator.is_main_process)
     # Tokenizers without a pad token pad with eos: padded positions are masked out of attention and loss.
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    pad_id = pad_token_id(lm.tokenizer)
     fmt, examples = load_examples(data_path, lm.tokenizer, ft)
     train_set, eval_set = split(examples, ft.eval_fraction, ft.seed)
     model = wrap_model(lm.model, ft)

@@ -97,15 +97,22 @@ def _lm_presets() -> list[str]:
     return [p.name for p in PRESETS.values() if p.kind == "gguf"]
 
 
-def load_lm(config: LLMConfig, progress: bool = True) -> LoadedLM:
-    """Tokenizer + causal LM on the configured device and dtype, in eval mode."""
+def load_lm(config: LLMConfig, progress: bool = True, quantization: Any = None, device: str | None = None) -> LoadedLM:
+    """Tokenizer + causal LM on the configured device and dtype, in eval mode.
+
+    `quantization` (a transformers quantization config) quantises the weights while they load, straight
+    onto `device` (quantised weights cannot be moved afterwards); `device` defaults to llm.device.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if config.threads:
         torch.set_num_threads(config.threads)
     folder = lm_folder(config.model, progress)
-    device = resolve_device(config.device, "llm.device")
-    dtype = resolve_dtype(config.dtype, device)
+    device = device or resolve_device(config.device, "llm.device")
+    dtype = resolve_dtype(config.dtype, device.split(":")[0])
+    placement: dict[str, Any] = {} if quantization is None else {"quantization_config": quantization}
+    if quantization is not None:
+        placement["device_map"] = {"": device}
     if not any(folder.glob("*.safetensors")):
         raise ModelError(
             f"llm.model={config.model!r}: {folder} holds no *.safetensors weights; ragtune loads no pickle "
@@ -114,13 +121,15 @@ def load_lm(config: LLMConfig, progress: bool = True) -> LoadedLM:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
+            folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype, **placement
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"llm.model={config.model!r}: cannot load {folder}: {exc}") from None
     if tokenizer.chat_template is None:
         raise ModelError(f"llm.model={config.model!r}: the tokenizer in {folder} has no chat template")
-    model.to(device).eval()
+    if quantization is None:
+        model.to(device)
+    model.eval()
     return LoadedLM(model=model, tokenizer=tokenizer, name=config.model, path=folder, device=device, dtype=dtype)
 
 

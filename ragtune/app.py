@@ -26,6 +26,9 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    # Installed for QLoRA, bitsandbytes is imported by peft on every adapter load and warns, offline, that
+    # it cannot fetch an optional CPU kernel; its built-in one is used.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def require_adapter(config: Config) -> None:
