@@ -11,6 +11,7 @@ from typing import Any
 
 from models.errors import ConfigError, InputError, ModelError
 from models.storage import read_utf8, sha256_file
+from models.text import show
 
 FORMATS = ("prompt_completion", "chat", "alpaca", "raw")
 ROLES = ("system", "user", "assistant")
@@ -38,10 +39,6 @@ class Record:
     text: str = ""
     # "file:line" of the record, for error messages and provenance.
     source: str = ""
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)[:60]
 
 
 def _read_text(path: Path) -> str:
@@ -107,7 +104,7 @@ def read_items(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _format_of(item: Any, where: str) -> str:
     if not isinstance(item, dict):
-        raise DataError(f"{where}: each record should be a JSON object, got {_show(item)}")
+        raise DataError(f"{where}: each record should be a JSON object, got {show(item)}")
     # The most specific key wins; extra keys (id, source, chunk...) are provenance and are ignored.
     if "messages" in item:
         return "chat"
@@ -128,23 +125,23 @@ def _string(item: dict[str, Any], key: str, fmt: str, where: str, optional: bool
         raise DataError(f"{where}: missing the {key!r} field; a {fmt} record looks like {SHAPES[fmt]}")
     value = item[key]
     if not isinstance(value, str) or not (optional or value.strip()):
-        raise DataError(f"{where}: {key!r} should be a non-empty string, got {_show(value)}")
+        raise DataError(f"{where}: {key!r} should be a non-empty string, got {show(value)}")
     return value
 
 
 def _chat_turns(item: dict[str, Any], where: str) -> tuple[dict[str, str], ...]:
     messages = item["messages"]
     if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: 'messages' should be a non-empty list like {SHAPES['chat']}, got {_show(messages)}")
+        raise DataError(f"{where}: 'messages' should be a non-empty list like {SHAPES['chat']}, got {show(messages)}")
     turns = []
     for n, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise DataError(f"{where}: messages[{n}] should be a {{'role', 'content'}} object, got {_show(message)}")
+            raise DataError(f"{where}: messages[{n}] should be a {{'role', 'content'}} object, got {show(message)}")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise DataError(f"{where}: messages[{n}].role should be one of {', '.join(ROLES)}, got {_show(role)}")
+            raise DataError(f"{where}: messages[{n}].role should be one of {', '.join(ROLES)}, got {show(role)}")
         if not isinstance(content, str) or not content.strip():
-            raise DataError(f"{where}: messages[{n}].content should be a non-empty string, got {_show(content)}")
+            raise DataError(f"{where}: messages[{n}].content should be a non-empty string, got {show(content)}")
         turns.append({"role": role, "content": content})
     roles = [turn["role"] for turn in turns]
     if roles[-1] != "assistant":

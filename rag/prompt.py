@@ -56,6 +56,7 @@ def fit_passages(passages: list[Passage], budget: int, count_tokens: Callable[[s
 
 
 def is_refusal(answer: str) -> bool:
+    """Whether the answer holds the NOT_FOUND sentence (case and its full stop ignored)."""
     return NOT_FOUND.lower().rstrip(".") in answer.lower()
 
 

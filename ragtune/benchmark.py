@@ -1,10 +1,12 @@
-"""Shared pieces of the benchmark scripts: the machine table, a busy-CPU warning, percentiles, Markdown tables."""
+"""Shared pieces of the benchmark scripts and compare's report: the machine table, a busy-CPU warning,
+percentiles, Markdown tables."""
 
 from __future__ import annotations
 
 import os
 import platform
 import time
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -23,7 +25,7 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def table(header: str, rows: list[tuple[str, ...]]) -> str:
+def table(header: str, rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table; `header` names the columns as "a | b | c"."""
     lines = [f"| {header} |", "|" + "---|" * (header.count("|") + 1)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -1,6 +1,6 @@
 """Run one answering path over a question set and score it: per-question records, then aggregate metrics.
 
-`ragtune eval` is this for the configured mode; `ragtune compare` (later) runs it for every path.
+`ragtune eval` is this for the configured mode; `ragtune compare` runs it for every path.
 """
 
 from __future__ import annotations

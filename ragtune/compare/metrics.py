@@ -145,18 +145,6 @@ def reciprocal_rank(ranked_paths: Sequence[str], gold_path: str) -> float:
     return 0.0
 
 
-def is_refusal(text: str, refusal_text: str) -> bool:
-    """Whether an answer contains the refusal sentence (case and trailing full stop ignored).
-
-    The caller passes `rag.prompt.NOT_FOUND`: compare stays independent of rag, and the sentence
-    lives in one place only.
-    """
-    sentence = " ".join(refusal_text.lower().split()).rstrip(".")
-    if not sentence:
-        raise ValueError("refusal_text is empty; pass rag.prompt.NOT_FOUND")
-    return sentence in " ".join(text.lower().split())
-
-
 def _floats(values: Sequence[float]) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:

@@ -11,6 +11,7 @@ from typing import Any
 
 from models.errors import InputError
 from models.storage import read_utf8
+from models.text import show
 
 FIELDS = ("id", "question", "answers", "doc", "choices")
 SHAPE = '{"id": "q1", "question": "...", "answers": ["..."], "doc": "folder/file.txt", "choices": ["yes", "no"]}'
@@ -33,23 +34,19 @@ class Question:
     choices: tuple[str, ...] | None = None
 
 
-def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)[:60]
-
-
 def _read_text(path: Path) -> str:
     return read_utf8(path, QuestionsError, "a questions file")
 
 
 def _text(value: Any, field: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise QuestionsError(f"{where}: {field!r} should be a non-empty string, got {_show(value)}")
+        raise QuestionsError(f"{where}: {field!r} should be a non-empty string, got {show(value)}")
     return value
 
 
 def _texts(value: Any, field: str, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise QuestionsError(f"{where}: {field!r} should be a non-empty list of strings, got {_show(value)}")
+        raise QuestionsError(f"{where}: {field!r} should be a non-empty list of strings, got {show(value)}")
     return tuple(_text(item, f"{field}[{i}]", where) for i, item in enumerate(value))
 
 
@@ -57,11 +54,11 @@ def _doc(value: Any, where: str) -> str:
     doc = _text(value, "doc", where)
     # Backslashes would be one odd file name on POSIX; absolute or ".." paths would escape the docs folder.
     if "\\" in doc:
-        raise QuestionsError(f"{where}: 'doc' {_show(doc)} uses backslashes; write the path with forward slashes")
+        raise QuestionsError(f"{where}: 'doc' {show(doc)} uses backslashes; write the path with forward slashes")
     path = PurePosixPath(doc)
     if path.is_absolute() or ".." in path.parts:
         raise QuestionsError(
-            f"{where}: 'doc' {_show(doc)} should be relative to the documents folder, without '..'; "
+            f"{where}: 'doc' {show(doc)} should be relative to the documents folder, without '..'; "
             'write it as e.g. "folder/file.txt"'
         )
     return path.as_posix()
@@ -69,7 +66,7 @@ def _doc(value: Any, where: str) -> str:
 
 def _question(item: Any, number: int, where: str) -> Question:
     if not isinstance(item, dict):
-        raise QuestionsError(f"{where}: each line should be a JSON object like {SHAPE}, got {_show(item)}")
+        raise QuestionsError(f"{where}: each line should be a JSON object like {SHAPE}, got {show(item)}")
     unknown = sorted(set(item) - set(FIELDS))
     if unknown:
         raise QuestionsError(f"{where}: unknown field(s) {unknown}; a question has only {list(FIELDS)}")
@@ -84,11 +81,11 @@ def _question(item: Any, number: int, where: str) -> Question:
     if item.get("choices") is not None:
         choices = _texts(item["choices"], "choices", where)
         if len(set(choices)) != len(choices):
-            raise QuestionsError(f"{where}: 'choices' {_show(item['choices'])} repeats a choice; list each once")
+            raise QuestionsError(f"{where}: 'choices' {show(item['choices'])} repeats a choice; list each once")
         for answer in answers:
             if answer not in choices:
                 raise QuestionsError(
-                    f"{where}: answer {_show(answer)} is not one of the choices {list(choices)}; "
+                    f"{where}: answer {show(answer)} is not one of the choices {list(choices)}; "
                     "spell it exactly as a choice or add it to 'choices'"
                 )
     return Question(id=qid, question=question, answers=answers, doc=doc, choices=choices)
@@ -113,7 +110,7 @@ def read_questions(path: str | Path) -> list[Question]:
         question = _question(item, number, where)
         if question.id in first_line:
             raise QuestionsError(
-                f"{where}: 'id' {_show(question.id)} is already used on line {first_line[question.id]}; "
+                f"{where}: 'id' {show(question.id)} is already used on line {first_line[question.id]}; "
                 "give every question its own id"
             )
         first_line[question.id] = number

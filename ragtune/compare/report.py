@@ -9,16 +9,15 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models.storage import atomic_write_json, atomic_write_text
+from ragtune.benchmark import machine_rows, table
 from ragtune.compare.charts import render_charts
 from ragtune.compare.figures import answer_rows, differences_lines, figure_rows
+from ragtune.compare.progress import Progress
 from ragtune.compare.results import assemble
 from ragtune.compare.verdict import verdict
-
-if TYPE_CHECKING:
-    from ragtune.compare.runner import Runner
 
 PACKAGES = ("torch", "transformers", "sentence-transformers", "peft", "hnswlib", "ragtune")
 INTERVALS = (
@@ -45,11 +44,6 @@ def _one_line(text: str, limit: int = 160) -> str:
     return (text if len(text) <= limit else text[: limit - 1] + "…").replace("|", "\\|")
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def _md_answer(got: dict[str, Any] | None) -> str:
     if got is None:
         return ""
@@ -66,19 +60,19 @@ def markdown(results: dict[str, Any], charts: dict[str, Path]) -> str:
     if results["command"]:
         lines += [f"Command: `{results['command']}`", ""]
     lines += ["## Verdict", "", results["verdict"], "", "## All figures", ""]
-    lines += _md_table(["figure", *names], [[label, *values] for label, values in figure_rows(results)])
+    lines += [table(" | ".join(["figure", *names]), [[label, *values] for label, values in figure_rows(results)])]
     lines += ["", INTERVALS, ""]
     if results["differences"]:
         lines += [DIFFERENCES, ""] + [f"- {line}" for line in differences_lines(results)] + [""]
     if charts:
         lines += ["## Charts", ""] + [f"![{name}]({path.name})" for name, path in charts.items()] + [""]
-    lines += ["## Machine", ""] + _md_table(["", ""], [[k, v] for k, v in results["machine"].items()])
+    lines += ["## Machine", "", table(" | ", list(results["machine"].items()))]
     answers = [
         [item["id"], _one_line(item["question"]), _one_line(" / ".join(item["answers"]))]
         + [_md_answer(item["by"].get(path)) for path in names]
         for item in answer_rows(results)
     ]
-    lines += ["", "## Answers", ""] + _md_table(["id", "question", "accepted", *names], answers)
+    lines += ["", "## Answers", "", table(" | ".join(["id", "question", "accepted", *names]), answers)]
     return "\n".join(lines) + "\n"
 
 
@@ -137,15 +131,13 @@ def html_page(results: dict[str, Any], charts: dict[str, Path]) -> str:
 
 
 def machine_info() -> dict[str, str]:
-    from ragtune.benchmark import machine_rows
-
     return dict(machine_rows(PACKAGES))
 
 
-def write_report(runner: Runner) -> dict[str, Any]:
+def write_report(progress: Progress) -> dict[str, Any]:
     """results.json, report.md, report.html and the chart PNGs under the run's folder."""
-    out = runner.out
-    results = assemble(runner, machine_info())
+    out = progress.spec.out
+    results = assemble(progress, machine_info())
     results["verdict"] = verdict(results)
     charts = render_charts(results, out)
     atomic_write_json(out / "results.json", results)

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from models.config import to_dict
+from models.modes import answer_mode
 from models.storage import read_json, sha256_file
 from ragtune.compare.metrics import paired_difference
-from ragtune.compare.spec import ADAPTED, RETRIEVING
-
-if TYPE_CHECKING:
-    from ragtune.compare.runner import Runner
+from ragtune.compare.progress import Progress
+from ragtune.compare.questions import read_questions
+from ragtune.compare.spec import uses_documents
 
 PRIMARY_LABELS = {"choice_accuracy": "choice accuracy", "contains": "answer contained"}
 
 
 def primary_metric(questions: Path) -> str:
     """Choice accuracy when every question has a closed answer set, else whether the answer is contained."""
-    from ragtune.compare.questions import read_questions
-
     return "choice_accuracy" if all(q.choices for q in read_questions(questions)) else "contains"
 
 
@@ -48,14 +47,13 @@ def _value(record: dict[str, Any] | None, key: str) -> Any:
 
 def cost_of(path: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One-off and running costs of a path: what was built for it and what answering took."""
-    index = records.get("index") if path in RETRIEVING else None
-    synth = records.get("synth") if path in ADAPTED else None
-    raft = records.get("raft") if path == "hybrid" else None
-    train = None
-    if path == "finetune":
-        train = records.get("train:finetune")
-    elif path == "hybrid":
-        train = records.get("train:hybrid") or records.get("train:finetune")
+    mode = answer_mode(path)
+    index = records.get("index") if mode.retrieves else None
+    synth = records.get("synth") if mode.adapted else None
+    # RAFT data is made for the path that reads retrieved chunks with an adapter (hybrid).
+    raft = records.get("raft") if mode.retrieves and mode.adapted else None
+    # Without RAFT data there is no train:hybrid: hybrid then reads with the finetune adapter.
+    train = (records.get(f"train:{path}") or records.get("train:finetune")) if mode.adapted else None
     answering = records.get(path)
     one_off = [
         _value(index, "index_build_s"),
@@ -88,11 +86,11 @@ def _eval(folder: Path | None) -> dict[str, Any] | None:
     return read_json(folder / "results.json", "eval results") if folder else None
 
 
-def differences(runner: Runner, metric: str, phases: list[str]) -> dict[str, Any]:
+def differences(progress: Progress, metric: str, phases: list[str]) -> dict[str, Any]:
     """Paired differences on the primary metric between every two evaluated paths, keyed "a - b"."""
     scores = {}
     for phase in phases:
-        folder = runner.progress.evals.get(phase)
+        folder = progress.evals.get(phase)
         if folder is not None:
             scores[phase] = per_question(folder, metric)
     out: dict[str, Any] = {}
@@ -103,8 +101,8 @@ def differences(runner: Runner, metric: str, phases: list[str]) -> dict[str, Any
     return out
 
 
-def assemble_update(runner: Runner, metric: str, paths: dict[str, Any]) -> dict[str, Any] | None:
-    spec, records, evals = runner.spec, runner.progress.records, runner.progress.evals
+def assemble_update(progress: Progress, metric: str, paths: dict[str, Any]) -> dict[str, Any] | None:
+    spec, records, evals = progress.spec, progress.records, progress.evals
     if spec.update_docs is None:
         return None
     index, retrain, synth = (
@@ -114,9 +112,10 @@ def assemble_update(runner: Runner, metric: str, paths: dict[str, Any]) -> dict[
     )
     rows: dict[str, Any] = {}
     for path in spec.paths:
-        if path == "base":
+        mode = answer_mode(path)
+        if not uses_documents(path):
             how, seconds, peak = "nothing to update: the model alone never reads the documents", 0.0, None
-        elif path == "finetune":
+        elif not mode.retrieves:
             how = "retrained on the old and the new training pairs"
             if synth:
                 how += " (new pairs synthesised from the new documents)"
@@ -124,7 +123,7 @@ def assemble_update(runner: Runner, metric: str, paths: dict[str, Any]) -> dict[
             peak = _value(retrain, "peak_rss_mb")
         else:
             how = "incremental ingest of the new documents"
-            if path == "hybrid":
+            if mode.adapted:
                 how += "; the adapter is kept (it learned to read context, not the facts)"
             seconds, peak = _value(index, "update_s"), _value(index, "peak_rss_mb")
         old, new = _eval(evals.get(f"update:{path}:old")), _eval(evals.get(f"update:{path}:new"))
@@ -134,8 +133,8 @@ def assemble_update(runner: Runner, metric: str, paths: dict[str, Any]) -> dict[
             "update_s": seconds,
             "peak_rss_mb": peak,
             "old_before": before,
-            # The base model does not change, so its first answers to the old questions stand.
-            "old": before if path == "base" else (old["metrics"].get(metric) if old else None),
+            # A path that reads no documents (base) does not change: its first answers to the old questions stand.
+            "old": (old["metrics"].get(metric) if old else None) if uses_documents(path) else before,
             "new": new["metrics"].get(metric) if new else None,
             "old_metrics": old["metrics"] if old else None,
             "new_metrics": new["metrics"] if new else None,
@@ -150,16 +149,14 @@ def assemble_update(runner: Runner, metric: str, paths: dict[str, Any]) -> dict[
     }
 
 
-def assemble(runner: Runner, machine: dict[str, str]) -> dict[str, Any]:
+def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
     """Everything a script needs, from the phase records and eval folders that exist now."""
-    from models.config import to_dict
-
-    spec, progress = runner.spec, runner.progress
+    spec = progress.spec
     metric = primary_metric(spec.questions)
     paths: dict[str, Any] = {}
     for path in spec.paths:
         results = _eval(progress.evals.get(path))
-        config = results["config"] if results else to_dict(runner.config)
+        config = results["config"] if results else to_dict(progress.config)
         paths[path] = {
             "status": "done" if results else "not run",
             "metrics": results["metrics"] if results else None,
@@ -169,13 +166,13 @@ def assemble(runner: Runner, machine: dict[str, str]) -> dict[str, Any]:
             "answers": str(progress.evals[path] / "answers.jsonl") if results else None,
         }
     unfinished = [p for p, entry in paths.items() if entry["status"] != "done"]
-    update = assemble_update(runner, metric, paths)
+    update = assemble_update(progress, metric, paths)
     if update:
         unfinished += [f"update:{p}" for p, row in update["paths"].items() if row["new"] is None or row["old"] is None]
     return {
         "paths": paths,
         "primary_metric": metric,
-        "differences": differences(runner, metric, list(spec.paths)),
+        "differences": differences(progress, metric, list(spec.paths)),
         "update": update,
         "machine": machine,
         "questions": {

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from finetune.data import read_items
-from models.config import Config, to_dict, to_yaml
+from models.config import Config, to_yaml
 from models.errors import InputError
+from models.modes import ADAPTED, RETRIEVING, answer_mode
 from models.paths import data_home, index_dir
 from models.storage import (
     atomic_write_json,
@@ -30,30 +31,22 @@ from models.storage import (
     sha256_file,
     staged_dir,
 )
-from ragtune.compare.phases import CompareError, PhaseLog, digest, run_cli, tree_digest
-from ragtune.compare.spec import ADAPTED, RETRIEVING, CompareSpec
-
-
-@dataclass
-class Progress:
-    """What has finished so far: the report is written from this, complete or not."""
-
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    evals: dict[str, Path] = field(default_factory=dict)  # "rag", "update:rag:new", ... -> eval folder
-    interrupted: str | None = None
-
-
-def chunking(config: Config) -> dict[str, Any]:
-    rag = config.rag
-    return {"chunk_tokens": rag.chunk_tokens, "chunk_overlap": rag.chunk_overlap, "jsonl": rag.jsonl_text_field}
+from ragtune.compare import keys
+from ragtune.compare.phases import CompareError, PhaseLog, run_cli, tree_digest
+from ragtune.compare.progress import Progress
+from ragtune.compare.report import write_report
+from ragtune.compare.spec import CompareSpec, uses_documents
 
 
 class Runner:
+    """One compare run: each step as a child `ragtune` process, recorded in `progress` as it finishes."""
+
     def __init__(self, spec: CompareSpec, config: Config) -> None:
+        # Every step reads one config file; mode rag needs no adapter, and each eval names its path with --path.
         self.spec, self.config = spec, replace(config, mode="rag")
         self.out = spec.out
         self.phases = PhaseLog(self.out)
-        self.progress = Progress()
+        self.progress = Progress(spec, self.config)
         self.config_file = self.out / "config.yaml"
         self._fingerprint: str | None = None
         self._trees: dict[Path, str] = {}
@@ -90,9 +83,7 @@ class Runner:
 
     # -- index ----------------------------------------------------------------------------------------
     def index_key(self, *doc_folders: Path) -> str:
-        c = self.config
-        index = {k: v for k, v in to_dict(c.index).items() if k not in ("name", "ef_search")}
-        return digest("index", [self.tree(d) for d in doc_folders], to_dict(c.embedder), chunking(c), index)
+        return keys.index_key(self.config, [self.tree(d) for d in doc_folders])
 
     def artefact_file(self, name: str) -> Path:
         return data_home() / "compare" / f"{name}.json"
@@ -169,8 +160,7 @@ class Runner:
 
     # -- training data --------------------------------------------------------------------------------
     def synthesise(self, name: str, docs: Path) -> tuple[Path, dict[str, Any]]:
-        c = self.config
-        key = digest("synth", self.tree(docs), to_dict(c.llm), to_dict(c.embedder), chunking(c), c.finetune.seed)
+        key = keys.synth_key(self.config, self.tree(docs))
         target = self.out / "train" / f"{name.replace(':', '-')}-{key[:12]}.jsonl"
         if (record := self.phases.get(name, key)) and target.is_file():
             return target, self.reused(name, record)
@@ -189,9 +179,7 @@ class Runner:
         _, first = next(read_items(pairs))  # spec.check and synthesis guarantee at least one record
         if not isinstance(first, dict) or not any(isinstance(first.get(k), str) for k in ("chunk", "doc")):
             return None, None
-        c = self.config
-        raft = {k: v for k, v in to_dict(c.finetune).items() if k.startswith("raft_") or k == "seed"}
-        key = digest("raft", sha256_file(pairs), self.tree(self.spec.docs), to_dict(c.embedder), chunking(c), raft)
+        key = keys.raft_key(self.config, sha256_file(pairs), self.tree(self.spec.docs))
         target = self.out / "train" / f"raft-{key[:12]}.jsonl"
         if (record := self.phases.get("raft", key)) and target.is_file():
             return target, self.reused("raft", record)
@@ -200,40 +188,21 @@ class Runner:
         return target, self.done("raft", self.phases.put("raft", key, record))
 
     # -- adapters -------------------------------------------------------------------------------------
-    def wanted(self, data: Path) -> dict[str, Any]:
-        ft = {k: v for k, v in to_dict(self.config.finetune).items() if k != "adapter"}
-        return {
-            "base_fingerprint": self.fingerprint(),
-            "data_sha256": sha256_file(data),
-            "finetune": ft,
-            "dtype": self.config.llm.dtype,
-        }
-
-    @staticmethod
-    def matches(manifest: dict[str, Any], want: dict[str, Any]) -> bool:
-        ft = {k: v for k, v in manifest.get("finetune", {}).items() if k != "adapter"}
-        return (
-            manifest.get("base_fingerprint") == want["base_fingerprint"]
-            and manifest.get("data", {}).get("sha256") == want["data_sha256"]
-            and ft == want["finetune"]
-            and manifest.get("config", {}).get("llm", {}).get("dtype") == want["dtype"]
-        )
-
     def adapter(self, phase: str, role: str, data: Path) -> dict[str, Any]:
         """An adapter trained on `data` with this config: an existing one with the same inputs, else trained."""
         from finetune.adapters import list_adapters, read_adapter
         from finetune.checkpoint import latest_checkpoint
         from finetune.train import run_dir
 
-        want = self.wanted(data)
-        key = digest("adapter", want)
+        want = keys.adapter_inputs(self.config, self.fingerprint(), sha256_file(data))
+        key = keys.adapter_key(want)
         if record := self.phases.get(phase, key):
             try:
                 read_adapter(record["adapter"])
                 return self.reused(phase, record)
             except InputError:
                 pass  # removed since: find or train it again
-        found = next((a for a in list_adapters() if self.matches(a.manifest, want)), None)
+        found = next((a for a in list_adapters() if keys.adapter_matches(a.manifest, want)), None)
         reused = found is not None
         if found is None:
             name = f"compare-{role}-{key[:12]}"
@@ -267,7 +236,7 @@ class Runner:
     # -- evaluation -----------------------------------------------------------------------------------
     def evaluate(self, phase: str, path: str, questions: Path, docs: Path, sets: tuple[str, ...]) -> dict[str, Any]:
         spec = self.spec
-        key = digest("eval", path, sha256_file(questions), spec.limit, spec.seed, sets, to_dict(self.config))
+        key = keys.eval_key(path, sha256_file(questions), spec.limit, spec.seed, sets, self.config)
         folder = self.out / "answers" / phase.replace(":", "-")
         if (record := self.phases.get(phase, key)) and (folder / "results.json").is_file():
             self.progress.evals[phase] = folder
@@ -303,9 +272,10 @@ class Runner:
 
     def sets(self, path: str, index: dict[str, Any] | None, adapter: dict[str, Any] | None) -> tuple[str, ...]:
         sets = []
-        if path in RETRIEVING and index is not None:
+        mode = answer_mode(path)
+        if mode.retrieves and index is not None:
             sets.append(f"index.name={index['index']}")
-        if path in ADAPTED and adapter is not None:
+        if mode.adapted and adapter is not None:
             sets.append(f"finetune.adapter={adapter['adapter']}")
         return tuple(sets)
 
@@ -324,7 +294,7 @@ class Runner:
             new_adapters["finetune"] = self.adapter("update:train:finetune", "finetune", merged)
         for path in paths:
             sets = self.sets(path, new_index, new_adapters.get(path))
-            if path != "base":  # the base model does not change: its old answers stand
+            if uses_documents(path):  # else the model does not change: its old answers stand
                 self.evaluate(f"update:{path}:old", path, spec.questions, spec.docs, sets)
             self.evaluate(f"update:{path}:new", path, spec.update_questions, spec.update_docs, sets)
 
@@ -336,15 +306,13 @@ def _join_jsonl(*files: Path) -> str:
 
 def run_compare(spec: CompareSpec, config: Config) -> Progress:
     """Run what is missing, then write the report; Ctrl-C still writes the report of what finished."""
-    from ragtune.compare.report import write_report
-
     spec.check()
     runner = Runner(spec, config)
     try:
         runner.run()
     except KeyboardInterrupt:
         runner.progress.interrupted = "interrupted (Ctrl-C)"
-        write_report(runner)
+        write_report(runner.progress)
         print(
             f"compare interrupted: {spec.out / 'report.md'} shows what finished; run the same command again "
             "to continue from there",
@@ -353,7 +321,7 @@ def run_compare(spec: CompareSpec, config: Config) -> Progress:
         raise
     except CompareError as exc:
         runner.progress.interrupted = str(exc)
-        write_report(runner)
+        write_report(runner.progress)
         raise
-    write_report(runner)
+    write_report(runner.progress)
     return runner.progress

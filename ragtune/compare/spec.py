@@ -7,11 +7,14 @@ from pathlib import Path
 
 from finetune.data import read_records
 from models.errors import InputError
+from models.modes import ADAPTED, MODES, answer_mode
 from ragtune.compare.questions import read_questions, sample
 
-PATHS = ("base", "rag", "finetune", "hybrid")
-RETRIEVING = ("rag", "hybrid")
-ADAPTED = ("finetune", "hybrid")
+
+def uses_documents(path: str) -> bool:
+    """Whether new documents change what `path` answers: through its index, its adapter, or both."""
+    mode = answer_mode(path)
+    return mode.retrieves or mode.adapted
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,8 @@ class CompareSpec:
     docs: Path
     questions: Path
     out: Path
-    paths: tuple[str, ...] = PATHS
+    # compare's paths are the answer modes, every one by default.
+    paths: tuple[str, ...] = tuple(MODES)
     train_data: Path | None = None
     synth: bool = False
     update_docs: Path | None = None
@@ -31,9 +35,9 @@ class CompareSpec:
 
     def check(self) -> None:
         """Every input exists and the options fit together, before anything slow starts."""
-        unknown = [p for p in self.paths if p not in PATHS]
+        unknown = [p for p in self.paths if p not in MODES]
         if unknown or not self.paths:
-            raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(PATHS)}")
+            raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODES)}")
         if not self.docs.is_dir():
             raise InputError(f"--docs {self.docs}: not a folder of documents")
         for flag, path in (

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ragtune.compare.results import PRIMARY_LABELS
+from ragtune.compare.spec import uses_documents
 
 
 def pct(value: float) -> str:
@@ -130,7 +131,7 @@ def _update(results: dict[str, Any], metric: str) -> list[str]:
     update = results.get("update")
     if not update:
         return []
-    rows = {p: r for p, r in update["paths"].items() if p != "base" and r["update_s"] is not None}
+    rows = {p: r for p, r in update["paths"].items() if uses_documents(p) and r["update_s"] is not None}
     if not rows:
         return []
     added = update.get("added_documents")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.cli import main
-from ragtune.corpus import document_chunks
+from ragtune.data.corpus import document_chunks
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

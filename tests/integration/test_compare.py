@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from models.config import load_config
 from ragtune.cli import main
+from ragtune.data.corpus import document_chunks
 from tests.conftest import EXAMPLES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +28,7 @@ def phase_times(out: Path) -> dict[str, float]:
 
 
 def test_full_compare_fills_every_section_and_a_rerun_redoes_nothing(
-    docs: Path, tiny_lm_path: Path, tmp_path: Path, ragtune_home: Path, capsys: pytest.CaptureFixture
+    docs: Path, tiny_lm_path: Path, tmp_path: Path, ragtune_home: Path, embedder, capsys: pytest.CaptureFixture
 ) -> None:
     update_docs = tmp_path / "update-docs"
     shutil.copytree(EXAMPLES / "update" / "docs", update_docs)
@@ -54,14 +56,17 @@ def test_full_compare_fills_every_section_and_a_rerun_redoes_nothing(
         assert entry["cost"]["answer_peak_rss_mb"] > 100  # a child that loaded torch and a model
         assert entry["config"]["mode"] == ("rag" if name == "base" else name)
         assert len((Path(entry["answers"])).read_text().splitlines()) == 6
+    chunks = len(document_chunks([docs], load_config(None), embedder))  # cut as ingest cuts them
     for name in ("rag", "hybrid"):
         cost = paths[name]["cost"]
         assert paths[name]["metrics"]["hit@3"]["mean"] == 1.0  # the real embedder finds every gold document
-        assert cost["index_build_s"] > 0 and cost["index_chunks"] > 0 and cost["disk_bytes"] > 0
+        assert cost["index_build_s"] > 0 and cost["index_chunks"] == chunks and cost["disk_bytes"] > 0
         assert paths[name]["config"]["index"]["name"].startswith("compare-")
     for name in ("finetune", "hybrid"):
         cost = paths[name]["cost"]
-        assert cost["training_s"] > 0 and cost["training_steps"] == 2 and cost["trainable_params"] > 0
+        # LoRA r=8 on q, k, v, o of 2 layers (hidden 64; k and v project to 2 heads x 16 = 32):
+        # per layer 8*(64+64) + 2 * 8*(64+32) + 8*(64+64) = 3584.
+        assert cost["training_s"] > 0 and cost["training_steps"] == 2 and cost["trainable_params"] == 2 * 3584
         assert cost["peak_rss_mb"] >= cost["answer_peak_rss_mb"]
         assert paths[name]["config"]["finetune"]["adapter"] == cost["adapter"]
     # hybrid reads with a RAFT adapter (the training pairs name their documents), not the finetune one.

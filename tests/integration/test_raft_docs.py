@@ -1,4 +1,4 @@
-"""RAFT examples from pairs that name their document (as the benchmark importers write them)."""
+"""RAFT examples from pairs that name their document (as the dataset importers write them)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from finetune.data import DataError
-from ragtune.corpus import document_chunks
-from ragtune.raft import build_raft
+from ragtune.data.corpus import document_chunks
+from ragtune.data.raft import build_raft
 
 
 def write_pairs(path: Path, *pairs: dict) -> Path:

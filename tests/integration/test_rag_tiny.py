@@ -31,6 +31,9 @@ def test_reingest_touches_only_changes(docs: Path, tiny_config, embedder) -> Non
     first = ingest([docs], tiny_config, embedder)
     again = ingest([docs], tiny_config, embedder)
     assert again.unchanged == len(first.added) and again.chunks == 0 and again.generation is None
+    before = open_snapshot(index_dir(tiny_config), expectation(tiny_config, embedder.dim))
+    chunks_before = {Path(d.path).name: d.chunks for d in before.store.documents()}
+    assert before.index.deleted == 0
     with open(docs / "borrowing-rules.txt", "a") as handle:
         handle.write("\nGift cards can be bought at the front desk.\n")
     (docs / "events.jsonl").unlink()
@@ -43,7 +46,8 @@ def test_reingest_touches_only_changes(docs: Path, tiny_config, embedder) -> Non
     paths = {Path(d.path).name for d in snapshot.store.documents()}
     assert "events.jsonl" not in paths and "new.md" in paths
     assert snapshot.index.count == snapshot.store.chunk_count() == third.total_chunks
-    assert snapshot.index.deleted > 0
+    # The changed file's old chunks and the removed file's chunks are marked deleted in place.
+    assert snapshot.index.deleted == chunks_before["borrowing-rules.txt"] + chunks_before["events.jsonl"]
 
 
 def test_bad_files_are_reported_by_name_and_good_ones_indexed(tmp_path: Path, tiny_config, embedder) -> None:

@@ -105,7 +105,9 @@ def test_upload_train_and_chat_with_the_new_model(serve, tiny_lm_path: Path, tmp
     reply = client.chat.completions.create(
         model=f"finetune:{name}", messages=[{"role": "user", "content": "When does the library open?"}], max_tokens=5
     )
-    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens <= 5
+    # The adapted model answers alone (closed book: no sources), within the requested token budget.
+    assert reply.model == f"finetune:{name}" and reply.model_extra["sources"] == []
+    assert 1 <= reply.usage.completion_tokens <= 5
     # A restarted server lists the finished job exactly as it was.
     again = JobRunner(config).get(job.id)
     assert again["status"] == "succeeded" and again["fine_tuned_model"] == done.fine_tuned_model

@@ -66,13 +66,15 @@ def records(out: Path) -> list[dict]:
 
 
 def test_tiny_lm_run_completes_with_valid_records(baseline: tuple[Path, SynthSummary, list]) -> None:
-    out, summary, _ = baseline
+    out, summary, log = baseline
     assert (summary.chunks, summary.done_before) == (4, 0)
     assert summary.kept + summary.rejected == summary.generated
-    assert summary.lm_calls >= 4 and summary.completion_tokens > 0
     assert sum(summary.rejected_by.values()) == summary.rejected
     rows = records(out)
     assert len(rows) == summary.kept
+    # One request per chunk, plus one paraphrase request per kept original question.
+    assert summary.lm_calls == len(log) == 4 + sum(row["kind"] == "original" for row in rows)
+    assert 0 < summary.completion_tokens <= FAST["max_new_tokens"] * summary.lm_calls
     assert all(set(row) == KEYS and row["kind"] in ("original", "paraphrase") for row in rows)
     marks = progress_of(out).read_text().splitlines()
     assert marks[0].startswith("# ragtune-synth ") and marks[1:] == [c.id for c in CHUNKS]

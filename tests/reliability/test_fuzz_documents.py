@@ -137,3 +137,18 @@ def test_a_pdf_that_exhausts_pypdf_limits_is_a_named_skip(tmp_path: Path) -> Non
         assert str(exc).startswith(f"{path}: cannot be parsed (LimitReachedError")
     else:
         raise AssertionError("the loader should refuse it by name")
+
+
+def test_odd_file_names_are_printed_escaped(tmp_path: Path, capsys) -> None:
+    from ragtune.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "evil\nskipped fake.txt").write_text("A file whose name forges a report line.")
+    (docs / "\x1b[2Jclear.pdf").write_bytes(b"%PDF-1.4 broken")
+    assert main(["ingest", str(docs)]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\\x1b[2Jclear.pdf" in err  # the damaged PDF is reported, escaped
+    assert main(["docs", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "evil\\x0askipped fake.txt" in listing and "evil\nskipped" not in listing

@@ -109,8 +109,9 @@ def test_nothing_right_and_nothing_finished_are_said_plainly() -> None:
 def test_paired_difference_keeps_the_pairing() -> None:
     result = paired_difference([1, 1, 0, 0], [0, 1, 0, 0])
     assert result["mean"] == pytest.approx(0.25) and result["n"] == 4
-    low, high = result["ci95"]
-    assert 0.0 <= low <= 0.25 <= high <= 1.0
+    # Differences [1, 0, 0, 0]: a resample's mean is k/4 with k ~ Binomial(4, 1/4). P(k = 0) = 0.32 > 2.5%,
+    # so the low end is 0.0; P(k = 4) = 0.4% < 2.5% < P(k >= 3) = 5.1%, so the high end is 0.75.
+    assert result["ci95"] == [0.0, 0.75]
     same = paired_difference([1, 0, 1, 0, 1], [1, 0, 1, 0, 1])
     assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0]  # identical answers: no difference at all
     with pytest.raises(ValueError, match="same questions"):

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,9 +21,32 @@ def test_shipped_default_yaml_is_exactly_the_builtin_defaults() -> None:
     assert yaml.safe_load((REPO / "configs" / "default.yaml").read_text()) == to_dict(Config())
 
 
-def test_every_shipped_config_loads() -> None:
-    for path in (REPO / "configs").glob("*.yaml"):
-        load_config(path)
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"rag": {"top_k": 3}} -> {"rag.top_k": 3}: the dotted keys `--set` names."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_shipped_config_loads_and_changes_only_the_keys_it_sets() -> None:
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert {"default.yaml", "small.yaml"} <= {p.name for p in shipped}  # the loop below is never empty
+    defaults = flat(to_dict(Config()))
+    for path in shipped:
+        written = flat(yaml.safe_load(path.read_text()) or {})
+        loaded = flat(to_dict(load_config(path)))
+        assert set(written) <= set(defaults), f"{path.name}: keys the config does not know"
+        assert {k: loaded[k] for k in written} == written, f"{path.name}: a key did not load as written"
+        changed = {k for k in defaults if loaded[k] != defaults[k]}
+        assert changed <= set(written), f"{path.name}: {sorted(changed - set(written))} differ from the defaults"
+    assert flat(to_dict(load_config(REPO / "configs" / "small.yaml"))) == {
+        **defaults,
+        "llm.model": "smollm2-135m-instruct",
+    }
 
 
 def test_overrides_are_typed_from_their_text() -> None:
@@ -31,7 +55,8 @@ def test_overrides_are_typed_from_their_text() -> None:
     )
     assert config.rag.top_k == 7 and config.llm.temperature == 0.5 and config.mode == "hybrid"
     assert config.finetune.lora.target_modules == ["q", "v"]
-    assert isinstance(load_config(None, ["llm.top_p=1"]).llm.top_p, float)
+    top_p = load_config(None, ["llm.top_p=1"]).llm.top_p
+    assert top_p == 1.0 and type(top_p) is float  # "1" reads as an int; the key's type makes it a float
 
 
 def test_exponent_floats_are_floats_in_overrides_and_files(tmp_path: Path) -> None:

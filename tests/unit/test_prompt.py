@@ -46,4 +46,5 @@ def test_citations_and_refusals_are_parsed() -> None:
     assert cited_numbers("See [2] and [1, 3]; again [2].") == [2, 1, 3]
     assert cited_numbers("no citations") == []
     assert is_refusal("I could not find the answer in the documents")
+    assert is_refusal("Sorry. I COULD NOT FIND THE ANSWER IN THE DOCUMENTS, try again.")
     assert not is_refusal("The card costs $45 [1].")

@@ -22,3 +22,11 @@ def test_text_without_paths_and_relative_names_are_unchanged() -> None:
 def test_model_label_keeps_presets_and_shortens_paths() -> None:
     assert model_label("qwen2.5-coder-0.5b-instruct") == "qwen2.5-coder-0.5b-instruct"
     assert model_label("/models/my-llama") == "my-llama"
+
+
+def test_file_names_reach_the_terminal_escaped() -> None:
+    from models.text import printable
+
+    assert printable("notes\nskipped other.txt: fake") == "notes\\x0askipped other.txt: fake"
+    assert printable("\x1b[2Jreport.md") == "\\x1b[2Jreport.md"
+    assert printable("caf\u00e9 \u202eexe.txt") == "caf\u00e9 \\u202eexe.txt"  # letters stay, bidi overrides do not

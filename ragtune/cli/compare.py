@@ -7,9 +7,12 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from models.config import Config, to_dict
+from models.modes import MODES, answer_mode
 from models.storage import atomic_write_json, atomic_write_text
+from ragtune.cli.common import Subcommands, add_command, add_out, add_sample
 
 COMPARE_DESCRIPTION = """\
 RAG or fine-tuning, measured on your documents and questions. Every path answers the same questions:
@@ -45,10 +48,10 @@ Re-running the same command resumes: finished steps are kept, indexes and adapte
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+def add_parsers(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
         "compare",
-        parents=[common],
         help="RAG or fine-tuning? measure every path on your questions and write a report",
         description=COMPARE_DESCRIPTION,
         epilog=COMPARE_EPILOG,
@@ -56,9 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     )
     p.add_argument("--docs", required=True, type=Path, metavar="DIR", help="the documents (what rag indexes)")
     p.add_argument("--questions", required=True, type=Path, metavar="FILE", help="question set (.jsonl)")
-    p.add_argument(
-        "--paths", default="base,rag,finetune,hybrid", help="comma-separated paths to run (default: all four)"
-    )
+    p.add_argument("--paths", default=",".join(MODES), help="comma-separated paths to run (default: all four)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--train-data", type=Path, metavar="FILE", help="training file for finetune and hybrid")
     source.add_argument("--synth", action="store_true", help="synthesise training pairs from --docs with the LM")
@@ -67,13 +68,12 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument(
         "--update-train-data", type=Path, metavar="FILE", help="training pairs for the new documents (or --synth)"
     )
-    p.add_argument("--limit", type=int, help="a seeded sample of N questions (recorded in the report)")
-    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="report folder (resumed if present)")
+    add_sample(p, "the report")
+    add_out(p, "DIR", "report folder (resumed if present)")
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
-        parents=[common],
         help="score the configured mode on a question set",
         description="Answer every question of a JSONL question set (question, answers, optional doc, choices, id) "
         "with the configured mode and report exact match, token F1, answer-contained, choice accuracy and macro-F1 "
@@ -83,7 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--questions", required=True, type=Path, metavar="FILE", help="question set (.jsonl)")
     p.add_argument(
         "--path",
-        choices=["base", "rag", "finetune", "hybrid"],
+        choices=list(MODES),
         help="what answers: base (the LM alone, closed book) or a mode (default: the configured mode)",
     )
     p.add_argument(
@@ -92,9 +92,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         metavar="DIR",
         help="folder the questions' `doc` paths are relative to (default: docs/ beside FILE)",
     )
-    p.add_argument("--limit", type=int, help="a seeded sample of N questions (recorded in the results)")
-    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
-    p.add_argument("-o", "--out", type=Path, metavar="DIR", help="write results.json and answers.jsonl here")
+    add_sample(p, "the results")
+    add_out(p, "DIR", "write results.json and answers.jsonl here", required=False)
     p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
 
 
@@ -106,7 +105,8 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     questions = sample(read_questions(args.questions), args.limit, args.seed)
     docs_root = args.docs or args.questions.parent / "docs"
     path = args.path or config.mode
-    if path == "base":
+    mode = answer_mode(path)
+    if not (mode.retrieves or mode.adapted):  # base: the LM alone, closed book
         from ragtune.app import build_generator
         from ragtune.closed_book import ClosedBookPipeline
 
@@ -119,7 +119,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         questions,
         pipeline.answer,
         docs_root=docs_root if docs_root.is_dir() else None,
-        retrieves=path in ("rag", "hybrid"),
+        retrieves=mode.retrieves,
     )
     results = {
         **aggregate(questions, scored, config.rag.top_k),
@@ -134,7 +134,15 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{path}: {len(scored)} questions in {results['seconds']:.0f}s")
+    print_summary(results)
+    if args.out:
+        print(f"wrote {args.out / 'results.json'} and {args.out / 'answers.jsonl'}")
+    return 0
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    """Each metric on one line (mean and 95% interval where it has one), then the latency percentiles."""
+    print(f"{results['path']}: {results['questions']} questions in {results['seconds']:.0f}s")
     for name, value in results["metrics"].items():
         if name == "majority_baseline":
             print(f"  {name:16} {value['accuracy']:.3f}  (always {value['label']!r})")
@@ -150,9 +158,6 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     latency = results["latency"]["total_s"]
     if latency["p50"] is not None:
         print(f"  latency          p50 {latency['p50']:.2f}s, p95 {latency['p95']:.2f}s")
-    if args.out:
-        print(f"wrote {args.out / 'results.json'} and {args.out / 'answers.jsonl'}")
-    return 0
 
 
 def cmd_compare(args: argparse.Namespace, config: Config) -> int:

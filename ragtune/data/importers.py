@@ -10,6 +10,7 @@ from typing import Any
 
 from models.errors import InputError
 from models.storage import publish_dir, sha256_file, staged_dir
+from models.text import show
 
 PUBMEDQA_CHOICES = ("yes", "no", "maybe")
 # Appended to every PubMedQA training prompt; evaluation prompts should end with the same line.
@@ -29,10 +30,6 @@ class ImportDataError(InputError):
     """A dataset file is malformed or the output folder is unusable; the message names the bad element."""
 
 
-def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)[:60]
-
-
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
@@ -46,14 +43,14 @@ def _load_json(path: Path) -> Any:
 
 def _field(obj: Any, key: str, kind: type | tuple[type, ...], where: str, path: Path) -> Any:
     if not isinstance(obj, dict):
-        raise ImportDataError(f"{path}: {where}: should be a JSON object, got {_show(obj)}")
+        raise ImportDataError(f"{path}: {where}: should be a JSON object, got {show(obj)}")
     if key not in obj:
         raise ImportDataError(f"{path}: {where}: missing {key}; add it or remove that element")
     value = obj[key]
     empty = isinstance(value, str) and not value.strip() or isinstance(value, list) and not value
     if not isinstance(value, kind) or isinstance(value, bool) or empty:
         kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ImportDataError(f"{path}: {where}.{key}: should be a non-empty {kinds}, got {_show(value)}")
+        raise ImportDataError(f"{path}: {where}.{key}: should be a non-empty {kinds}, got {show(value)}")
     return value
 
 
@@ -106,10 +103,10 @@ def _answers(qa: dict[str, Any], where: str, path: Path) -> list[str]:
     """Distinct answer texts in order; empty when the question is unanswerable."""
     impossible = qa.get("is_impossible", False)
     if not isinstance(impossible, bool):
-        raise ImportDataError(f"{path}: {where}.is_impossible: should be true or false, got {_show(impossible)}")
+        raise ImportDataError(f"{path}: {where}.is_impossible: should be true or false, got {show(impossible)}")
     answers = qa.get("answers", [])
     if not isinstance(answers, list):
-        raise ImportDataError(f"{path}: {where}.answers: should be a list, got {_show(answers)}")
+        raise ImportDataError(f"{path}: {where}.answers: should be a list, got {show(answers)}")
     texts = [_field(answer, "text", str, f"{where}.answers[{i}]", path).strip() for i, answer in enumerate(answers)]
     return [] if impossible else [text for text in dict.fromkeys(texts) if text]
 
@@ -133,13 +130,13 @@ def import_squad(json_path: str | Path, out_dir: str | Path) -> dict[str, int]:
             contexts.append(_field(paragraph, "context", str, where, path).strip())
             qas = paragraph.get("qas", []) if isinstance(paragraph, dict) else []
             if not isinstance(qas, list):
-                raise ImportDataError(f"{path}: {where}.qas: should be a list, got {_show(qas)}")
+                raise ImportDataError(f"{path}: {where}.qas: should be a list, got {show(qas)}")
             for q, qa in enumerate(qas):
                 at = f"{where}.qas[{q}]"
                 qid = str(_field(qa, "id", (str, int), at, path))
                 text = _field(qa, "question", str, at, path).strip()
                 if qid in seen_ids:
-                    raise ImportDataError(f"{path}: {at}.id: {_show(qid)} is already used at {seen_ids[qid]}")
+                    raise ImportDataError(f"{path}: {at}.id: {show(qid)} is already used at {seen_ids[qid]}")
                 seen_ids[qid] = at
                 answers = _answers(qa, at, path)
                 if not answers:
@@ -155,7 +152,7 @@ def import_squad(json_path: str | Path, out_dir: str | Path) -> dict[str, int]:
 
 
 def _pubmedqa_record(record: Any, pmid: str, path: Path) -> tuple[str, list[str], str, str]:
-    where = f"[{_show(pmid)}]"
+    where = f"[{show(pmid)}]"
     if not _PMID.fullmatch(pmid):
         raise ImportDataError(f"{path}: {where}: a PubMed id should be digits only (it names a file)")
     question = _field(record, "QUESTION", str, where, path).strip()
@@ -165,7 +162,7 @@ def _pubmedqa_record(record: Any, pmid: str, path: Path) -> tuple[str, list[str]
             raise ImportDataError(f"{path}: {where}.CONTEXTS[{i}]: should be a non-empty string")
     decision = _field(record, "final_decision", str, where, path)
     if decision not in PUBMEDQA_CHOICES:
-        raise ImportDataError(f"{path}: {where}.final_decision: {_show(decision)} is not one of {PUBMEDQA_CHOICES}")
+        raise ImportDataError(f"{path}: {where}.final_decision: {show(decision)} is not one of {PUBMEDQA_CHOICES}")
     long_answer = record.get("LONG_ANSWER")
     long_answer = long_answer.strip() if isinstance(long_answer, str) else ""
     return question, [c.strip() for c in contexts], decision, long_answer
@@ -187,16 +184,16 @@ def import_pubmedqa(dataset_dir: str | Path, out_dir: str | Path) -> dict[str, i
         doc = "\n\n".join(contexts) + "\n"
         # LONG_ANSWER is the abstract's conclusion and states the label: it must never reach a document.
         if long_answer and long_answer in doc:
-            raise ImportDataError(f"{ori_path}: [{_show(pmid)}]: CONTEXTS contain the LONG_ANSWER; fix the record")
+            raise ImportDataError(f"{ori_path}: [{show(pmid)}]: CONTEXTS contain the LONG_ANSWER; fix the record")
         files[f"docs/{pmid}.txt"] = doc
         parsed[pmid] = (question, decision)
     for pmid, decision in test.items():
         if pmid not in parsed:
-            raise ImportDataError(f"{test_path}: [{_show(pmid)}]: not an id of {ori_path.name}; use matching files")
+            raise ImportDataError(f"{test_path}: [{show(pmid)}]: not an id of {ori_path.name}; use matching files")
         if decision != parsed[pmid][1]:
             raise ImportDataError(
-                f"{test_path}: [{_show(pmid)}]: decision {_show(decision)} differs from final_decision "
-                f"{_show(parsed[pmid][1])} in {ori_path.name}; use the two files of one dataset version"
+                f"{test_path}: [{show(pmid)}]: decision {show(decision)} differs from final_decision "
+                f"{show(parsed[pmid][1])} in {ori_path.name}; use the two files of one dataset version"
             )
     choices = list(PUBMEDQA_CHOICES)
     questions = [
@@ -223,7 +220,7 @@ def _pubmedqa_source(dataset_dir: Path, ori_path: Path, test_path: Path) -> str:
         f"{PUBMEDQA_ATTRIBUTION}"
         f"- sha256 of the files read: `ori_pqal.json` {sha256_file(ori_path)}, "
         f"`test_ground_truth.json` {sha256_file(test_path)}.\n"
-        "- Made by `ragtune.compare.importers.import_pubmedqa`: `docs/` holds each id's CONTEXTS only (never "
+        "- Made by `ragtune.data.importers.import_pubmedqa`: `docs/` holds each id's CONTEXTS only (never "
         "LONG_ANSWER, which states the answer); `questions.jsonl` the test ids of `test_ground_truth.json`; "
         "`train.jsonl` the other ids as question -> decision pairs, each naming its document (`doc`, for RAFT).\n"
     )

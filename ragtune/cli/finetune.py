@@ -1,19 +1,53 @@
-"""`ragtune train`, `ragtune adapters ...` and `ragtune data synth`: the fine-tuning half of the CLI."""
+"""`ragtune train`, `ragtune adapters ...` and `ragtune data ...` (synth, raft, dataset imports): the
+fine-tuning half of the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.config import Config
+from ragtune.cli.common import Subcommands, add_command, add_group, add_out, add_paths
+from ragtune.data import importers
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+@dataclass(frozen=True)
+class Importer:
+    """A `data import-*` action: a public dataset in, a docs folder and question/training files out."""
+
+    run: Callable[[Path, Path], dict[str, int]]  # (source, out) -> counts to print
+    help: str
+    description: str
+    source_metavar: str
+    source_help: str | None = None
+
+
+IMPORTERS = {
+    "import-squad": Importer(
+        importers.import_squad,
+        help="a SQuAD-shaped JSON file -> docs/ + questions.jsonl",
+        description="One .txt document per article (paragraphs joined) and every answer text of each answerable "
+        "question; unanswerable questions are counted and left out.",
+        source_metavar="FILE.json",
+    ),
+    "import-pubmedqa": Importer(
+        importers.import_pubmedqa,
+        help="PubMedQA (PQA-L) -> docs/, questions.jsonl, train.jsonl",
+        description="Documents are the CONTEXTS only (never the conclusion, which states the answer); questions are "
+        "the 500 official test ids with choices yes/no/maybe; train.jsonl pairs the other 500 ids with their decision.",
+        source_metavar="DIR",
+        source_help="folder holding ori_pqal.json and test_ground_truth.json",
+    ),
+}
+
+
+def add_parsers(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
         "train",
-        parents=[common],
         help="train a LoRA adapter (or the full model) on a training file",
         description="Train on JSONL (prompt/completion, chat messages, Alpaca) or raw documents (.txt, .md, "
         '{"text": ...} JSONL). Hyper-parameters come from the finetune section: --set finetune.max_steps=50, '
@@ -22,37 +56,40 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="training file")
     p.add_argument("--name", required=True, help="adapter name (a folder under $RAGTUNE_HOME/adapters)")
     p.add_argument("--resume", action="store_true", help="continue the run NAME from its last complete checkpoint")
+    _add_adapters_parser(sub)
+    _add_data_parser(sub)
 
-    adapters = sub.add_parser("adapters", help="list, show, remove or export trained adapters").add_subparsers(
-        dest="adapters_command", required=True, metavar="ACTION"
+
+def _add_adapters_parser(sub: Subcommands) -> None:
+    adapters = add_group(sub, "adapters", help="list, show, remove or export trained adapters")
+    add_command(adapters, "list", help="adapters with their base model and metrics").add_argument(
+        "--json", action="store_true"
     )
-    p = adapters.add_parser("list", parents=[common], help="adapters with their base model and metrics")
-    p.add_argument("--json", action="store_true")
-    adapters.add_parser("show", parents=[common], help="an adapter's full manifest").add_argument("name")
-    adapters.add_parser("rm", parents=[common], help="delete an adapter").add_argument("name")
-    p = adapters.add_parser("export", parents=[common], help="write base + adapter merged into one model folder")
+    add_command(adapters, "show", help="an adapter's full manifest").add_argument("name")
+    add_command(adapters, "rm", help="delete an adapter").add_argument("name")
+    p = add_command(adapters, "export", help="write base + adapter merged into one model folder")
     p.add_argument("name")
     p.add_argument("--merge", action="store_true", required=True, help="merge the LoRA weights (required)")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
+    add_out(p, "DIR", "new, empty output folder")
 
-    data = sub.add_parser("data", help="make training data").add_subparsers(
-        dest="data_command", required=True, metavar="ACTION"
-    )
-    p = data.add_parser(
+
+def _add_data_parser(sub: Subcommands) -> None:
+    data = add_group(sub, "data", help="make training data")
+    p = add_command(
+        data,
         "synth",
-        parents=[common],
         help="generate grounded question/answer pairs from documents with the local LM",
         description="Chunks the documents like `ingest`, asks the LM for question/answer pairs per chunk, keeps "
         "pairs whose answer is grounded in the chunk. Resumable: re-run the same command after an interruption.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files of documents")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output JSONL (prompt/completion)")
+    add_paths(p, "folders or files of documents")
+    add_out(p, "FILE", "output JSONL (prompt/completion)")
     p.add_argument("--pairs", type=int, default=3, help="pairs asked for per chunk (default 3)")
     p.add_argument("--paraphrases", type=int, default=0, help="extra rephrasings per kept question (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N chunks (quick trials)")
-    p = data.add_parser(
+    p = add_command(
+        data,
         "raft",
-        parents=[common],
         help="turn synthesised pairs into RAFT examples for hybrid mode",
         description="Each pair becomes a chat example whose prompt is the RAG prompt with its source chunk "
         "(in finetune.raft_oracle_fraction of examples) and finetune.raft_distractors unrelated chunks. A pair "
@@ -61,25 +98,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS", help="output of `ragtune data synth`, or pairs naming a doc")
     p.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="the documents synth used")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="output chat JSONL")
-    p = data.add_parser(
-        "import-squad",
-        parents=[common],
-        help="a SQuAD-shaped JSON file -> docs/ + questions.jsonl",
-        description="One .txt document per article (paragraphs joined) and every answer text of each answerable "
-        "question; unanswerable questions are counted and left out.",
-    )
-    p.add_argument("source", type=Path, metavar="FILE.json")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
-    p = data.add_parser(
-        "import-pubmedqa",
-        parents=[common],
-        help="PubMedQA (PQA-L) -> docs/, questions.jsonl, train.jsonl",
-        description="Documents are the CONTEXTS only (never the conclusion, which states the answer); questions are "
-        "the 500 official test ids with choices yes/no/maybe; train.jsonl pairs the other 500 ids with their decision.",
-    )
-    p.add_argument("source", type=Path, metavar="DIR", help="folder holding ori_pqal.json and test_ground_truth.json")
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="new, empty output folder")
+    add_out(p, "FILE", "output chat JSONL")
+    for name, importer in IMPORTERS.items():
+        p = add_command(data, name, help=importer.help, description=importer.description)
+        p.add_argument("source", type=Path, metavar=importer.source_metavar, help=importer.source_help)
+        add_out(p, "DIR", "new, empty output folder")
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
@@ -136,20 +159,17 @@ def export(name: str, out: Path, config: Config) -> int:
 
 
 def cmd_data(args: argparse.Namespace, config: Config) -> int:
-    if args.data_command.startswith("import-"):
-        from ragtune.compare.importers import import_pubmedqa, import_squad
-
-        importer = import_squad if args.data_command == "import-squad" else import_pubmedqa
-        counts = importer(args.source, args.out)
+    if args.data_command in IMPORTERS:
+        counts = IMPORTERS[args.data_command].run(args.source, args.out)
         print(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()) + f" -> {args.out}")
         return 0
     from models.embedding import build_embedder
-    from ragtune.corpus import document_chunks
+    from ragtune.data.corpus import document_chunks
 
     embedder = build_embedder(config.embedder)
     chunks = document_chunks(args.paths if args.data_command == "synth" else args.docs, config, embedder)
     if args.data_command == "raft":
-        from ragtune.raft import build_raft
+        from ragtune.data.raft import build_raft
 
         docs_root = Path(args.docs[0]) if Path(args.docs[0]).is_dir() else None
         summary = build_raft(args.pairs, chunks, args.out, config.finetune, docs_root=docs_root, embedder=embedder)

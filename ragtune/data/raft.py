@@ -3,7 +3,7 @@ chunk the answer came from (the oracle) in a share of examples, plus distractor 
 learns to read retrieved context and to ignore what does not answer the question.
 
 A pair names its oracle either as `chunk` (an id "PATH#ORDINAL", as `ragtune data synth` writes) or as
-`doc` (a document path relative to the first docs folder, as the benchmark importers write): then the
+`doc` (a document path relative to the first docs folder, as the dataset importers write): then the
 oracle is that document's chunk closest to the question, the one retrieval would most likely return.
 """
 

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from models.errors import InputError
-from ragtune.compare.importers import (
+from ragtune.compare.questions import read_questions
+from ragtune.data.importers import (
     PUBMEDQA_INSTRUCTION,
     ImportDataError,
     import_pubmedqa,
     import_squad,
 )
-from ragtune.compare.questions import read_questions
 
 PUBMEDQA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "pubmedqa"
 

@@ -1,0 +1,122 @@
+"""`ragtune ingest`, `ragtune ask` and `ragtune docs ...`: build the index, answer from it, see what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from models.config import Config
+from models.text import printable
+from ragtune.cli.common import Subcommands, add_command, add_group, add_paths, display, relative
+
+
+def add_parsers(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "ingest",
+        help="chunk, embed and index documents (re-runs touch only changes)",
+        description="Index every .txt .md .html .pdf .docx .jsonl file under the given folders. "
+        "Unchanged files are skipped, changed ones re-embedded, deleted ones removed.",
+    )
+    add_paths(p, "folders or files to index")
+    p.add_argument("--rebuild", action="store_true", help="start a fresh index instead of updating the current one")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = add_command(
+        sub,
+        "ask",
+        help="answer a question from the indexed documents",
+        description="Retrieve the best chunks, answer with the LM and cite the sources as [n].",
+    )
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object: answer, sources (path, chunk, score), timings"
+    )
+
+    docs = add_group(sub, "docs", help="list or remove indexed documents")
+    add_command(docs, "list", help="documents in the index with their chunk counts").add_argument(
+        "--json", action="store_true"
+    )
+    p = add_command(docs, "rm", help="remove documents from the index")
+    add_paths(p, "paths as `docs list` shows them")
+
+
+def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
+    from models.embedding import build_embedder
+    from rag.ingest import ingest
+
+    summary = ingest(args.paths, config, build_embedder(config.embedder), rebuild=args.rebuild)
+    if args.json:
+        print(json.dumps(vars(summary), indent=2))
+        return 0
+    for path, reason in summary.skipped:
+        print(f"skipped {display(path)}: {printable(reason)}", file=sys.stderr)
+    print(summary.line())
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from rag.pipeline import Answer
+    from ragtune.app import build_pipeline
+
+    pipeline = build_pipeline(config, progress=not args.json)
+    answer = Answer(args.question)
+    if args.json:
+        for _ in pipeline.stream(args.question, answer):
+            pass
+        data = answer.to_json()
+        data["mode"] = config.mode
+        for source in data["sources"]:
+            source["path"] = relative(source["path"])  # JSON escapes what a terminal must not see raw
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    for piece in pipeline.stream(args.question, answer):
+        print(piece, end="", flush=True)
+    print()
+    print_sources(answer)
+    return 0
+
+
+def print_sources(answer: Any) -> None:
+    """The numbered sources under a streamed answer (* marks the cited ones), then the timings on stderr."""
+    if not answer.sources:
+        return
+    print("\nSources:")
+    for s in answer.sources:
+        where = f", {s.locator}" if s.locator else ""
+        mark = "*" if s.number in answer.cited else " "
+        print(f" {mark}[{s.number}] {display(s.path)} (chunk {s.chunk}{where}, score {s.score:.2f})")
+    timings = answer.timings
+    if "first_token_s" in timings:
+        print(
+            f"\nfirst token {timings['first_token_s']:.2f}s, total {timings['total_s']:.2f}s, "
+            f"{timings.get('tokens_per_s', 0):.1f} tokens/s",
+            file=sys.stderr,
+        )
+
+
+def cmd_docs(args: argparse.Namespace, config: Config) -> int:
+    from models.embedding import build_embedder
+    from models.paths import index_dir
+    from rag.ingest import remove_documents
+    from rag.retrieve import CurrentIndex
+
+    embedder = build_embedder(config.embedder)
+    if args.docs_command == "rm":
+        for path in remove_documents(args.paths, config, embedder.dim):
+            print(f"removed {display(path)}")
+        return 0
+    snapshot = CurrentIndex(index_dir(config), config, embedder.dim).snapshot()
+    documents = snapshot.store.documents()
+    if args.json:
+        print(json.dumps([vars(d) for d in documents], indent=2))
+        return 0
+    for doc in documents:
+        print(f"{doc.chunks:6d} chunks  {doc.sha256[:12]}  {display(doc.path)}")
+    print(f"{len(documents)} documents, {snapshot.index.count} chunks, generation {snapshot.generation}")
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "docs": cmd_docs}
