@@ -25,6 +25,9 @@ SHAPES = {
     "raw": '{"text": "..."}',
 }
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+# A record is a flat object (a chat record nests three levels); deeper values are refused as they are
+# read, so nothing after the reader walks a structure deep enough to exhaust Python's recursion limit.
+MAX_DEPTH = 32
 
 
 class DataError(InputError):
@@ -45,17 +48,44 @@ def _read_text(path: Path) -> str:
     return read_utf8(path, DataError, "training data")
 
 
+def _too_deep(path: Path, number: int) -> DataError:
+    return DataError(
+        f"{path}:{number}: a record nested more than {MAX_DEPTH} levels deep; "
+        f"a record should be a flat object like {SHAPES['prompt_completion']}"
+    )
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How many levels of lists and objects `value` has, counted without recursion and up to `limit` + 1."""
+    deepest, todo = 0, [(value, 0)]
+    while todo and deepest <= limit:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level + 1)
+            todo.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _checked(path: Path, number: int, item: Any) -> Any:
+    if _depth(item, MAX_DEPTH) > MAX_DEPTH:
+        raise _too_deep(path, number)
+    return item
+
+
 def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     # split("\n"), not splitlines(): JSON strings may hold U+2028, which splitlines() would break on.
     for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{path}:{number}: not valid JSON ({exc.msg}); each line should hold one complete JSON object"
             ) from None
+        except RecursionError:  # nested past the decoder's own limit
+            raise _too_deep(path, number) from None
+        yield number, _checked(path, number, item)
 
 
 def _line(text: str, pos: int) -> int:
@@ -75,11 +105,14 @@ def _json_array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         )
     pos = _JSON_SPACE.match(text, pos + 1).end()
     while not text.startswith("]", pos):
+        number = _line(text, pos)
         try:
             item, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        yield _line(text, pos), item
+        except RecursionError:
+            raise _too_deep(path, number) from None
+        yield number, _checked(path, number, item)
         pos = _JSON_SPACE.match(text, end).end()
         if text.startswith("]", pos):
             break

@@ -208,12 +208,24 @@ class ServeConfig:
     max_upload_bytes: int = 50_000_000
     # Largest max_tokens a request may ask for.
     max_tokens_limit: int = 1024
+    # Embedding inputs in one request (OpenAI's limit), and characters in each one.
+    max_embedding_inputs: int = 2048
+    max_embedding_chars: int = 32_768
+    # Uploaded training files kept at once, and their total size in bytes; DELETE /v1/files/ID frees room.
+    max_files: int = 100
+    max_upload_total_bytes: int = 1_000_000_000
+    # Uploads read and validated at once (each holds a worker thread and a spooled copy); more get 429.
+    max_concurrent_uploads: int = 2
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
-        for key in ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit"):
+        limits = ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit", "max_embedding_inputs")
+        limits += ("max_embedding_chars", "max_files", "max_upload_total_bytes", "max_concurrent_uploads")
+        for key in limits:
             value = getattr(self, key)
             _check(value > 0, f"serve.{key}", f"should be positive, got {value}")
+        total, one = self.max_upload_total_bytes, self.max_upload_bytes
+        _check(one <= total, "serve.max_upload_bytes", f"should be <= serve.max_upload_total_bytes={total}, got {one}")
 
 
 @dataclass(frozen=True)

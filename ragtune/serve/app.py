@@ -25,12 +25,13 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from models.config import ServeConfig
 from models.errors import AdapterError, IndexError_, RagtuneError
 from models.generate import SamplingParams
 from ragtune import __version__
 from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
 from ragtune.serve.guard import Guard
-from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
+from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest, quoted
 
 STATIC = Path(__file__).parent / "static"
 _END = object()
@@ -43,7 +44,8 @@ def error(
     return JSONResponse(body, status_code=status)
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s'\"`(),;]+/)+([^\s'\"`(),;]*)")
+# An absolute path, but not one of this API's own routes (`GET /v1/models`), which messages name on purpose.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?!v1/)(?:[^\s'\"`(),;]+/)+([^\s'\"`(),;]*)")
 
 
 def public(message: str) -> str:
@@ -113,6 +115,11 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:
         return error(400, str(exc))
 
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's doing: the OpenAI shape and no details here; the server log has the traceback.
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details", "server_error")
+
     # The key is checked once, by Guard, before any route (or body) is reached.
     api = APIRouter(prefix="/v1")
 
@@ -143,9 +150,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
 
     @api.post("/embeddings")
     async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not texts or any(not t for t in texts):
-            raise ApiError(400, "input: give one non-empty string or a list of them")
+        texts = embedding_inputs(body, engine.config.serve)
         release = engine.admit()  # embeddings share the CPU with generation: same admission limit
         try:
             vectors, tokens = await run_in_threadpool(engine.embed, texts)
@@ -174,10 +179,10 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             raise
         if not body.stream:
             try:
-                text = "".join(await run_in_threadpool(list, reply.pieces))
-                return completion(body.model, text, reply)
+                text = await whole_answer(reply, request)
             finally:
                 release()
+            return completion(body.model, text, reply) if text is not None else gone()
         return StreamingResponse(
             stream_events(body, reply, first, request, release),
             media_type="text/event-stream",
@@ -204,13 +209,38 @@ def _base64_floats(vector: Any) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
+def embedding_inputs(body: EmbeddingsRequest, limits: ServeConfig) -> list[str]:
+    """The request's texts, within serve.max_embedding_inputs and serve.max_embedding_chars (400 otherwise)."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or any(not t for t in texts):
+        raise ApiError(400, "input: give one non-empty string or a list of them")
+    if len(texts) > limits.max_embedding_inputs:
+        raise ApiError(
+            400,
+            f"input: {len(texts)} items is over this server's limit of {limits.max_embedding_inputs} "
+            "(serve.max_embedding_inputs); send them in several requests",
+            code="too_many_inputs",
+        )
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    if len(texts[longest]) > limits.max_embedding_chars:
+        where = "input" if isinstance(body.input, str) else f"input[{longest}]"
+        raise ApiError(
+            400,
+            f"{where}: {len(texts[longest])} characters is over this server's limit of {limits.max_embedding_chars} "
+            "(serve.max_embedding_chars); split the text",
+            code="input_too_long",
+        )
+    return texts
+
+
 def sampling(body: ChatRequest, engine: Engine) -> SamplingParams:
     llm, limit = engine.config.llm, engine.config.serve.max_tokens_limit
+    field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = body.max_completion_tokens or body.max_tokens or llm.max_new_tokens
     if max_tokens > limit:
         raise ApiError(
             400,
-            f"max_tokens={max_tokens} is over this server's limit of {limit} (serve.max_tokens_limit)",
+            f"{field}={quoted(max_tokens)} is over this server's limit of {limit} (serve.max_tokens_limit)",
             code="max_tokens_too_large",
         )
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -253,6 +283,29 @@ def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
         "usage": usage_json(reply),
         "sources": sources_json(reply),  # extra field: the official client keeps it in model_extra
     }
+
+
+def gone() -> JSONResponse:
+    # Nobody reads this: the client hung up. It only ends the request cleanly.
+    return error(400, "the client closed the connection before the answer was complete", code="client_gone")
+
+
+async def whole_answer(reply: Reply, request: Request) -> str | None:
+    """The complete answer text, or None as soon as the client has gone (its generation is then stopped).
+
+    Piece by piece, as the streamed path does: a generator cannot be closed while another thread runs it,
+    so the disconnect is checked between pieces and the generator closed from here.
+    """
+    pieces, text = reply.pieces, []
+    try:
+        while (piece := await run_in_threadpool(next, pieces, _END)) is not _END:
+            text.append(piece)
+            if await request.is_disconnected():
+                return None
+        return "".join(text)
+    finally:
+        with anyio.CancelScope(shield=True):  # see stream_events
+            await run_in_threadpool(pieces.close)
 
 
 async def stream_events(

@@ -18,10 +18,9 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from models.config import Config, to_yaml
 from models.errors import IndexCorruptError
@@ -29,7 +28,8 @@ from models.paths import data_home
 from models.storage import atomic_write_json, atomic_write_text, read_json
 from ragtune.serve.app import ApiError
 from ragtune.serve.engine import Engine, UnknownModelError
-from ragtune.serve.files import FileStore, add_file_routes, page
+from ragtune.serve.files import After, FileStore, Limit, add_file_routes, page
+from ragtune.serve.schemas import JobRequest, quoted
 
 # The installed CLI, not a script path: works from a wheel as from a checkout.
 TRAINER = [sys.executable, "-m", "ragtune.cli", "train"]
@@ -37,36 +37,7 @@ STEP = re.compile(r"step (\d+)/(\d+) loss (\S+)")
 NULLS = ("finished_at", "fine_tuned_model", "validation_file", "error", "trained_tokens", "estimated_finish")
 NULLS += ("integrations", "metadata")
 INTERNAL = ("events", "adapter", "resume", "pid", "queued_at")  # kept in job.json, not shown to clients
-Auto = Literal["auto"]
-
-
-class Hyperparameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    n_epochs: Auto | Annotated[float, Field(gt=0)] = "auto"
-    batch_size: Auto | Annotated[int, Field(gt=0)] = "auto"
-    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0)] = "auto"
-
-
-class Supervised(BaseModel):
-    hyperparameters: Hyperparameters = Hyperparameters()
-
-
-class Method(BaseModel):
-    type: str
-    supervised: Supervised | None = None
-
-
-class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # integrations, metadata: accepted and ignored
-
-    training_file: str
-    model: str
-    hyperparameters: Hyperparameters = Hyperparameters()
-    method: Method | None = None
-    suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-    seed: int | None = None
-    validation_file: str | None = None
+ACTIVE = ("validating_files", "queued", "running")  # a job in these states still reads its training file
 
 
 def public(job: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +79,7 @@ class JobRunner:
         self.config = config
         self.home = data_home()
         self.root = self.home / "serve" / "jobs"
-        self.files = FileStore(self.home / "serve" / "files")
+        self.files = FileStore(self.home / "serve" / "files", config.serve)
         self._lock = threading.Condition()  # guards everything below; notified when work arrives or on stop
         self._jobs: dict[str, dict[str, Any]] = {}
         self._process: subprocess.Popen[bytes] | None = None
@@ -155,9 +126,9 @@ class JobRunner:
             )
         if body.validation_file is not None:
             raise ApiError(400, "validation_file is not supported; finetune.eval_fraction of training_file is held out")
-        info = self.files.get(body.training_file)
         config, shown = resolved_hyperparameters(self.config, body)
-        with self._lock:
+        with self._lock:  # with the file looked up under the lock, a delete cannot slip in before the job is queued
+            info = self.files.get(body.training_file)
             job_id = self._new_id(body.suffix or "ft")
             atomic_write_text(self.root / job_id / "config.yaml", to_yaml(config))
             job = {
@@ -214,6 +185,7 @@ class JobRunner:
             job = self._find(job_id)
             if job["status"] not in ("failed", "cancelled"):
                 raise ApiError(400, f"job {job_id} is {job['status']}; only failed or cancelled jobs can be resumed")
+            self.files.get(job["training_file"])  # deleted since: 404 now rather than a failed job later
             if self._current == job_id:
                 raise ApiError(409, f"job {job_id}'s trainer is still stopping; retry in a few seconds", code="busy")
             message = event("Job resumed: queued to continue from its last checkpoint")
@@ -222,6 +194,19 @@ class JobRunner:
             )
             self._lock.notify_all()
             return public(job)
+
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete an uploaded file unless a job that has yet to finish trains on it (409)."""
+        with self._lock:
+            users = [j["id"] for j in self._jobs.values() if j["training_file"] == file_id and j["status"] in ACTIVE]
+            if users:
+                raise ApiError(
+                    409,
+                    f"file {file_id} is the training file of {users[0]} ({self._jobs[users[0]]['status']}); "
+                    "cancel that job or wait for it to finish, then delete the file",
+                    code="file_in_use",
+                )
+            return self.files.delete(file_id)
 
     # -- the worker --------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -331,7 +316,7 @@ class JobRunner:
 
     def _find(self, job_id: str) -> dict[str, Any]:
         if job_id not in self._jobs:
-            raise ApiError(404, f"no fine-tuning job with id {job_id!r}; GET /v1/fine_tuning/jobs lists them")
+            raise ApiError(404, f"no fine-tuning job with id {quoted(job_id)}; GET /v1/fine_tuning/jobs lists them")
         return self._jobs[job_id]
 
     def _new_id(self, suffix: str) -> str:
@@ -360,7 +345,7 @@ def _cmdline(pid: int) -> bytes:
 def jobs_router(runner: JobRunner, engine: Engine) -> APIRouter:
     """The files and fine-tuning routes; the app adds the API-key check."""
     router = APIRouter()
-    add_file_routes(router, runner.files, runner.config.serve.max_upload_bytes)
+    add_file_routes(router, runner.files, runner.delete_file)
     base_ids = ("base", engine.config.llm.model)
 
     @router.post("/v1/fine_tuning/jobs")
@@ -368,7 +353,7 @@ def jobs_router(runner: JobRunner, engine: Engine) -> APIRouter:
         return runner.create(body, base_ids)
 
     @router.get("/v1/fine_tuning/jobs")
-    def list_jobs(after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    def list_jobs(after: After = None, limit: Limit = 20) -> dict[str, Any]:
         return page(runner.newest_first(), after, limit)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}")
@@ -376,7 +361,7 @@ def jobs_router(runner: JobRunner, engine: Engine) -> APIRouter:
         return runner.get(job_id)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    def list_events(job_id: str, after: After = None, limit: Limit = 20) -> dict[str, Any]:
         return page(runner.events(job_id), after, limit)
 
     @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")

@@ -33,8 +33,8 @@ def tiny(tiny_lm_path: Path, *overrides: str):
     return load_config(None, [f"llm.model={tiny_lm_path}", *TINY, *overrides])
 
 
-def write_train(path: Path, lines: list[str] | None = None) -> Path:
-    rows = [json.dumps({"prompt": q, "completion": a}) for q, a in FACTS * 2]
+def write_train(path: Path, lines: list[str] | None = None, copies: int = 2) -> Path:
+    rows = [json.dumps({"prompt": q, "completion": a}) for q, a in FACTS * copies]
     path.write_text("\n".join(lines if lines is not None else rows) + "\n")
     return path
 
@@ -157,9 +157,10 @@ def test_bad_requests_get_openai_errors(serve, tiny_lm_path: Path, tmp_path: Pat
 
 
 def test_cancel_queued_and_running_jobs_and_stop(serve, tiny_lm_path: Path, tmp_path: Path) -> None:
-    client, runner = serve(tiny(tiny_lm_path))  # no max_steps: 1000 epochs run until stopped
-    uploaded = client.files.create(file=write_train(tmp_path / "t.jsonl").open("rb"), purpose="fine-tune")
-    long = {"n_epochs": 1000}
+    client, runner = serve(tiny(tiny_lm_path))  # no max_steps: 100 epochs of 100 steps run until stopped
+    data = write_train(tmp_path / "t.jsonl", copies=50)
+    uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
+    long = {"n_epochs": 100}
     running = client.fine_tuning.jobs.create(training_file=uploaded.id, model="base", hyperparameters=long)
     queued = client.fine_tuning.jobs.create(training_file=uploaded.id, model="base", hyperparameters=long)
     wait_for(lambda: runner._process is not None)
@@ -185,7 +186,7 @@ def test_restart_fails_running_jobs_and_resume_finishes_them(serve, tiny_lm_path
     config = tiny(tiny_lm_path, "finetune.max_steps=2")
     before = JobRunner(config)  # never started: its jobs stay queued on disk
     data = write_train(tmp_path / "train.jsonl")
-    info = before.files.store(data.open("rb"), "train.jsonl", data.stat().st_size)
+    info = before.files.store(data.open("rb"), "train.jsonl")
     request = JobRequest(training_file=info["id"], model="base")
     crashed, validating, queued = (before.create(request, ("base",))["id"] for _ in range(3))
     # An orphaned trainer of the crashed job, still running after its server died.
