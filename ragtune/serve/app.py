@@ -6,16 +6,9 @@ client raises its usual exceptions. Nothing from a request is executed, logged o
 
 from __future__ import annotations
 
-import base64
-import json
-import re
-import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,43 +18,24 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.config import ServeConfig
 from models.errors import AdapterError, IndexError_, RagtuneError
-from models.generate import SamplingParams
 from ragtune import __version__
-from ragtune.serve.engine import BusyError, Engine, Reply, UnknownModelError
+from ragtune.serve.answers import (
+    END,
+    base64_floats,
+    completion,
+    embedding_inputs,
+    gone,
+    sampling,
+    stream_events,
+    whole_answer,
+)
+from ragtune.serve.engine import BusyError, Engine, UnknownModelError
+from ragtune.serve.errors import ApiError, error, model_label
 from ragtune.serve.guard import Guard
-from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest, quoted
+from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
 
 STATIC = Path(__file__).parent / "static"
-_END = object()
-
-
-def error(
-    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
-) -> JSONResponse:
-    body = {"error": {"message": public(message), "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
-
-
-# An absolute path, but not one of this API's own routes (`GET /v1/models`), which messages name on purpose.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?!v1/)(?:[^\s'\"`(),;]+/)+([^\s'\"`(),;]*)")
-
-
-def public(message: str) -> str:
-    """A message fit for a client: where files live on the server is the server's business (its log has it)."""
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "(folder)", message)
-
-
-def model_label(model: str) -> str:
-    """A preset's name as it is; a local model path by its last part only."""
-    return Path(model).name if "/" in model else model
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
 
 
 def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | None = None) -> FastAPI:
@@ -156,7 +130,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             vectors, tokens = await run_in_threadpool(engine.embed, texts)
         finally:
             release()
-        encode = _base64_floats if body.encoding_format == "base64" else np.ndarray.tolist
+        encode = base64_floats if body.encoding_format == "base64" else np.ndarray.tolist
         return {
             "object": "list",
             "model": body.model,
@@ -173,7 +147,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             reply = await run_in_threadpool(engine.reply, body.model, messages, params)
             # Retrieval and prompt checks run on the first step: do it before the 200 headers go out, so
             # their errors (no index, prompt too long) reach the client as ordinary HTTP errors.
-            first = await run_in_threadpool(next, reply.pieces, _END) if body.stream else _END
+            first = await run_in_threadpool(next, reply.pieces, END) if body.stream else END
         except BaseException:
             release()
             raise
@@ -203,148 +177,3 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _base64_floats(vector: Any) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def embedding_inputs(body: EmbeddingsRequest, limits: ServeConfig) -> list[str]:
-    """The request's texts, within serve.max_embedding_inputs and serve.max_embedding_chars (400 otherwise)."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or any(not t for t in texts):
-        raise ApiError(400, "input: give one non-empty string or a list of them")
-    if len(texts) > limits.max_embedding_inputs:
-        raise ApiError(
-            400,
-            f"input: {len(texts)} items is over this server's limit of {limits.max_embedding_inputs} "
-            "(serve.max_embedding_inputs); send them in several requests",
-            code="too_many_inputs",
-        )
-    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
-    if len(texts[longest]) > limits.max_embedding_chars:
-        where = "input" if isinstance(body.input, str) else f"input[{longest}]"
-        raise ApiError(
-            400,
-            f"{where}: {len(texts[longest])} characters is over this server's limit of {limits.max_embedding_chars} "
-            "(serve.max_embedding_chars); split the text",
-            code="input_too_long",
-        )
-    return texts
-
-
-def sampling(body: ChatRequest, engine: Engine) -> SamplingParams:
-    llm, limit = engine.config.llm, engine.config.serve.max_tokens_limit
-    field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    max_tokens = body.max_completion_tokens or body.max_tokens or llm.max_new_tokens
-    if max_tokens > limit:
-        raise ApiError(
-            400,
-            f"{field}={quoted(max_tokens)} is over this server's limit of {limit} (serve.max_tokens_limit)",
-            code="max_tokens_too_large",
-        )
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    temperature = llm.temperature if body.temperature is None else body.temperature
-    return SamplingParams(
-        max_new_tokens=max_tokens,
-        temperature=temperature,
-        top_p=body.top_p or llm.top_p,
-        stop=stop,
-        seed=llm.seed if body.seed is None else body.seed,
-    )
-
-
-def usage_json(reply: Reply) -> dict[str, int]:
-    prompt = reply.usage.prompt_tokens if reply.usage else 0
-    completion_tokens = reply.usage.completion_tokens if reply.usage else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
-
-
-def sources_json(reply: Reply) -> list[dict[str, Any]]:
-    return [
-        {"number": s.number, "path": s.path, "chunk": s.chunk, "locator": s.locator, "score": s.score, "text": s.text}
-        for s in reply.sources
-    ]
-
-
-def finish_reason(reply: Reply) -> str:
-    return reply.usage.finish_reason if reply.usage else "stop"
-
-
-def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(reply)}
-        ],
-        "usage": usage_json(reply),
-        "sources": sources_json(reply),  # extra field: the official client keeps it in model_extra
-    }
-
-
-def gone() -> JSONResponse:
-    # Nobody reads this: the client hung up. It only ends the request cleanly.
-    return error(400, "the client closed the connection before the answer was complete", code="client_gone")
-
-
-async def whole_answer(reply: Reply, request: Request) -> str | None:
-    """The complete answer text, or None as soon as the client has gone (its generation is then stopped).
-
-    Piece by piece, as the streamed path does: a generator cannot be closed while another thread runs it,
-    so the disconnect is checked between pieces and the generator closed from here.
-    """
-    pieces, text = reply.pieces, []
-    try:
-        while (piece := await run_in_threadpool(next, pieces, _END)) is not _END:
-            text.append(piece)
-            if await request.is_disconnected():
-                return None
-        return "".join(text)
-    finally:
-        with anyio.CancelScope(shield=True):  # see stream_events
-            await run_in_threadpool(pieces.close)
-
-
-async def stream_events(
-    body: ChatRequest, reply: Reply, first: Any, request: Request, release: Any
-) -> AsyncIterator[str]:
-    """Server-sent events in the OpenAI chunk format; a disconnect stops generation and frees the slot."""
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        data = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(data)}\n\n"
-
-    pieces, piece = reply.pieces, first
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        while piece is not _END:
-            yield chunk({"content": piece})
-            if await request.is_disconnected():
-                return
-            piece = await run_in_threadpool(next, pieces, _END)
-        extra: dict[str, Any] = {"sources": sources_json(reply)}
-        if body.stream_options and body.stream_options.include_usage:
-            extra["usage"] = usage_json(reply)
-        yield chunk({}, finish_reason(reply), **extra)
-        yield "data: [DONE]\n\n"
-    except RagtuneError as exc:  # after the headers: the error travels as an event, as OpenAI's API does
-        yield f"data: {json.dumps({'error': {'message': public(str(exc)), 'type': 'server_error', 'code': None}})}\n\n"
-    finally:
-        # Shielded: on a disconnect this task is already cancelled, and an unshielded await would raise at
-        # once, leaving the model generating for nobody.
-        with anyio.CancelScope(shield=True):
-            try:
-                await run_in_threadpool(pieces.close)  # ends generation in its worker thread
-            finally:
-                release()

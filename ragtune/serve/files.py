@@ -26,7 +26,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from finetune.data import DataError, read_records
 from models.config import ServeConfig
 from models.storage import atomic_write_json, publish_dir, read_json, remove_stale_staging, staged_dir
-from ragtune.serve.app import ApiError
+from ragtune.serve.errors import ApiError
 from ragtune.serve.schemas import MAX_ID_CHARS, FileUpload, quoted
 
 # Room for the multipart boundaries, part headers and the purpose field around the file itself.

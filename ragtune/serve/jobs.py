@@ -26,8 +26,8 @@ from models.config import Config, to_yaml
 from models.errors import IndexCorruptError
 from models.paths import data_home
 from models.storage import atomic_write_json, atomic_write_text, read_json
-from ragtune.serve.app import ApiError
 from ragtune.serve.engine import Engine, UnknownModelError
+from ragtune.serve.errors import ApiError
 from ragtune.serve.files import After, FileStore, Limit, add_file_routes, page
 from ragtune.serve.schemas import JobRequest, quoted
 

@@ -1,6 +1,6 @@
 """What the server tells a client about its own files: names, never where they live."""
 
-from ragtune.serve.app import model_label, public
+from ragtune.serve.errors import model_label, public
 
 
 def test_absolute_paths_are_cut_to_their_last_part() -> None:

@@ -1,0 +1,171 @@
+"""Shaping answers for the API: sampling settings from a request, OpenAI completion and stream chunks,
+embeddings input checks; a client that hangs up stops its generation, streamed or not."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from models.config import ServeConfig
+from models.errors import RagtuneError
+from models.generate import SamplingParams
+from ragtune.serve.engine import Engine, Reply
+from ragtune.serve.errors import ApiError, error, public
+from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest, quoted
+
+END = object()  # what next() returns once an answer's pieces run out
+
+
+def base64_floats(vector: Any) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def embedding_inputs(body: EmbeddingsRequest, limits: ServeConfig) -> list[str]:
+    """The request's texts, within serve.max_embedding_inputs and serve.max_embedding_chars (400 otherwise)."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or any(not t for t in texts):
+        raise ApiError(400, "input: give one non-empty string or a list of them")
+    if len(texts) > limits.max_embedding_inputs:
+        raise ApiError(
+            400,
+            f"input: {len(texts)} items is over this server's limit of {limits.max_embedding_inputs} "
+            "(serve.max_embedding_inputs); send them in several requests",
+            code="too_many_inputs",
+        )
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    if len(texts[longest]) > limits.max_embedding_chars:
+        where = "input" if isinstance(body.input, str) else f"input[{longest}]"
+        raise ApiError(
+            400,
+            f"{where}: {len(texts[longest])} characters is over this server's limit of {limits.max_embedding_chars} "
+            "(serve.max_embedding_chars); split the text",
+            code="input_too_long",
+        )
+    return texts
+
+
+def sampling(body: ChatRequest, engine: Engine) -> SamplingParams:
+    llm, limit = engine.config.llm, engine.config.serve.max_tokens_limit
+    field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    max_tokens = body.max_completion_tokens or body.max_tokens or llm.max_new_tokens
+    if max_tokens > limit:
+        raise ApiError(
+            400,
+            f"{field}={quoted(max_tokens)} is over this server's limit of {limit} (serve.max_tokens_limit)",
+            code="max_tokens_too_large",
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    temperature = llm.temperature if body.temperature is None else body.temperature
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        top_p=body.top_p or llm.top_p,
+        stop=stop,
+        seed=llm.seed if body.seed is None else body.seed,
+    )
+
+
+def usage_json(reply: Reply) -> dict[str, int]:
+    prompt = reply.usage.prompt_tokens if reply.usage else 0
+    completion_tokens = reply.usage.completion_tokens if reply.usage else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def sources_json(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {"number": s.number, "path": s.path, "chunk": s.chunk, "locator": s.locator, "score": s.score, "text": s.text}
+        for s in reply.sources
+    ]
+
+
+def finish_reason(reply: Reply) -> str:
+    return reply.usage.finish_reason if reply.usage else "stop"
+
+
+def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(reply)}
+        ],
+        "usage": usage_json(reply),
+        "sources": sources_json(reply),  # extra field: the official client keeps it in model_extra
+    }
+
+
+def gone() -> JSONResponse:
+    # Nobody reads this: the client hung up. It only ends the request cleanly.
+    return error(400, "the client closed the connection before the answer was complete", code="client_gone")
+
+
+async def whole_answer(reply: Reply, request: Request) -> str | None:
+    """The complete answer text, or None as soon as the client has gone (its generation is then stopped).
+
+    Piece by piece, as the streamed path does: a generator cannot be closed while another thread runs it,
+    so the disconnect is checked between pieces and the generator closed from here.
+    """
+    pieces, text = reply.pieces, []
+    try:
+        while (piece := await run_in_threadpool(next, pieces, END)) is not END:
+            text.append(piece)
+            if await request.is_disconnected():
+                return None
+        return "".join(text)
+    finally:
+        with anyio.CancelScope(shield=True):  # see stream_events
+            await run_in_threadpool(pieces.close)
+
+
+async def stream_events(
+    body: ChatRequest, reply: Reply, first: Any, request: Request, release: Any
+) -> AsyncIterator[str]:
+    """Server-sent events in the OpenAI chunk format; a disconnect stops generation and frees the slot."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    pieces, piece = reply.pieces, first
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while piece is not END:
+            yield chunk({"content": piece})
+            if await request.is_disconnected():
+                return
+            piece = await run_in_threadpool(next, pieces, END)
+        extra: dict[str, Any] = {"sources": sources_json(reply)}
+        if body.stream_options and body.stream_options.include_usage:
+            extra["usage"] = usage_json(reply)
+        yield chunk({}, finish_reason(reply), **extra)
+        yield "data: [DONE]\n\n"
+    except RagtuneError as exc:  # after the headers: the error travels as an event, as OpenAI's API does
+        yield f"data: {json.dumps({'error': {'message': public(str(exc)), 'type': 'server_error', 'code': None}})}\n\n"
+    finally:
+        # Shielded: on a disconnect this task is already cancelled, and an unshielded await would raise at
+        # once, leaving the model generating for nobody.
+        with anyio.CancelScope(shield=True):
+            try:
+                await run_in_threadpool(pieces.close)  # ends generation in its worker thread
+            finally:
+                release()
