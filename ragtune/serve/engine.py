@@ -7,7 +7,6 @@ which loads each adapter once, on first use, over the same base weights.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +21,7 @@ from models.paths import index_dir
 from rag.collection import current_generation
 from rag.pipeline import Answer, RagPipeline
 from rag.retrieve import Source, build_retriever
+from ragtune.serve.admission import Admission
 
 
 class UnknownModelError(InputError):
@@ -48,8 +48,14 @@ class Engine:
         self.lm = lm or load_language_model(config.llm)
         self.retriever = build_retriever(index_dir(config), config, self.embedder)
         self.fingerprint = base_fingerprint(self.lm.path)  # once: hashing a large local model is slow
-        self._admitted = 0
-        self._admission = threading.Lock()
+        self._admission = Admission(
+            config.serve.max_queue, lambda held: BusyError(f"{held} requests are already queued (serve.max_queue)")
+        )
+
+    @property
+    def queued(self) -> int:
+        """Requests admitted and not yet finished."""
+        return self._admission.held
 
     # -- model ids ---------------------------------------------------------------------------------
     def usable_adapters(self) -> list[str]:
@@ -77,19 +83,7 @@ class Engine:
     # -- admission ---------------------------------------------------------------------------------
     def admit(self) -> Callable[[], None]:
         """Take one of `serve.max_queue` places or raise BusyError at once; returns an idempotent release."""
-        with self._admission:
-            if self._admitted >= self.config.serve.max_queue:
-                raise BusyError(f"{self._admitted} requests are already queued (serve.max_queue)")
-            self._admitted += 1
-        released = threading.Event()
-
-        def release() -> None:
-            with self._admission:
-                if not released.is_set():
-                    released.set()
-                    self._admitted -= 1
-
-        return release
+        return self._admission.take()
 
     # -- generation ---------------------------------------------------------------------------------
     def _generator(self, adapter: str | None) -> Generator:

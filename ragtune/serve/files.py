@@ -26,6 +26,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from finetune.data import DataError, read_records
 from models.config import ServeConfig
 from models.storage import atomic_write_json, publish_dir, read_json, remove_stale_staging, staged_dir
+from ragtune.serve.admission import Admission
 from ragtune.serve.errors import ApiError
 from ragtune.serve.schemas import MAX_ID_CHARS, FileUpload, quoted
 
@@ -75,7 +76,16 @@ class FileStore:
         self.root = root
         self.limits = limits or ServeConfig()
         self._lock = threading.Lock()  # the quota check and the publish that uses it happen as one step
-        self._reading = 0  # uploads admitted and not yet stored or refused
+        # Uploads admitted and not yet stored or refused.
+        self._uploads = Admission(
+            self.limits.max_concurrent_uploads,
+            lambda held: ApiError(
+                429,
+                f"{held} uploads are already being processed (serve.max_concurrent_uploads); retry shortly",
+                kind="rate_limit_error",
+                code="busy",
+            ),
+        )
         remove_stale_staging(root)  # uploads cut off by a crash
         for leftover in root.glob(f".*{_DELETED}"):  # deletes cut off by a crash
             shutil.rmtree(leftover, ignore_errors=True)
@@ -97,27 +107,14 @@ class FileStore:
         return sorted(files, key=lambda f: f["created_at"], reverse=True)
 
     # -- admission and quota --------------------------------------------------------------------------
+    @property
+    def uploading(self) -> int:
+        """Uploads admitted and not yet stored or refused."""
+        return self._uploads.held
+
     def admit(self) -> Callable[[], None]:
         """Take one of serve.max_concurrent_uploads places or raise 429 at once; returns an idempotent release."""
-        with self._lock:
-            if self._reading >= self.limits.max_concurrent_uploads:
-                raise ApiError(
-                    429,
-                    f"{self._reading} uploads are already being processed (serve.max_concurrent_uploads); "
-                    "retry shortly",
-                    kind="rate_limit_error",
-                    code="busy",
-                )
-            self._reading += 1
-        released = threading.Event()
-
-        def release() -> None:
-            with self._lock:
-                if not released.is_set():
-                    released.set()
-                    self._reading -= 1
-
-        return release
+        return self._uploads.take()
 
     def check_room(self, incoming: int = 0) -> None:
         """403 when one more file of `incoming` bytes would pass serve.max_files or serve.max_upload_total_bytes."""

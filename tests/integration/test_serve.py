@@ -184,9 +184,9 @@ def test_a_disconnect_mid_stream_frees_the_model(server) -> None:
             if line.startswith("data: ") and '"content"' in line:
                 break  # hang up after the first piece
     deadline = time.monotonic() + 20
-    while engine._admitted and time.monotonic() < deadline:
+    while engine.queued and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert engine._admitted == 0
+    assert engine.queued == 0
     # The abandoned generation released the model: the next request is answered, not stuck behind it.
     short = {**body, "stream": False, "max_tokens": 2}
     response = httpx.post(
@@ -217,7 +217,7 @@ def test_fifty_concurrent_requests_get_answers_or_clean_429(server) -> None:
             assert data["choices"][0]["message"]["role"] == "assistant"
         else:
             assert data["error"]["type"] == "rate_limit_error"
-    assert engine._admitted == 0
+    assert engine.queued == 0
 
 
 def test_a_new_index_generation_is_served_without_restart(server, embedder) -> None:
@@ -277,4 +277,4 @@ def test_stream_errors_before_the_first_token_are_http_errors(tiny_lm_path: Path
                     model="rag", messages=[{"role": "user", "content": "q"}], stream=True
                 )
             )
-    assert engine._admitted == 0
+    assert engine.queued == 0

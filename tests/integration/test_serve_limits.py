@@ -72,9 +72,9 @@ def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(serve) ->
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/chat/completions", json=long, headers=AUTH, timeout=0.5)
     hung_up = time.monotonic()
-    while engine._admitted and time.monotonic() - hung_up < 6:
+    while engine.queued and time.monotonic() - hung_up < 6:
         time.sleep(0.02)
-    assert engine._admitted == 0  # its place in the queue is free
+    assert engine.queued == 0  # its place in the queue is free
     short = {"model": "base", "messages": HELLO, "max_tokens": 2}
     response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
     assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
@@ -234,7 +234,7 @@ def test_uploads_over_the_admission_limit_get_429(serve, tmp_path: Path) -> None
     sender.start()
     try:
         deadline = time.monotonic() + 20
-        while store._reading == 0:
+        while store.uploading == 0:
             assert time.monotonic() < deadline, "the slow upload was never admitted"
             time.sleep(0.02)
         with pytest.raises(openai.RateLimitError) as info:
@@ -247,7 +247,7 @@ def test_uploads_over_the_admission_limit_get_429(serve, tmp_path: Path) -> None
         sender.join(timeout=60)
     assert results[0].status_code == 200 and results[0].json()["filename"] == "slow.jsonl"
     assert upload(client, tmp_path / "third.jsonl").status == "processed"  # the place is free again
-    assert store._reading == 0
+    assert store.uploading == 0
 
 
 def test_an_unexpected_error_is_a_500_in_the_openai_shape_without_details() -> None:
