@@ -152,3 +152,31 @@ def test_odd_file_names_are_printed_escaped(tmp_path: Path, capsys) -> None:
     assert main(["docs", "list"]) == 0
     listing = capsys.readouterr().out
     assert "evil\\x0askipped fake.txt" in listing and "evil\nskipped" not in listing
+
+
+def test_a_docx_bomb_and_a_50_mb_text_cost_little_memory(tmp_path: Path) -> None:
+    from tests.reliability.documents import docx_with
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    empty_runs = b"<w:p><w:r><w:t></w:t></w:r><w:r><w:t></w:t></w:r></w:p>" * 320_000  # ~18 MB of XML
+    namespace = b'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    xml = b"<w:document " + namespace + b"><w:body>" + empty_runs + b"</w:body></w:document>"
+    bomb = docs / "bomb.docx"
+    bomb.write_bytes(docx_with(xml))
+    assert bomb.stat().st_size < 200_000  # a small file that expands a hundredfold
+    with open(docs / "huge.txt", "w") as handle:
+        for _ in range(50):
+            handle.write("All work and no play. " * 45_455 + "\n")  # 50 MB in all
+    (docs / "fine.txt").write_text("The reading room opens at nine.")
+    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-c", INGEST, str(docs)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    skipped = {Path(p).name: reason for p, reason in result["skipped"]}
+    assert "holds no text" in skipped["bomb.docx"]
+    assert "over rag.max_text_mb=20" in skipped["huge.txt"]
+    assert [Path(p).name for p in result["added"]] == ["fine.txt"]
+    assert result["peak_mb"] < 1500, result["peak_mb"]  # the embedder alone takes about 500 MB
