@@ -92,7 +92,9 @@ class RankingRetriever:
     stage = ""  # the key of the first stage's score in Source.scores
     lexical = False  # needs the lexical index
 
-    def __init__(self, index: CurrentIndex, config: Config, embedder: Embedder, reranker: Reranker | None = None):
+    def __init__(
+        self, index: CurrentIndex, config: Config, embedder: Embedder, reranker: Reranker | None = None
+    ) -> None:
         self.index, self.config, self.embedder, self.reranker = index, config, embedder, reranker
 
     def check(self) -> None:

@@ -75,6 +75,8 @@ class ChunkStore:
             self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
         self._context_column = "context" in columns  # stores written before contextual chunks lack it
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        self._lexical = self._db.execute(query, (LEXICAL_TABLE,)).fetchone() is not None
 
     def close(self) -> None:
         self._db.close()
@@ -92,8 +94,9 @@ class ChunkStore:
         if not self._context_column:
             self._db.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
             self._context_column = changed = True
-        if not self.has_lexical():
+        if not self._lexical:
             self._db.execute(_LEXICAL_SCHEMA)
+            self._lexical = True
             # Indexes every existing chunk from the content table: no document is read or embedded again.
             self._db.execute(f"INSERT INTO {LEXICAL_TABLE}({LEXICAL_TABLE}) VALUES ('rebuild')")
             changed = True
@@ -177,8 +180,7 @@ class ChunkStore:
         return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
     def has_lexical(self) -> bool:
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return self._db.execute(query, (LEXICAL_TABLE,)).fetchone() is not None
+        return self._lexical
 
     def lexical_rows(self) -> int:
         """Chunks the lexical index holds (its per-row size table has one row per indexed chunk)."""
