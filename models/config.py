@@ -21,7 +21,7 @@ Mode = Literal["base", "rag", "finetune", "hybrid"]
 # rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
 LLMBackend = Literal["transformers"]
 IndexBackend = Literal["hnswlib"]
-RetrieverKind = Literal["dense"]
+RetrieverKind = Literal["dense", "lexical", "hybrid"]
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -96,17 +96,55 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class HybridConfig:
+    # How the dense and the lexical rankings become one: rrf sums weight / (rrf_k + rank) over the two
+    # sides; weighted sums weight * score, each side's scores min-max normalised to 0..1 over its candidates.
+    method: Literal["rrf", "weighted"] = "rrf"
+    # rrf: larger k flattens the difference between the first ranks of each side.
+    rrf_k: int = 60
+    # Weight of the dense side in either method; the lexical side gets 1 - dense_weight.
+    dense_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.rrf_k > 0, "rag.hybrid.rrf_k", f"should be positive, got {self.rrf_k}")
+        _check(0 <= self.dense_weight <= 1, "rag.hybrid.dense_weight", f"should be in [0, 1], got {self.dense_weight}")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    # A local sentence-transformers cross-encoder folder that rescores the first stage's best candidates;
+    # null: no reranking.
+    model: str | None = None
+    # Candidates the cross-encoder rescores (never below rag.top_k).
+    candidates: int = 20
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.model is None or bool(self.model.strip()), "rag.rerank.model", "should be a folder or null")
+        _check(self.candidates > 0, "rag.rerank.candidates", f"should be positive, got {self.candidates}")
+
+
+@dataclass(frozen=True)
 class RagConfig:
     # Chunk length in embedder tokens, and the tokens shared by neighbouring chunks. Short chunks keep
     # a small LM's context focused on the fact asked about.
     chunk_tokens: int = 96
     chunk_overlap: int = 24
-    # How chunks are found: dense (embedding similarity in the vector index).
+    # Index and embed each chunk with its document's title and section heading path (pdf: its page);
+    # the text shown as a source stays the chunk alone. Fixed per index: changing it needs --rebuild.
+    contextual: bool = True
+    # How chunks are found: dense (embedding similarity in the vector index), lexical (BM25 over the
+    # chunks' words, numbers and codes) or hybrid (both rankings fused, see rag.hybrid).
     retriever: RetrieverKind = "dense"
-    # Chunks retrieved per question, and the lowest score a chunk may have to be used. The score is the
-    # retriever's final one: for dense, the similarity of index.space (cosine: -1..1, higher is closer).
+    # Chunks retrieved per question, and the lowest dense similarity a chunk may have to be used: whichever
+    # retriever found and ranked it, a chunk is kept only if its index.space similarity to the question
+    # (cosine: -1..1, higher is closer) is >= min_score, so one threshold means the same for all of them.
     top_k: int = 3
     min_score: float = 0.2
+    # Candidates each side (dense, lexical) hands to hybrid fusion (never below rag.top_k).
+    candidates: int = 20
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
     # LM tokens spent on retrieved text at most; lower-ranked chunks are dropped beyond it.
     max_context_tokens: int = 1500
     # Field holding the text of each record in `.jsonl` documents.
@@ -125,6 +163,7 @@ class RagConfig:
         )
         _check(self.top_k > 0, "rag.top_k", f"should be positive, got {self.top_k}")
         _check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
+        _check(self.candidates > 0, "rag.candidates", f"should be positive, got {self.candidates}")
         _check(
             self.max_context_tokens > 0, "rag.max_context_tokens", f"should be positive, got {self.max_context_tokens}"
         )

@@ -1,4 +1,4 @@
-"""Token-aware chunking with overlap: pure functions over text and token character offsets."""
+"""Token-aware chunking with overlap, and the context line a chunk is indexed with: pure functions."""
 
 from __future__ import annotations
 
@@ -97,3 +97,27 @@ def _window_end(text: str, base: int, window: int) -> int:
         return len(text)
     cut = max(text.rfind(" ", base + window // 2, end), text.rfind("\n", base + window // 2, end))
     return cut if cut > base else end
+
+
+def document_title(path: str) -> str:
+    """A document's title as its file name says it: `1973-oil-crisis.txt` -> `1973 oil crisis`."""
+    stem = path.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return " ".join(stem.replace("_", " ").replace("-", " ").split()) or stem
+
+
+def context_line(title: str, heading: str) -> str:
+    """What a chunk is indexed with besides its text: `title > heading > subheading` (pdf: `title > page 3`)."""
+    return " > ".join(part for part in (title, heading) if part)
+
+
+def with_context(context: str, text: str) -> str:
+    """The text embedded and scored for a chunk: its context line, a blank line, then the chunk."""
+    return f"{context}\n\n{text}" if context else text
+
+
+def fit_context(context: str, offsets: list[tuple[int, int]], budget: int) -> str:
+    """`context` cut after its first `budget` tokens (`offsets` are its tokens' character spans)."""
+    offsets = [(s, e) for s, e in offsets if e > s]
+    if budget <= 0:
+        return ""
+    return context if len(offsets) <= budget else context[: offsets[budget - 1][1]]

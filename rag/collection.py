@@ -2,8 +2,9 @@
 
 Layout under $RAGTUNE_HOME/indexes/NAME:
     CURRENT            "gen-000007": the generation readers use (replaced atomically)
-    gen-000007/        the vector index backend's own files, chunks.sqlite, config.yaml and
-                       manifest.json (sizes, sha256, counts, the index's backend and build settings)
+    gen-000007/        the vector index backend's own files, chunks.sqlite (chunks and their lexical
+                       index), config.yaml and manifest.json (sizes, sha256, counts, the index's backend
+                       and build settings, the lexical tokenizer, whether chunks carry their context)
     write.lock         held (flock) by the one writer
 
 A writer builds the next generation in a hidden staging folder and publishes it with two renames,
@@ -35,7 +36,7 @@ from models.storage import (
     verify_files,
 )
 from rag.index import IndexInfo, VectorIndex, create_index, index_class, manifest_section
-from rag.store import ChunkStore
+from rag.store import ChunkStore, lexical_problem, lexical_section
 
 # Format 1 gained the "index" section (backend, its files and build settings) without a bump: the files
 # are unchanged, and a manifest without the section is read as the backend that predates it.
@@ -111,6 +112,10 @@ def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
             f"{folder}: vectors ({index.count}), chunks ({chunks}) and manifest ({info.count}) disagree; "
             "rebuild with `ragtune ingest --rebuild DOCS`"
         )
+    # Indexes written before the lexical index have no section; they open for dense retrieval.
+    if "lexical" in manifest and (problem := lexical_problem(store, manifest["lexical"], generation, chunks)):
+        store.close()
+        raise IndexCorruptError(f"{folder}: {problem}; {_REBUILD}")
     return Snapshot(generation, folder, manifest, index, store)
 
 
@@ -152,6 +157,17 @@ def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) 
         )
 
 
+def check_contextual(manifest: dict[str, Any], contextual: bool, root: Path) -> None:
+    """Chunks with and without their context must not share an index: their vectors are not comparable."""
+    built = manifest.get("contextual", False)  # indexes from before the setting hold plain chunks
+    if built != contextual:
+        raise ConfigError(
+            f"index {root} was built with rag.contextual={str(built).lower()} but rag.contextual is "
+            f"{str(contextual).lower()}; set rag.contextual={str(built).lower()} or rebuild with "
+            "`ragtune ingest --rebuild DOCS`"
+        )
+
+
 @dataclass
 class Draft:
     """The next generation while it is being written."""
@@ -161,6 +177,7 @@ class Draft:
     store: ChunkStore
     base: str | None  # generation it started from
     extra: dict[str, Any] = field(default_factory=dict)
+    upgraded: bool = False  # the base lacked the lexical index, added now: worth publishing on its own
 
 
 class Writer:
@@ -187,9 +204,12 @@ class Writer:
                 store = ChunkStore(staging / STORE_FILE)
             else:
                 snapshot = open_snapshot(self.root, expectation(self.config, self.dim))
+                check_contextual(snapshot.manifest, self.config.rag.contextual, self.root)
                 index, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
-            self.draft = Draft(staging, index, store, base)
+            # A base written before the lexical index gets it now, from its own chunks (nothing re-embedded).
+            upgraded = store.upgrade() and base is not None
+            self.draft = Draft(staging, index, store, base, upgraded=upgraded)
             self._release = stack.pop_all()
         return self.draft
 
@@ -198,12 +218,15 @@ class Writer:
         assert draft is not None, "commit() outside the with-block"
         if draft.index.needs_compaction:
             draft.index = draft.index.compacted(draft.store.live_ids())
+        generation = f"gen-{_next_number(self.root):06d}"
+        # The store names its generation, so a chunks.sqlite (and its lexical index) moved elsewhere is caught.
+        draft.store.set_meta("generation", generation)
         draft.store.commit()
         section = draft.index.save(draft.staging)
         documents = len(draft.store.documents())
         count = draft.store.chunk_count()
+        lexical = lexical_section(draft.store)
         draft.store.close()
-        generation = f"gen-{_next_number(self.root):06d}"
         atomic_write_text(draft.staging / "config.yaml", to_yaml(self.config))
         atomic_write_json(
             draft.staging / MANIFEST,
@@ -217,6 +240,8 @@ class Writer:
                 "count": count,
                 "deleted": draft.index.deleted,
                 "documents": documents,
+                "contextual": self.config.rag.contextual,
+                "lexical": lexical,
                 "index": {"backend": self.config.index.backend, **section},
                 "files": describe_files(draft.staging, [*section["files"], STORE_FILE, "config.yaml"]),
                 "config": to_dict(self.config),

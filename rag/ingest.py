@@ -1,7 +1,11 @@
 """Ingest: walk -> read -> chunk -> embed -> commit one new index generation (rag/collection.py).
 
 Documents are keyed by resolved path and identified by content sha256: unchanged files are skipped,
-changed ones re-chunked and re-embedded, files gone from a walked root removed.
+changed ones re-chunked and re-embedded, files gone from a walked root removed. The lexical index lives
+in the chunk store and follows every add and remove in the same generation.
+
+With rag.contextual, each chunk is embedded and indexed as "title > heading path", a blank line, then
+its text; the store keeps the two apart, and a source shows the text alone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from models.embedding import Embedder
 from models.errors import ConfigError
 from models.paths import index_dir
 from models.storage import sha256_file
-from rag.chunk import chunk_long_text
+from rag.chunk import chunk_long_text, context_line, document_title, fit_context, with_context
 from rag.collection import Draft, Writer
 from rag.loaders import Section, UnreadableFileError, read_sections
 from rag.walk import inside, resolve_roots, walk_documents
@@ -51,7 +55,7 @@ class _Pending:
     root: str
     sha256: str
     size: int
-    chunks: list[tuple[str, str]]  # (locator, text)
+    chunks: list[tuple[str, str, str]]  # (locator, text, context)
 
 
 def ingest(
@@ -89,7 +93,7 @@ def ingest(
                 summary.removed.append(path)
         _embed_and_store(pending, draft, embedder, summary, progress)
         summary.total_chunks = draft.store.chunk_count()
-        if summary.added or summary.updated or summary.removed or draft.base is None:
+        if summary.added or summary.updated or summary.removed or draft.base is None or draft.upgraded:
             summary.generation = writer.commit()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -111,18 +115,31 @@ def _prepare(
     except OSError as exc:
         summary.skipped.append((key, f"cannot be read ({exc.strerror})"))
         return None
-    chunks = chunk_sections(sections, config, embedder)
+    chunks = chunk_document(sections, document_title(key), config, embedder)
     (summary.updated if known is not None else summary.added).append(key)
     return _Pending(key, str(root), digest, size, chunks)
 
 
 def chunk_sections(sections: list[Section], config: Config, embedder: Embedder) -> list[tuple[str, str]]:
     """(locator, text) chunks of a document, cut on the embedder's own tokens."""
+    return [(locator, text) for locator, text, _ in chunk_document(sections, "", config, embedder)]
+
+
+def chunk_document(
+    sections: list[Section], title: str, config: Config, embedder: Embedder
+) -> list[tuple[str, str, str]]:
+    """(locator, text, context) chunks of a document; context is "" unless rag.contextual."""
+    rag = config.rag
+    # The context shares the embedder's window with a chunk of up to rag.chunk_tokens, and is kept to at
+    # most half a chunk so that it names where the chunk stands without outweighing what it says.
+    budget = min(embedder.max_tokens - 2 - rag.chunk_tokens, rag.chunk_tokens // 2)
     chunks = []
     for section in sections:
-        rag = config.rag
+        context = context_line(title, section.heading) if rag.contextual else ""
+        if context:
+            context = fit_context(context, embedder.token_offsets(context), budget)
         pieces = chunk_long_text(section.text, embedder.token_offsets, rag.chunk_tokens, rag.chunk_overlap)
-        chunks.extend((section.locator, chunk.text) for chunk in pieces)
+        chunks.extend((section.locator, chunk.text, context) for chunk in pieces)
     return chunks
 
 
@@ -135,7 +152,7 @@ def _embed_and_store(
         for item in pending:
             draft.index.delete(draft.store.remove_document(item.path))
             ids = draft.store.add_document(item.path, item.root, item.sha256, item.size, item.chunks)
-            group.extend(zip(ids, (text for _, text in item.chunks)))
+            group.extend(zip(ids, (with_context(context, text) for _, text, context in item.chunks)))
             while len(group) >= _EMBED_GROUP:
                 _flush(group[:_EMBED_GROUP], draft, embedder, bar)
                 group = group[_EMBED_GROUP:]

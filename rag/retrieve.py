@@ -1,8 +1,11 @@
 """Retrieval behind one interface: a question in, numbered sources with their per-stage scores out.
 
 `RagPipeline` and the app see only `Retriever.retrieve(question) -> Retrieval`; each way of finding
-chunks is one class registered in RETRIEVERS and chosen by `rag.retriever`. A source's `score` is the
-retriever's final score, the one `rag.min_score` applies to; `scores` keeps every stage's own.
+chunks is one class registered in RETRIEVERS and chosen by `rag.retriever`. Every retriever runs the
+same stages: rank candidates (dense, lexical, or both fused), rerank them with a cross-encoder when
+`rag.rerank.model` names one, keep the best `rag.top_k`, then drop those whose dense similarity to the
+question is below `rag.min_score` (computed from the stored vectors when the dense side did not find
+them), so one threshold means the same thing whichever retriever ranked the chunks.
 """
 
 from __future__ import annotations
@@ -13,10 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from models.config import Config
 from models.embedding import Embedder
-from models.errors import ConfigError, IndexCorruptError
+from models.errors import ConfigError, IndexCorruptError, IndexMissingError
+from rag import fusion
 from rag.collection import Snapshot, current_generation, expectation, missing_index, open_snapshot
+from rag.lexical import match_expression
+from rag.rerank import Reranker, load_reranker
+from rag.store import StoredChunk
+
+Scores = dict[int, dict[str, float]]  # chunk id -> {stage: score}
 
 
 @dataclass(frozen=True)
@@ -25,16 +36,18 @@ class Source:
     path: str
     chunk: int
     locator: str
-    score: float  # the retriever's final score (what rag.min_score is compared with)
+    score: float  # the last stage's score, the order of the sources (rerank, fused, lexical or dense)
     text: str
-    scores: dict[str, float] = field(default_factory=dict)  # each stage's score, e.g. {"dense": 0.61}
+    # Each stage's score, e.g. {"dense": 0.61, "lexical": 7.2, "fused": 0.016, "rerank": 0.93}; "dense"
+    # (the index.space similarity) is the one rag.min_score applies to, present for every retriever.
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Retrieval:
     sources: list[Source]
     generation: str  # the index generation searched
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, e.g. embed_s, search_s
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: embed_s, search_s, rerank_s
 
 
 class Retriever(Protocol):
@@ -73,43 +86,166 @@ class CurrentIndex:
             return self._snapshot
 
 
-class DenseRetriever:
-    """Embed the question, take the rag.top_k nearest chunk vectors, keep those scoring >= rag.min_score."""
+class RankingRetriever:
+    """The stages every retriever shares; a subclass says how the first candidates are ranked (`rank`)."""
 
-    def __init__(self, index: CurrentIndex, config: Config, embedder: Embedder) -> None:
-        self.index, self.config, self.embedder = index, config, embedder
+    stage = ""  # the key of the first stage's score in Source.scores
+    lexical = False  # needs the lexical index
+
+    def __init__(
+        self, index: CurrentIndex, config: Config, embedder: Embedder, reranker: Reranker | None = None
+    ) -> None:
+        self.index, self.config, self.embedder, self.reranker = index, config, embedder, reranker
 
     def check(self) -> None:
-        self.index.snapshot()
+        self._snapshot()
+
+    def rank(self, snapshot: Snapshot, question: str, vector: np.ndarray, depth: int) -> tuple[list[int], Scores]:
+        """Up to `depth` candidate ids (more for fusion), best first, and each one's stage scores."""
+        raise NotImplementedError
 
     def retrieve(self, question: str) -> Retrieval:
-        snapshot = self.index.snapshot()
+        snapshot, rag = self._snapshot(), self.config.rag
         timings: dict[str, float] = {}
         started = time.perf_counter()
         vector = self.embedder.encode([question])[0]
         timings["embed_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        labels, scores = snapshot.index.search(vector, self.config.rag.top_k)
-        chunks = snapshot.store.chunks([int(label) for label in labels])
+        depth = max(rag.top_k, rag.rerank.candidates if self.reranker else 0)
+        ranked, scores = self.rank(snapshot, question, vector, depth)
+        chunks = snapshot.store.chunks(ranked[:depth])
+        ranked = [i for i in ranked[:depth] if i in chunks]  # a label whose chunk is gone is never shown
+        final = self.stage
         timings["search_s"] = time.perf_counter() - started
+        if self.reranker is not None:
+            started = time.perf_counter()
+            ranked = self._rerank(question, ranked, chunks, scores)
+            timings["rerank_s"], final = time.perf_counter() - started, "rerank"
+        ranked = ranked[: rag.top_k]
+        self._complete(snapshot, question, vector, ranked, scores)
         sources: list[Source] = []
-        for label, raw in zip(labels, scores):
-            chunk = chunks.get(int(label))
-            score = round(float(raw), 4)
-            if chunk is not None and raw >= self.config.rag.min_score:
+        for chunk_id in ranked:
+            chunk, own = chunks[chunk_id], scores[chunk_id]
+            if own["dense"] >= rag.min_score:
                 number = len(sources) + 1
-                sources.append(
-                    Source(number, chunk.path, chunk.ordinal, chunk.locator, score, chunk.text, {"dense": score})
-                )
+                sources.append(Source(number, chunk.path, chunk.ordinal, chunk.locator, own[final], chunk.text, own))
         return Retrieval(sources, snapshot.generation, timings)
 
+    def _snapshot(self) -> Snapshot:
+        snapshot = self.index.snapshot()
+        if self.lexical and "lexical" not in snapshot.manifest:
+            raise IndexMissingError(
+                f"index {self.index.root} has no lexical index, which rag.retriever={self.config.rag.retriever} "
+                "needs (it was built by an earlier version); run `ragtune ingest DOCS` once to add it, "
+                "or set rag.retriever=dense"
+            )
+        return snapshot
 
-RETRIEVERS = {"dense": DenseRetriever}
+    def _rerank(self, question: str, ranked: list[int], chunks: dict[int, StoredChunk], scores: Scores) -> list[int]:
+        assert self.reranker is not None
+        rescored = self.reranker.score(question, [chunks[i].indexed_text for i in ranked])
+        for chunk_id, value in zip(ranked, rescored):
+            scores[chunk_id]["rerank"] = round(float(value), 4)
+        order = sorted(range(len(ranked)), key=lambda n: (-float(rescored[n]), n))  # ties keep the first order
+        return [ranked[n] for n in order]
+
+    def _complete(self, snapshot: Snapshot, question: str, vector: np.ndarray, ids: list[int], scores: Scores) -> None:
+        """Give each final chunk the scores of the stages that did not find it: dense always, lexical in hybrid."""
+        lacking = [i for i in ids if "dense" not in scores[i]]
+        if lacking:
+            try:
+                stored = snapshot.index.vectors(lacking)
+            except (RuntimeError, KeyError):
+                raise IndexCorruptError(
+                    f"{snapshot.folder}: the lexical index names chunks the vector index lacks; "
+                    "rebuild with `ragtune ingest --rebuild DOCS`"
+                ) from None
+            for chunk_id, value in zip(lacking, similarity(snapshot.index.space, vector, stored)):
+                scores[chunk_id]["dense"] = round(float(value), 4)
+        lacking = [i for i in ids if "lexical" not in scores[i]] if self.lexical else []
+        expression = match_expression(question) if lacking else None
+        found = dict(snapshot.store.search_lexical(expression, len(lacking), lacking)) if expression else {}
+        for chunk_id in lacking:
+            scores[chunk_id]["lexical"] = round(found.get(chunk_id, 0.0), 4)  # 0: none of its words match
+
+
+def dense_ranking(snapshot: Snapshot, vector: np.ndarray, depth: int) -> tuple[list[int], Scores]:
+    labels, found = snapshot.index.search(vector, depth)
+    ranked = [int(label) for label in labels]
+    return ranked, {i: {"dense": round(float(s), 4)} for i, s in zip(ranked, found)}
+
+
+def lexical_ranking(snapshot: Snapshot, question: str, depth: int) -> tuple[list[int], Scores]:
+    expression = match_expression(question)
+    hits = snapshot.store.search_lexical(expression, depth) if expression else []
+    return [i for i, _ in hits], {i: {"lexical": round(s, 4)} for i, s in hits}
+
+
+class DenseRetriever(RankingRetriever):
+    """The chunk vectors nearest the question's embedding."""
+
+    stage = "dense"
+
+    def rank(self, snapshot: Snapshot, question: str, vector: np.ndarray, depth: int) -> tuple[list[int], Scores]:
+        return dense_ranking(snapshot, vector, depth)
+
+
+class LexicalRetriever(RankingRetriever):
+    """BM25 over the chunks' words, numbers and codes (the lexical index in chunks.sqlite)."""
+
+    stage = "lexical"
+    lexical = True
+
+    def rank(self, snapshot: Snapshot, question: str, vector: np.ndarray, depth: int) -> tuple[list[int], Scores]:
+        return lexical_ranking(snapshot, question, depth)
+
+
+class HybridRetriever(RankingRetriever):
+    """The dense and the lexical rankings of rag.candidates each, fused as rag.hybrid says."""
+
+    stage = "fused"
+    lexical = True
+
+    def rank(self, snapshot: Snapshot, question: str, vector: np.ndarray, depth: int) -> tuple[list[int], Scores]:
+        rag = self.config.rag
+        each = max(depth, rag.candidates)
+        dense_ranked, scores = dense_ranking(snapshot, vector, each)
+        lexical_ranked, lexical = lexical_ranking(snapshot, question, each)
+        for chunk_id, own in lexical.items():
+            scores.setdefault(chunk_id, {}).update(own)
+        dense = [(i, scores[i]["dense"]) for i in dense_ranked]
+        words = [(i, scores[i]["lexical"]) for i in lexical_ranked]
+        if rag.hybrid.method == "rrf":
+            fused = fusion.rrf(dense, words, rag.hybrid.rrf_k, rag.hybrid.dense_weight)
+        else:
+            fused = fusion.weighted(dense, words, rag.hybrid.dense_weight)
+        for chunk_id, value in fused:
+            scores[chunk_id]["fused"] = round(value, 6)  # rrf scores are small: 4 places would tie them
+        return [i for i, _ in fused], scores
+
+
+def similarity(space: str, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The vector index's score (higher is closer) of each row of `vectors` against `query`."""
+    query, vectors = np.asarray(query, dtype=np.float32), np.asarray(vectors, dtype=np.float32)
+    if space == "l2":
+        return -np.sum((vectors - query) ** 2, axis=1)
+    if space == "cosine":
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors @ query
+
+
+RETRIEVERS: dict[str, type[RankingRetriever]] = {
+    "dense": DenseRetriever,
+    "lexical": LexicalRetriever,
+    "hybrid": HybridRetriever,
+}
 
 
 def build_retriever(root: Path, config: Config, embedder: Embedder) -> Retriever:
-    """The retriever `rag.retriever` names, over the index at `root`."""
+    """The retriever `rag.retriever` names, over the index at `root`, with its reranker loaded if any."""
     cls = RETRIEVERS.get(config.rag.retriever)
     if cls is None:
         raise ConfigError(f"rag.retriever: should be one of {', '.join(RETRIEVERS)}, got {config.rag.retriever!r}")
-    return cls(CurrentIndex(root, config, embedder.dim), config, embedder)
+    reranker = load_reranker(config.rag.rerank) if config.rag.rerank.model else None
+    return cls(CurrentIndex(root, config, embedder.dim), config, embedder, reranker)

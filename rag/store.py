@@ -1,11 +1,27 @@
-"""Chunk store: SQLite tables of documents and chunks; a chunk's id is its label in the vector index."""
+"""Chunk store: SQLite tables of documents and chunks, and their lexical index (FTS5) in the same file.
+
+A chunk's id is its label in the vector index and its rowid in the lexical index. The lexical index is
+an FTS5 table over the chunks table's own columns (external content), so the words are stored once and
+the index travels inside chunks.sqlite: hashed by the manifest and published with the vectors.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from rag.chunk import with_context
+
+# Words are split on anything but letters and digits, folded to lower case and ASCII, and stemmed;
+# a code such as XK-42.7 becomes the tokens xk 42 7, which a quoted query matches as that sequence.
+TOKENIZER = "porter unicode61 remove_diacritics 2"
+LEXICAL_TABLE = "chunks_fts"
+# BM25 weights of the context column (title and headings, repeated on every chunk of a section) and
+# of the chunk's own text: a word in the text counts more than one in its headings.
+_BM25 = f"bm25({LEXICAL_TABLE}, 0.5, 1.0)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -13,10 +29,17 @@ CREATE TABLE IF NOT EXISTS documents (
     chunks INTEGER NOT NULL, ingested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL, ordinal INTEGER NOT NULL, locator TEXT NOT NULL,
-    text TEXT NOT NULL);
+    text TEXT NOT NULL, context TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_LEXICAL_SCHEMA = (
+    f"CREATE VIRTUAL TABLE {LEXICAL_TABLE} USING fts5(context, text, content='chunks', content_rowid='id', "
+    f"tokenize='{TOKENIZER}')"
+)
+
+# A chunk as ingest hands it over: (locator, text) or (locator, text, context).
+NewChunk = tuple[str, str] | tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -35,7 +58,13 @@ class StoredChunk:
     path: str
     ordinal: int
     locator: str
-    text: str
+    text: str  # what a source shows
+    context: str = ""  # title and heading path it was indexed with ("" when not contextual)
+
+    @property
+    def indexed_text(self) -> str:
+        """The text embedded and scored: the context line, then the chunk."""
+        return with_context(self.context, self.text)
 
 
 class ChunkStore:
@@ -44,6 +73,10 @@ class ChunkStore:
         self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         if not readonly:
             self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
+        self._context_column = "context" in columns  # stores written before contextual chunks lack it
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        self._lexical = self._db.execute(query, (LEXICAL_TABLE,)).fetchone() is not None
 
     def close(self) -> None:
         self._db.close()
@@ -54,6 +87,20 @@ class ChunkStore:
         self._db.backup(target)
         target.close()
         return ChunkStore(path)
+
+    def upgrade(self) -> bool:
+        """Add what stores from earlier versions lack (the context column, the lexical index); True if any."""
+        changed = False
+        if not self._context_column:
+            self._db.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+            self._context_column = changed = True
+        if not self._lexical:
+            self._db.execute(_LEXICAL_SCHEMA)
+            self._lexical = True
+            # Indexes every existing chunk from the content table: no document is read or embedded again.
+            self._db.execute(f"INSERT INTO {LEXICAL_TABLE}({LEXICAL_TABLE}) VALUES ('rebuild')")
+            changed = True
+        return changed
 
     def documents(self) -> list[Document]:
         rows = self._db.execute("SELECT path, root, sha256, size, chunks, ingested_at FROM documents ORDER BY path")
@@ -68,12 +115,13 @@ class ChunkStore:
     def chunk_ids(self, path: str) -> list[int]:
         return [row[0] for row in self._db.execute("SELECT id FROM chunks WHERE path = ?", (path,))]
 
-    def chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
+    def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         found: dict[int, StoredChunk] = {}
+        context = "context" if self._context_column else "''"
         for start in range(0, len(ids), 500):  # stay under SQLite's limit on bound parameters
-            batch = ids[start : start + 500]
+            batch = list(ids[start : start + 500])
             marks = ",".join("?" * len(batch))
-            query = f"SELECT id, path, ordinal, locator, text FROM chunks WHERE id IN ({marks})"
+            query = f"SELECT id, path, ordinal, locator, text, {context} FROM chunks WHERE id IN ({marks})"
             found.update((row[0], StoredChunk(*row)) for row in self._db.execute(query, batch))
         return found
 
@@ -85,25 +133,44 @@ class ChunkStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
         return int(row[0]) if row else 0
 
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def remove_document(self, path: str) -> list[int]:
         ids = self.chunk_ids(path)
+        if self.has_lexical():
+            # External content: FTS5 forgets a row only when told the exact values it indexed.
+            self._db.execute(
+                f"INSERT INTO {LEXICAL_TABLE}({LEXICAL_TABLE}, rowid, context, text) "
+                "SELECT 'delete', id, context, text FROM chunks WHERE path = ?",
+                (path,),
+            )
         self._db.execute("DELETE FROM chunks WHERE path = ?", (path,))
         self._db.execute("DELETE FROM documents WHERE path = ?", (path,))
         return ids
 
-    def add_document(self, path: str, root: str, sha256: str, size: int, chunks: list[tuple[str, str]]) -> list[int]:
-        """Store a document's (locator, text) chunks; returns their new ids."""
+    def add_document(self, path: str, root: str, sha256: str, size: int, chunks: Sequence[NewChunk]) -> list[int]:
+        """Store a document's (locator, text[, context]) chunks and index their words; returns their new ids."""
         first = self.next_id()
         ids = list(range(first, first + len(chunks)))
+        rows = [(i, path, n, *_fields(chunk)) for n, (i, chunk) in enumerate(zip(ids, chunks))]
         self._db.executemany(
-            "INSERT INTO chunks (id, path, ordinal, locator, text) VALUES (?, ?, ?, ?, ?)",
-            [(i, path, n, loc, text) for n, (i, (loc, text)) in enumerate(zip(ids, chunks))],
+            "INSERT INTO chunks (id, path, ordinal, locator, text, context) VALUES (?, ?, ?, ?, ?, ?)", rows
         )
+        if self.has_lexical():
+            self._db.executemany(
+                f"INSERT INTO {LEXICAL_TABLE}(rowid, context, text) VALUES (?, ?, ?)",
+                [(row[0], row[5], row[4]) for row in rows],
+            )
         self._db.execute(
             "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?)",
             (path, root, sha256, size, len(chunks), time.time()),
         )
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(first + len(chunks)),))
+        self.set_meta("next_id", str(first + len(chunks)))
         return ids
 
     def commit(self) -> None:
@@ -111,3 +178,54 @@ class ChunkStore:
 
     def chunk_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def has_lexical(self) -> bool:
+        return self._lexical
+
+    def lexical_rows(self) -> int:
+        """Chunks the lexical index holds (its per-row size table has one row per indexed chunk)."""
+        return self._db.execute(f"SELECT COUNT(*) FROM {LEXICAL_TABLE}_docsize").fetchone()[0]
+
+    def search_lexical(
+        self, expression: str, limit: int, among: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) of the best `limit` matches of an FTS5 expression (only `among` these ids
+        when given); higher is better."""
+        query = f"SELECT rowid, {_BM25} FROM {LEXICAL_TABLE} WHERE {LEXICAL_TABLE} MATCH ?"
+        if among is None:
+            rows = self._db.execute(f"{query} ORDER BY {_BM25} LIMIT ?", (expression, limit)).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(among), 500):  # stay under SQLite's limit on bound parameters
+                batch = list(among[start : start + 500])
+                marks = ",".join("?" * len(batch))
+                rows += self._db.execute(f"{query} AND rowid IN ({marks})", (expression, *batch)).fetchall()
+            rows = sorted(rows, key=lambda row: row[1])[:limit]
+        # SQLite's bm25() is negative, lower for better matches: flipped so every stage's score rises.
+        return [(int(row[0]), -float(row[1])) for row in rows]
+
+
+def _fields(chunk: NewChunk) -> tuple[str, str, str]:
+    return (chunk[0], chunk[1], chunk[2] if len(chunk) > 2 else "")  # type: ignore[misc]
+
+
+def lexical_section(store: ChunkStore) -> dict[str, object]:
+    """The manifest's record of the lexical index, checked against the file on every open."""
+    return {"table": LEXICAL_TABLE, "tokenizer": TOKENIZER, "rows": store.lexical_rows()}
+
+
+def lexical_problem(store: ChunkStore, section: object, generation: str, chunks: int) -> str | None:
+    """What makes the lexical index unusable with these vectors and chunks, or None when it is in step."""
+    if not isinstance(section, dict) or type(section.get("rows")) is not int:
+        return "the manifest's lexical section is malformed"
+    if section.get("tokenizer") != TOKENIZER or section.get("table") != LEXICAL_TABLE:
+        return f"its lexical index was built with tokenizer {section.get('tokenizer')!r}, not {TOKENIZER!r}"
+    if not store.has_lexical():
+        return "chunks.sqlite lacks the lexical index its manifest records"
+    marker = store.meta("generation")
+    if marker != generation:
+        return f"chunks.sqlite was written for generation {marker!r}, not {generation}"
+    rows = store.lexical_rows()
+    if not rows == section["rows"] == chunks:
+        return f"the lexical index ({rows} rows), manifest ({section['rows']}) and chunks ({chunks}) disagree"
+    return None

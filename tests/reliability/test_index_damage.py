@@ -240,3 +240,65 @@ def test_the_server_reports_a_damaged_index_as_503_and_health_still_answers(buil
     assert str(tiny_lm_path) not in health.text  # no server paths to a caller without a key
     assert chat.status_code == 503 and chat.json()["error"]["code"] == "index_unavailable"
     assert str(folder.parent) not in chat.text  # nor in error bodies
+
+
+def rehash(folder: Path) -> None:
+    """Make the manifest vouch for the files as they now are, so only the lexical checks can catch the change."""
+    from models.storage import describe_files
+
+    edit_manifest(folder, lambda m: m.update(files=describe_files(folder, list(m["files"]))))
+
+
+def edit_store(folder: Path, *statements: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(folder / "chunks.sqlite")
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_a_lexical_index_missing_a_row_is_out_of_step(built) -> None:
+    folder, expect = built
+    n = json.loads((folder / "manifest.json").read_text())["count"]
+    edit_store(
+        folder,
+        "INSERT INTO chunks_fts(chunks_fts, rowid, context, text) "
+        "SELECT 'delete', id, context, text FROM chunks ORDER BY id LIMIT 1",
+    )
+    rehash(folder)
+    message = rf"the lexical index \({n - 1} rows\), manifest \({n}\) and chunks \({n}\) disagree; rebuild"
+    with pytest.raises(IndexCorruptError, match=message):
+        open_snapshot(folder.parent, expect)
+
+
+def test_a_chunk_store_from_another_generation_is_refused(built) -> None:
+    folder, expect = built
+    edit_store(folder, "UPDATE meta SET value = 'gen-000099' WHERE key = 'generation'")
+    rehash(folder)
+    with pytest.raises(IndexCorruptError, match=rf"written for generation 'gen-000099', not {folder.name}; rebuild"):
+        open_snapshot(folder.parent, expect)
+
+
+def test_a_dropped_lexical_table_is_refused(built) -> None:
+    folder, expect = built
+    edit_store(folder, "DROP TABLE chunks_fts")
+    rehash(folder)
+    with pytest.raises(IndexCorruptError, match="lacks the lexical index its manifest records"):
+        open_snapshot(folder.parent, expect)
+
+
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ({"table": "chunks_fts", "tokenizer": "trigram", "rows": 1}, "built with tokenizer 'trigram'"),
+        ({"table": "chunks_fts", "tokenizer": "porter unicode61 remove_diacritics 2"}, "lexical section is malformed"),
+        ("yes", "lexical section is malformed"),
+    ],
+)
+def test_a_damaged_lexical_section_of_the_manifest(built, section, message: str) -> None:
+    folder, expect = built
+    edit_manifest(folder, lambda m: m.update(lexical=section))
+    with pytest.raises(IndexCorruptError, match=message):
+        open_snapshot(folder.parent, expect)
