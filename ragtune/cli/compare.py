@@ -23,7 +23,9 @@ RAG or fine-tuning, measured on your documents and questions. Every path answers
             distractors) when the pairs name their source (`doc` or `chunk`), else the finetune one
 The report gives accuracy with 95% intervals and paired differences, latency, one-off cost (indexing,
 synthesis, training, peak RAM, disk, trainable parameters) and, with --update-docs, how long each path
-takes to answer questions on new documents and what it then gets right on the old ones. A verdict
+takes to answer questions on new documents and what it then gets right on the old ones. With gold
+documents, retrieval is scored per chunk (document and evidence hit@1/5/10, MRR); --retriever auto
+first scores every retrieval setting without the LM and lets rag and hybrid use the best. A verdict
 paragraph is written from those numbers. Output: OUT/report.md, report.html (self-contained),
 results.json, answers/*/answers.jsonl and the chart PNGs.
 """
@@ -35,6 +37,9 @@ examples:
       --train-data examples/train.jsonl --update-docs examples/update/docs \\
       --update-questions examples/update/questions.jsonl \\
       --update-train-data examples/update/train.jsonl -o reports/example
+
+  # rag and hybrid retrieve with the setting that finds the most evidence (scored first, no LM)
+  ragtune compare --docs DOCS --questions q.jsonl --train-data train.jsonl --retriever auto -o reports/auto
 
   # no training file: question/answer pairs synthesised from the documents by the local LM
   ragtune compare --docs DOCS --questions q.jsonl --synth -o reports/run1
@@ -68,6 +73,13 @@ def add_parsers(sub: Subcommands) -> None:
     p.add_argument(
         "--update-train-data", type=Path, metavar="FILE", help="training pairs for the new documents (or --synth)"
     )
+    p.add_argument(
+        "--retriever",
+        choices=("configured", "auto"),
+        default="configured",
+        help="configured: rag and hybrid retrieve as the config says (default); auto: score every retrieval "
+        "setting first (`eval --retrieval-only`, no LM) and let rag and hybrid use the best on evidence hit@5",
+    )
     add_sample(p, "the report")
     add_out(p, "DIR", "report folder (resumed if present)")
 
@@ -75,10 +87,15 @@ def add_parsers(sub: Subcommands) -> None:
         sub,
         "eval",
         help="score the configured mode on a question set",
-        description="Answer every question of a JSONL question set (question, answers, optional doc, choices, id) "
-        "with the configured mode and report exact match, token F1, answer-contained, choice accuracy and macro-F1 "
-        "(closed sets), hit@k and MRR (when gold documents are known), refusals and latency, each mean with a "
-        "bootstrap 95%% interval. Index the documents first (`ragtune ingest DOCS`) for the rag and hybrid modes.",
+        description="Answer every question of a JSONL question set (question, answers, optional doc or docs, "
+        "choices, id) with the configured mode and report exact match, token F1, answer-contained, choice accuracy "
+        "and macro-F1 (closed sets), refusals and latency; when gold documents are known, retrieval per chunk: "
+        "document hit@1/5/10, evidence hit@1/5/10 (a top-k chunk from a gold document holds an accepted answer) "
+        "and MRR, scored on a second retrieval of 10 chunks beside the answer's own rag.top_k. Each mean has "
+        "a bootstrap 95%% interval. --retrieval-only scores every retrieval setting instead, without the LM. "
+        "Index the documents first (`ragtune ingest DOCS`) for the rag and hybrid modes.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--questions", required=True, type=Path, metavar="FILE", help="question set (.jsonl)")
     p.add_argument(
@@ -92,20 +109,37 @@ def add_parsers(sub: Subcommands) -> None:
         metavar="DIR",
         help="folder the questions' `doc` paths are relative to (default: docs/ beside FILE)",
     )
+    p.add_argument(
+        "--retrieval-only",
+        action="store_true",
+        help="score every registered retrieval setting on the current index, without loading the LM; "
+        "prints a table per setting and the best on evidence hit@5 with paired intervals",
+    )
     add_sample(p, "the results")
-    add_out(p, "DIR", "write results.json and answers.jsonl here", required=False)
+    add_out(p, "DIR", "write results.json (and answers.jsonl) here", required=False)
     p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
 
 
+EVAL_EPILOG = """\
+examples:
+  ragtune eval --questions examples/questions.jsonl                 # the configured mode, gold docs in examples/docs
+  ragtune eval --questions q.jsonl --docs DOCS --retrieval-only     # which retriever finds the evidence? no LM
+  ragtune eval --questions q.jsonl --docs DOCS --retrieval-only --set rag.rerank.model=FOLDER -o runs/retrieval
+"""
+
+
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
-    from ragtune.app import build_pipeline
-    from ragtune.compare.evaluate import aggregate, answers_jsonl, evaluate
+    from ragtune.app import build_pipeline, require_adapter
+    from ragtune.compare.evaluate import aggregate, answers_jsonl, evaluate, scoring_retriever
     from ragtune.compare.questions import read_questions, sample
 
+    if args.retrieval_only:
+        return cmd_eval_retrieval(args, config)
     questions = sample(read_questions(args.questions), args.limit, args.seed)
     docs_root = args.docs or args.questions.parent / "docs"
     path = args.path or config.mode
     mode = answer_mode(path)
+    rank = None
     if not (mode.retrieves or mode.adapted):  # base: the LM alone, closed book
         from ragtune.app import build_generator
         from ragtune.closed_book import ClosedBookPipeline
@@ -113,13 +147,21 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         pipeline = ClosedBookPipeline(config, build_generator(replace(config, mode="rag"), progress=not args.json))
     else:
         config = replace(config, mode=path)
-        pipeline = build_pipeline(config, progress=not args.json)
+        require_adapter(config)  # before any model loads
+        embedder = None
+        if mode.retrieves:  # one embedder for the answer's retriever and the deeper one scored
+            from models.embedding import build_embedder
+
+            embedder = build_embedder(config.embedder)
+            rank = scoring_retriever(config, embedder).retrieve
+        pipeline = build_pipeline(config, embedder=embedder, progress=not args.json)
     started = time.perf_counter()
     scored = evaluate(
         questions,
         pipeline.answer,
         docs_root=docs_root if docs_root.is_dir() else None,
         retrieves=mode.retrieves,
+        rank=rank,
     )
     results = {
         **aggregate(questions, scored, config.rag.top_k),
@@ -137,6 +179,72 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     print_summary(results)
     if args.out:
         print(f"wrote {args.out / 'results.json'} and {args.out / 'answers.jsonl'}")
+    return 0
+
+
+def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
+    """`eval --retrieval-only`: every retrieval setting scored over the configured index; no LM is loaded."""
+    from models.config import load_config
+    from models.embedding import build_embedder
+    from models.errors import InputError
+    from models.paths import index_dir
+    from rag.collection import current_generation, missing_index
+    from rag.retrieve import RETRIEVERS
+    from ragtune.compare.evidence import DEPTH
+    from ragtune.compare.questions import read_questions, sample
+    from ragtune.compare.retrieval import score_settings, summary_lines
+    from ragtune.compare.settings import retrieval_settings
+
+    if args.path is not None:
+        raise InputError("--path and --retrieval-only do not go together: retrieval-only scores no answers; drop one")
+    questions = sample(read_questions(args.questions), args.limit, args.seed)
+    docs_root = args.docs or args.questions.parent / "docs"
+    if not docs_root.is_dir():
+        raise InputError(f"--docs {docs_root}: not a folder; give the folder the questions' `doc` paths start from")
+    if current_generation(index_dir(config)) is None:
+        raise missing_index(index_dir(config))
+    depth = max(config.rag.top_k, DEPTH)
+
+    def make_config(extra: list[str]) -> Config:
+        # The setting's overrides after the user's: the setting decides what it varies, the user the rest.
+        return load_config(args.config, [*args.overrides, *extra, f"rag.top_k={depth}"])
+
+    started = time.perf_counter()
+    scored = score_settings(
+        retrieval_settings(RETRIEVERS, config),
+        make_config,
+        questions,
+        docs_root,
+        build_embedder(config.embedder),
+        progress=not args.json,
+    )
+    results = {
+        "path": "retrieval-only",
+        **scored,
+        "seconds": round(time.perf_counter() - started, 2),
+        "index": config.index.name,
+        "sample": {"file": str(args.questions), "limit": args.limit, "seed": args.seed},
+        "config": to_dict(config),
+    }
+    if args.out:
+        atomic_write_json(args.out / "results.json", results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    ran = sum(e["status"] == "done" for e in results["settings"].values())
+    print(
+        f"retrieval-only: {results['scored_questions']} of {results['questions']} questions name gold documents; "
+        f"index {results['index']}; settings: {ran} scored, {len(results['settings']) - ran} skipped, "
+        f"in {results['seconds']:.0f}s\n"
+    )
+    print("\n".join(summary_lines(results)))
+    if results["missing_gold_files"]:
+        print(
+            f"warning: {results['missing_gold_files']} gold documents are not under {docs_root} "
+            f"(e.g. {results['missing_gold_examples'][0]}); questions on them count as misses"
+        )
+    if args.out:
+        print(f"wrote {args.out / 'results.json'}")
     return 0
 
 
@@ -179,6 +287,7 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
         update_train_data=args.update_train_data,
         limit=args.limit,
         seed=args.seed,
+        retriever=args.retriever,
         command=shlex.join(["ragtune", *sys.argv[1:]]),
     )
     run_compare(spec, config)

@@ -1,7 +1,8 @@
 """Compare the base, RAG, fine-tuned and hybrid paths on the same questions.
 
-questions and spec check the inputs; evaluate and metrics score one path; phases and runner build what
-each path needs (index, training data, adapters) and reuse it by the hash of its inputs; progress holds
-what finished; results, figures, charts, verdict and report turn that into results.json, report.md
-and report.html.
+questions and spec check the inputs; evaluate, metrics and evidence (retrieval per chunk) score one path;
+phases and runner build what each path needs (index, training data, adapters) and reuse it by the hash
+of its inputs; settings, retrieval and choice score retrieval settings without the LM and pick one;
+progress holds what finished; results, figures, charts, verdict and report turn that into results.json,
+report.md and report.html. longdocs, scale and bench_retrieval are the retrieval benchmark's pieces.
 """

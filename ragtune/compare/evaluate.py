@@ -1,6 +1,8 @@
 """Run one answering path over a question set and score it: per-question records, then aggregate metrics.
 
-`ragtune eval` is this for the configured mode; `ragtune compare` runs it for every path.
+`ragtune eval` is this for the configured mode; `ragtune compare` runs it for every path. Retrieval is
+scored on a second retrieval of DEPTH (10) chunks per question (`scoring_retriever`) while the answer
+reads its own rag.top_k, so evidence hit@1/5/10 are measured whatever top_k the answer uses.
 """
 
 from __future__ import annotations
@@ -8,19 +10,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from ragtune.compare.evidence import DEPTH, ks_within, score_ranking, summarise
 from ragtune.compare.metrics import (
     contains,
     exact_match,
     macro_f1,
     parse_choice,
     percentiles,
-    reciprocal_rank,
     retrieval_hits,
     summary,
     token_f1,
@@ -42,12 +44,31 @@ class Scored:
     em: float = 0.0
     f1: float = 0.0
     contains: float = 0.0
-    hit: float | None = None  # gold document among the sources (None: no gold document or no retrieval)
-    rr: float | None = None
+    hit: float | None = None  # a gold document among the sources the answer read (None: no gold or no retrieval)
+    rr: float | None = None  # 1 / chunk rank of the first gold-document chunk in the scored ranking
+    # Per-chunk scores of the scored ranking (doc@k, evidence@k for k in 1, 5, 10), and that ranking as
+    # "path#chunk", best first; None and empty without gold documents or retrieval.
+    retrieval: dict[str, float] | None = None
+    ranked_chunks: list[str] = field(default_factory=list)
     first_token_s: float = 0.0
     total_s: float = 0.0
     completion_tokens: int = 0
     tokens_per_s: float = 0.0
+
+
+def scoring_retriever(config: Any, embedder: Any) -> Any:
+    """`config`'s retriever asked for max(rag.top_k, DEPTH) chunks: the ranking retrieval is scored on.
+
+    It runs beside the answering pipeline, not inside it, so the answer reads exactly what a top_k
+    retrieval returns (fusion and min_score cuts included) and its latency holds no scoring work.
+    """
+    from models.paths import index_dir
+    from rag.retrieve import build_retriever
+
+    deep = replace(config, rag=replace(config.rag, top_k=max(config.rag.top_k, DEPTH)))
+    retriever = build_retriever(index_dir(config), deep, embedder)
+    retriever.check()
+    return retriever
 
 
 def prompt_for(question: Question) -> str:
@@ -59,12 +80,18 @@ def prompt_for(question: Question) -> str:
     return f"{question.question}\nAnswer with one word: {options}."
 
 
-def score(question: Question, answer: Any, gold_path: str | None, retrieves: bool) -> Scored:
-    """Score one `rag.pipeline.Answer` against its question."""
+def score(
+    question: Question, answer: Any, gold: list[str], retrieves: bool, ranking: list[Any] | None = None
+) -> Scored:
+    """Score one `rag.pipeline.Answer` against its question; `ranking` is the deeper retrieval, if kept."""
     prediction = answer.text
     ranked = list(dict.fromkeys(s.path for s in answer.sources))  # per document, best rank first
     choice = parse_choice(prediction, question.choices) if question.choices else None
     usage = answer.usage
+    chunks = answer.sources if ranking is None else ranking
+    scores = None
+    if retrieves and gold:
+        scores = score_ranking([(s.path, s.text) for s in chunks], gold, question.answers, ks_within(DEPTH))
     return Scored(
         id=question.id,
         question=question.question,
@@ -76,8 +103,10 @@ def score(question: Question, answer: Any, gold_path: str | None, retrieves: boo
         em=exact_match(prediction, question.answers),
         f1=token_f1(prediction, question.answers),
         contains=contains(prediction, question.answers),
-        hit=retrieval_hits(ranked, gold_path, len(ranked) or 1) if retrieves and gold_path else None,
-        rr=reciprocal_rank(ranked, gold_path) if retrieves and gold_path else None,
+        hit=max(retrieval_hits(ranked, g, len(ranked) or 1) for g in gold) if scores else None,
+        rr=scores["rr"] if scores else None,
+        retrieval=scores,
+        ranked_chunks=[f"{s.path}#{s.chunk}" for s in chunks] if scores else [],
         first_token_s=answer.timings.get("first_token_s", 0.0),
         total_s=answer.timings.get("total_s", 0.0),
         completion_tokens=usage.completion_tokens if usage else 0,
@@ -92,21 +121,35 @@ def evaluate(
     docs_root: Path | None,
     retrieves: bool,
     progress: bool | None = None,
+    rank: Callable[[str], Any] | None = None,
 ) -> list[Scored]:
-    """Answer every question with `answer(text) -> Answer` and score it; gold docs resolve under docs_root."""
+    """Answer every question with `answer(text) -> Answer` and score it; gold docs resolve under docs_root.
+
+    With `rank(text) -> Retrieval` (a `scoring_retriever`'s retrieve), retrieval is scored on its ranking,
+    else on the sources the answer read.
+    """
     scored = []
     for question in tqdm(
         questions, desc="answering", unit="question", disable=None if progress is None else not progress
     ):
-        gold = str((docs_root / question.doc).resolve()) if docs_root and question.doc else None
-        scored.append(score(question, answer(prompt_for(question)), gold, retrieves))
+        prompt = prompt_for(question)
+        result = answer(prompt)
+        gold = gold_paths(question, docs_root)
+        ranking = rank(prompt).sources if rank is not None and retrieves and gold else None
+        scored.append(score(question, result, gold, retrieves, ranking))
     return scored
+
+
+def gold_paths(question: Question, docs_root: Path | None) -> list[str]:
+    """The question's gold documents as the index stores paths (resolved); empty without docs_root or docs."""
+    return [str((docs_root / doc).resolve()) for doc in question.docs] if docs_root else []
 
 
 def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None = None) -> dict[str, Any]:
     """Metrics with bootstrap 95% intervals, latency percentiles and what could not be parsed.
 
-    Retrieval hits are named hit@TOP_K: the gold document among the chunks retrieved for the question.
+    hit@TOP_K: a gold document among the chunks the answer read. doc_hit@k, evidence_hit@k and mrr score
+    the deeper ranking per chunk (ragtune.compare.evidence), over the questions that name gold documents.
     """
     metrics: dict[str, Any] = {
         "em": summary([s.em for s in scored]),
@@ -126,7 +169,7 @@ def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None
     hits = [s.hit for s in scored if s.hit is not None]
     if hits:
         metrics[f"hit@{top_k or 'k'}"] = summary(hits)
-        metrics["mrr"] = summary([s.rr for s in scored if s.rr is not None])
+        metrics.update(summarise([s.retrieval for s in scored if s.retrieval is not None], ks_within(DEPTH)))
     latency = {
         "first_token_s": percentiles([s.first_token_s for s in scored]),
         "total_s": percentiles([s.total_s for s in scored]),

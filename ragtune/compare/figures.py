@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.compare.results import PRIMARY_LABELS
-from ragtune.compare.verdict import duration, pct
+from ragtune.compare.verdict import duration, pct, points
 
 Row = tuple[str, list[str]]
+RETRIEVAL_LABELS = {
+    "doc_hit": "doc hit@{k} (a gold document in the top {k} chunks)",
+    "evidence_hit": "evidence hit@{k} (a top-{k} chunk from a gold document holds an answer)",
+}
 
 
 def interval(value: dict[str, Any] | None) -> str:
@@ -50,7 +54,12 @@ def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
         rows.append(plain("unparseable answers", lambda m: str(len(m["unparseable"]))))
     hit = next((k for e in entries for k in (e["metrics"] or {}) if k.startswith("hit@")), None)
     if hit:
-        rows += [row(hit, f"{hit} (gold document retrieved)"), row("mrr", "MRR")]
+        rows.append(row(hit, f"{hit} (a gold document among the chunks read)"))
+        per_chunk = dict.fromkeys(
+            k for e in entries for k in (e["metrics"] or {}) if k.startswith(("doc_hit@", "evidence_hit@"))
+        )
+        rows += [row(name, RETRIEVAL_LABELS[name.split("@")[0]].format(k=name.split("@")[1])) for name in per_chunk]
+        rows.append(row("mrr", "MRR (first chunk from a gold document)"))
     rows.append(plain("refusals", lambda m: str(m["refusals"])))
     return rows
 
@@ -131,6 +140,43 @@ def answer_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             right = row["choice"] in row["answers"] if metric == "choice_accuracy" else bool(row[metric])
             item.setdefault("by", {})[path] = {"text": row["prediction"], "sources": row["sources"], "right": right}
     return list(table.values())
+
+
+def retrieval_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """`compare --retriever auto`: every retrieval setting's figures and its paired difference from the best."""
+    retrieval = results.get("retrieval") or {}
+    if not retrieval.get("settings"):
+        return None
+    first = next((e["metrics"] for e in retrieval["settings"].values() if e["metrics"]), {})
+    names = [n for n in first if n.startswith(("doc_hit@", "evidence_hit@"))] + ["mrr"]
+    header = ["setting", *(n.replace("_", " ") if n != "mrr" else "MRR" for n in names), "p50 / p95"]
+    header.append(f"minus {retrieval['choice']} on {retrieval['metric'].replace('_', ' ')} (paired 95% CI)")
+    rows = []
+    for label, entry in retrieval["settings"].items():
+        if entry["status"] != "done":
+            rows.append([label, f"skipped: {entry['reason']}", *[""] * (len(header) - 2)])
+            continue
+        latency = entry["latency"]["retrieve_s"]
+        diff = retrieval["differences"].get(label)
+        versus = ""
+        if diff is not None:
+            versus = f"{points(diff['mean'])} ({points(diff['ci95'][0])} to {points(diff['ci95'][1])})"
+        cells = [interval(entry["metrics"][n]) for n in names]
+        rows.append([label, *cells, f"{1000 * latency['p50']:.1f} / {1000 * latency['p95']:.1f} ms", versus])
+    return header, rows
+
+
+def retrieval_choice(results: dict[str, Any]) -> str:
+    """One sentence on how rag and hybrid retrieved (empty when as configured)."""
+    retrieval = results.get("retrieval") or {}
+    if not retrieval.get("choice"):
+        return ""
+    done = sum(e["status"] == "done" for e in retrieval["settings"].values())
+    return (
+        f"rag and hybrid retrieved with {retrieval['choice']} ({' '.join(retrieval['overrides'])}): the best of "
+        f"{done} retrieval settings on {retrieval['metric'].replace('_', ' ')}, scored without the LM on "
+        f"{retrieval['scored_questions']} questions ({duration(retrieval['wall_s'])})."
+    )
 
 
 def differences_lines(results: dict[str, Any]) -> list[str]:

@@ -11,12 +11,17 @@ from typing import Any
 
 from models.config import Config, to_dict
 from ragtune.compare.phases import digest
+from ragtune.compare.settings import CONTEXTUAL_KEY, config_value
 
 
 def chunking(config: Config) -> dict[str, Any]:
-    """The settings that decide where chunks are cut: the same documents give the same chunk ids under them."""
+    """The settings that decide what is indexed: the same documents give the same chunks under them."""
     rag = config.rag
-    return {"chunk_tokens": rag.chunk_tokens, "chunk_overlap": rag.chunk_overlap, "jsonl": rag.jsonl_text_field}
+    keys = {"chunk_tokens": rag.chunk_tokens, "chunk_overlap": rag.chunk_overlap, "jsonl": rag.jsonl_text_field}
+    # Contextual chunks embed a document's title and headings with each chunk; where the key exists it
+    # decides the vectors, so it names the index (absent, older keys stay as they were).
+    exists, contextual = config_value(config, CONTEXTUAL_KEY)
+    return {**keys, "contextual": contextual} if exists else keys
 
 
 def index_key(config: Config, trees: list[str]) -> str:
@@ -68,3 +73,8 @@ def eval_key(
 ) -> str:
     """One path's answers: the question sample, the index/adapter it read (`sets`) and the whole config."""
     return digest("eval", path, questions_sha256, limit, seed, sets, to_dict(config))
+
+
+def retrieval_key(questions_sha256: str, limit: int | None, seed: int, index: str, config: Config) -> str:
+    """Retrieval-only scores: the question sample, the index searched and the whole config (settings vary on it)."""
+    return digest("retrieval", questions_sha256, limit, seed, index, to_dict(config))

@@ -22,5 +22,7 @@ class Progress:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Eval phase ("rag", "update:rag:new", ...) -> the folder holding its results.json and answers.jsonl.
     evals: dict[str, Path] = field(default_factory=dict)
+    # compare --retriever auto: the folder of the retrieval-only scoring (its results.json) and its record.
+    retrieval: dict[str, Any] | None = None
     # Why the run stopped early (Ctrl-C, a failed step); None while it runs or once it finished.
     interrupted: str | None = None

@@ -13,7 +13,7 @@ from models.errors import InputError
 from models.storage import read_utf8
 from models.text import show
 
-FIELDS = ("id", "question", "answers", "doc", "choices")
+FIELDS = ("id", "question", "answers", "doc", "docs", "choices")
 SHAPE = '{"id": "q1", "question": "...", "answers": ["..."], "doc": "folder/file.txt", "choices": ["yes", "no"]}'
 
 
@@ -28,10 +28,16 @@ class Question:
     question: str
     # Every accepted answer; scores take the best match over them.
     answers: tuple[str, ...]
-    # The document that holds the answer, relative to the documents folder (POSIX form), if known.
-    doc: str | None = None
+    # The documents that hold the answer ("gold"), relative to the documents folder (POSIX form); empty when
+    # unknown. Written as `doc` (one) or `docs` (several) in the file.
+    docs: tuple[str, ...] = ()
     # The closed set of decisions (e.g. yes/no/maybe) when answers are choices; every answer is one of them.
     choices: tuple[str, ...] | None = None
+
+    @property
+    def doc(self) -> str | None:
+        """The first gold document, or None: what callers that know of one gold document read."""
+        return self.docs[0] if self.docs else None
 
 
 def _read_text(path: Path) -> str:
@@ -50,18 +56,41 @@ def _texts(value: Any, field: str, where: str) -> tuple[str, ...]:
     return tuple(_text(item, f"{field}[{i}]", where) for i, item in enumerate(value))
 
 
-def _doc(value: Any, where: str) -> str:
-    doc = _text(value, "doc", where)
+def _doc(value: Any, field: str, where: str) -> str:
+    doc = _text(value, field, where)
     # Backslashes would be one odd file name on POSIX; absolute or ".." paths would escape the docs folder.
     if "\\" in doc:
-        raise QuestionsError(f"{where}: 'doc' {show(doc)} uses backslashes; write the path with forward slashes")
+        raise QuestionsError(f"{where}: {field!r} {show(doc)} uses backslashes; write the path with forward slashes")
     path = PurePosixPath(doc)
     if path.is_absolute() or ".." in path.parts:
         raise QuestionsError(
-            f"{where}: 'doc' {show(doc)} should be relative to the documents folder, without '..'; "
+            f"{where}: {field!r} {show(doc)} should be relative to the documents folder, without '..'; "
             'write it as e.g. "folder/file.txt"'
         )
     return path.as_posix()
+
+
+def _gold_docs(item: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`doc` (one gold document) or `docs` (a list of them), never both: the answer may be in any of them."""
+    one, many = item.get("doc"), item.get("docs")
+    if one is not None and many is not None:
+        raise QuestionsError(
+            f"{where}: both 'doc' and 'docs' are given; keep one: 'doc' for one gold document, "
+            "'docs' for a list of them"
+        )
+    if one is not None:
+        return (_doc(one, "doc", where),)
+    if many is None:
+        return ()
+    if not isinstance(many, list) or not many:
+        raise QuestionsError(
+            f"{where}: 'docs' should be a non-empty list of document paths, got {show(many)}; "
+            'write it as e.g. ["a.txt", "folder/b.txt"]'
+        )
+    docs = tuple(_doc(entry, f"docs[{i}]", where) for i, entry in enumerate(many))
+    if len(set(docs)) != len(docs):
+        raise QuestionsError(f"{where}: 'docs' {show(many)} names a document twice; list each once")
+    return docs
 
 
 def _question(item: Any, number: int, where: str) -> Question:
@@ -76,7 +105,7 @@ def _question(item: Any, number: int, where: str) -> Question:
     question = _text(item["question"], "question", where)
     answers = _texts(item["answers"], "answers", where)
     qid = f"line-{number}" if item.get("id") is None else _text(item["id"], "id", where)
-    doc = None if item.get("doc") is None else _doc(item["doc"], where)
+    docs = _gold_docs(item, where)
     choices = None
     if item.get("choices") is not None:
         choices = _texts(item["choices"], "choices", where)
@@ -88,7 +117,7 @@ def _question(item: Any, number: int, where: str) -> Question:
                     f"{where}: answer {show(answer)} is not one of the choices {list(choices)}; "
                     "spell it exactly as a choice or add it to 'choices'"
                 )
-    return Question(id=qid, question=question, answers=answers, doc=doc, choices=choices)
+    return Question(id=qid, question=question, answers=answers, docs=docs, choices=choices)
 
 
 def read_questions(path: str | Path) -> list[Question]:

@@ -14,7 +14,7 @@ from typing import Any
 from models.storage import atomic_write_json, atomic_write_text
 from ragtune.benchmark import machine_rows, table
 from ragtune.compare.charts import render_charts
-from ragtune.compare.figures import answer_rows, differences_lines, figure_rows
+from ragtune.compare.figures import answer_rows, differences_lines, figure_rows, retrieval_choice, retrieval_table
 from ragtune.compare.progress import Progress
 from ragtune.compare.results import assemble
 from ragtune.compare.verdict import verdict
@@ -64,6 +64,9 @@ def markdown(results: dict[str, Any], charts: dict[str, Path]) -> str:
     lines += ["", INTERVALS, ""]
     if results["differences"]:
         lines += [DIFFERENCES, ""] + [f"- {line}" for line in differences_lines(results)] + [""]
+    if settings := retrieval_table(results):
+        header, rows = settings
+        lines += ["## Retrieval settings", "", retrieval_choice(results), "", table(" | ".join(header), rows), ""]
     if charts:
         lines += ["## Charts", ""] + [f"![{name}]({path.name})" for name, path in charts.items()] + [""]
     lines += ["## Machine", "", table(" | ", list(results["machine"].items()))]
@@ -117,6 +120,9 @@ def html_page(results: dict[str, Any], charts: dict[str, Path]) -> str:
     if results["differences"]:
         items = "".join(f"<li>{e(line)}</li>" for line in differences_lines(results))
         parts.append(f"<p>{e(DIFFERENCES)}</p><ul>{items}</ul>")
+    if settings := retrieval_table(results):
+        parts.append(f"<h2>Retrieval settings</h2><p>{e(retrieval_choice(results))}</p>")
+        parts.append(_html_table(*settings))
     for name, path in charts.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f'<h3>{e(name)}</h3><img alt="{e(name)} chart" src="data:image/png;base64,{data}">')

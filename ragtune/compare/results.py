@@ -5,8 +5,9 @@ Shape (every figure measured; None where a step did not run):
                        "latency": {"first_token_s": {"p50", "p95"}, "total_s": ..., "tokens_per_s": ...},
                        "cost": {"one_off_s", "index_build_s", "training_s", "peak_rss_mb", "disk_bytes", ...},
                        "config": {...}}, ...},
-     "primary_metric", "differences", "update", "machine", "questions", "docs", "complete", "unfinished",
-     "command", "verdict"}
+     "primary_metric", "differences", "update", "retrieval", "machine", "questions", "docs", "complete",
+     "unfinished", "command", "verdict"}
+"retrieval" is {"mode": "configured"} or, with --retriever auto, also the choice and every setting's figures.
 """
 
 from __future__ import annotations
@@ -149,6 +150,26 @@ def assemble_update(progress: Progress, metric: str, paths: dict[str, Any]) -> d
     }
 
 
+def assemble_retrieval(progress: Progress) -> dict[str, Any]:
+    """How rag and hybrid retrieved: as configured, or the setting `--retriever auto` chose, with its figures."""
+    mode = progress.spec.retriever
+    if mode != "auto" or progress.retrieval is None:
+        return {"mode": mode, "choice": None}
+    scored = read_json(Path(progress.retrieval["results"]), "retrieval-only results")
+    winner = scored["winner"]
+    return {
+        "mode": mode,
+        "choice": winner["label"],
+        "overrides": winner["overrides"],
+        "metric": scored["metric"],
+        "settings": scored["settings"],
+        "differences": scored["differences"],
+        "scored_questions": scored["scored_questions"],
+        "wall_s": progress.retrieval.get("wall_s"),
+        "results": progress.retrieval["results"],
+    }
+
+
 def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
     """Everything a script needs, from the phase records and eval folders that exist now."""
     spec = progress.spec
@@ -174,6 +195,7 @@ def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
         "primary_metric": metric,
         "differences": differences(progress, metric, list(spec.paths)),
         "update": update,
+        "retrieval": assemble_retrieval(progress),
         "machine": machine,
         "questions": {
             "file": str(spec.questions),

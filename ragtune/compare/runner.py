@@ -32,6 +32,7 @@ from models.storage import (
     staged_dir,
 )
 from ragtune.compare import keys
+from ragtune.compare.choice import choose_retrieval
 from ragtune.compare.phases import CompareError, PhaseLog, run_cli, tree_digest
 from ragtune.compare.progress import Progress
 from ragtune.compare.report import write_report
@@ -50,6 +51,8 @@ class Runner:
         self.config_file = self.out / "config.yaml"
         self._fingerprint: str | None = None
         self._trees: dict[Path, str] = {}
+        # --retriever auto: the winning setting's overrides, applied to every retrieving path's evals.
+        self.retrieval_sets: tuple[str, ...] = ()
 
     # -- plumbing -------------------------------------------------------------------------------------
     def cli(self, name: str, args: list[str], sets: tuple[str, ...] = ()) -> Any:
@@ -255,6 +258,8 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_file, to_yaml(self.config))
         index = self.build_index() if any(p in RETRIEVING for p in paths) else None
+        if index is not None and spec.retriever == "auto":
+            self.retrieval_sets = choose_retrieval(self, index)
         pairs = None
         if any(p in ADAPTED for p in paths):
             pairs = spec.train_data or self.synthesise("synth", spec.docs)[0]
@@ -275,6 +280,7 @@ class Runner:
         mode = answer_mode(path)
         if mode.retrieves and index is not None:
             sets.append(f"index.name={index['index']}")
+            sets += self.retrieval_sets
         if mode.adapted and adapter is not None:
             sets.append(f"finetune.adapter={adapter['adapter']}")
         return tuple(sets)

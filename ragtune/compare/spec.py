@@ -7,7 +7,7 @@ from pathlib import Path
 
 from finetune.data import read_records
 from models.errors import InputError
-from models.modes import ADAPTED, MODES, answer_mode
+from models.modes import ADAPTED, MODES, RETRIEVING, answer_mode
 from ragtune.compare.questions import read_questions, sample
 
 
@@ -31,6 +31,9 @@ class CompareSpec:
     update_train_data: Path | None = None
     limit: int | None = None
     seed: int = 0
+    # configured: rag and hybrid retrieve as the config says; auto: the best retrieval setting on evidence
+    # hit@5, scored first without the LM (`eval --retrieval-only`).
+    retriever: str = "configured"
     command: str = ""
 
     def check(self) -> None:
@@ -40,6 +43,13 @@ class CompareSpec:
             raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODES)}")
         if not self.docs.is_dir():
             raise InputError(f"--docs {self.docs}: not a folder of documents")
+        if self.retriever not in ("configured", "auto"):
+            raise InputError(f"--retriever: should be configured or auto, got {self.retriever!r}")
+        if self.retriever == "auto" and not any(p in RETRIEVING for p in self.paths):
+            raise InputError(
+                f"--retriever auto picks how {' and '.join(RETRIEVING)} retrieve, and --paths {','.join(self.paths)} "
+                "has neither; add one or drop --retriever"
+            )
         for flag, path in (
             ("--questions", self.questions),
             ("--train-data", self.train_data),

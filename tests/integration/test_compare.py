@@ -147,6 +147,38 @@ def test_an_interrupted_compare_reports_what_finished_and_resumes(
     assert "Incomplete" not in (out / "report.md").read_text()
 
 
+def test_retriever_auto_scores_the_settings_first_and_rag_retrieves_with_the_best(
+    docs: Path, tiny_lm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    command = [
+        "compare", "--docs", str(docs), "--questions", str(EXAMPLES / "questions.jsonl"),
+        "--paths", "rag", "--retriever", "auto", "-o", str(out), *tiny_sets(tiny_lm_path),
+    ]  # fmt: skip
+    assert main(command) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    retrieval = results["retrieval"]
+    assert retrieval["mode"] == "auto" and retrieval["choice"] in retrieval["settings"]
+    assert retrieval["metric"] == "evidence_hit@5" and retrieval["scored_questions"] == 6
+    chosen = retrieval["settings"][retrieval["choice"]]
+    assert chosen["status"] == "done" and chosen["metrics"]["evidence_hit@5"]["mean"] == 1.0
+    assert retrieval["overrides"] == chosen["overrides"]
+    # The rag path answered with the chosen retriever, and its answers are scored per chunk too.
+    picked = dict(o.split("=", 1) for o in retrieval["overrides"])["rag.retriever"]
+    rag = results["paths"]["rag"]
+    assert rag["config"]["rag"]["retriever"] == picked
+    assert rag["metrics"]["evidence_hit@5"]["mean"] == 1.0 and rag["metrics"]["doc_hit@1"]["n"] == 6
+    report = (out / "report.md").read_text()
+    assert "## Retrieval settings" in report and f"rag and hybrid retrieved with {retrieval['choice']}" in report
+    assert "| evidence hit@5 (a top-5 chunk from a gold document holds an answer) |" in report
+    assert "Retrieval settings" in (out / "report.html").read_text()
+
+    before = phase_times(out)
+    capsys.readouterr()
+    assert main(command) == 0
+    assert phase_times(out) == before and "retrieval: finished earlier, kept" in capsys.readouterr().out
+
+
 def test_an_adapter_trained_by_hand_on_the_same_inputs_is_reused_and_new_data_retrains(
     docs: Path, tiny_lm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -179,6 +211,7 @@ def test_an_adapter_trained_by_hand_on_the_same_inputs_is_reused_and_new_data_re
         (["--update-docs", "{docs}"], "--update-docs and --update-questions go together"),
         (["--train-data", "missing.jsonl"], "--train-data missing.jsonl: no such file"),
         (["--paths", "base", "--limit", "0"], "limit should be a whole number of at least 1"),
+        (["--paths", "base", "--retriever", "auto"], "--retriever auto picks how rag and hybrid retrieve"),
     ],
 )
 def test_bad_compare_options_are_refused_before_any_work(

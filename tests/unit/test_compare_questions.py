@@ -21,9 +21,23 @@ def test_reads_every_field_and_defaults(tmp_path: Path):
         {"question": "Where?", "answers": ["here"], "doc": None, "id": None},
     )
     first, second, third = read_questions(path)
-    assert first == Question(id="line-1", question="Who?", answers=("Ada", "Ada Lovelace"), doc=None, choices=None)
-    assert second == Question(id="p1", question="Does it?", answers=("yes",), doc="sub/a.txt", choices=("yes", "no"))
-    assert third.id == "line-4" and third.doc is None
+    assert first == Question(id="line-1", question="Who?", answers=("Ada", "Ada Lovelace"), docs=(), choices=None)
+    assert second == Question(
+        id="p1", question="Does it?", answers=("yes",), docs=("sub/a.txt",), choices=("yes", "no")
+    )
+    assert second.doc == "sub/a.txt"
+    assert third.id == "line-4" and third.doc is None and third.docs == ()
+
+
+def test_several_gold_documents(tmp_path: Path):
+    path = write(
+        tmp_path / "q.jsonl",
+        {"question": "Where?", "answers": ["here"], "docs": ["a.txt", "./sub/b.txt"]},
+        {"question": "Which?", "answers": ["x"], "docs": None, "doc": "c.txt"},
+    )
+    several, one = read_questions(path)
+    assert several.docs == ("a.txt", "sub/b.txt") and several.doc == "a.txt"
+    assert one.docs == ("c.txt",)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +59,12 @@ def test_reads_every_field_and_defaults(tmp_path: Path):
         ({"question": "q", "answers": ["yes"], "choices": ["yes", "yes"]}, "repeats a choice"),
         ({"question": "q", "answers": ["Yes"], "choices": ["yes", "no"]}, "not one of the choices"),
         ({"question": "q", "answers": ["x"], "answer": "x"}, r"unknown field\(s\) \['answer'\]"),
+        ({"question": "q", "answers": ["x"], "doc": "a.txt", "docs": ["b.txt"]}, "both 'doc' and 'docs'"),
+        ({"question": "q", "answers": ["x"], "docs": []}, "'docs' should be a non-empty list of document paths"),
+        ({"question": "q", "answers": ["x"], "docs": "a.txt"}, "'docs' should be a non-empty list of document paths"),
+        ({"question": "q", "answers": ["x"], "docs": ["a.txt", 3]}, r"'docs\[1\]' should be a non-empty string"),
+        ({"question": "q", "answers": ["x"], "docs": ["a.txt", "../b.txt"]}, r"'docs\[1\]' .* without '\.\.'"),
+        ({"question": "q", "answers": ["x"], "docs": ["a.txt", "./a.txt"]}, "names a document twice"),
     ],
 )
 def test_bad_records_name_file_line_and_field(tmp_path: Path, line, message):
