@@ -3,7 +3,8 @@
 Each setting (ragtune.compare.settings) gets the user's config plus its overrides, with rag.top_k raised
 to DEPTH; all share one embedder and the index the config names. Every question that names gold documents
 is retrieved once per setting, timed end to end (embed, search, fusion, rerank) after one warm-up. The
-winner has the highest evidence hit@5, ties broken by MRR, then by lower p50 latency, then table order;
+winner has the highest evidence hit@5, ties broken by MRR, then by table order (simplest first: latency on
+a small set is noise, and the first setting timed pays for warming caches);
 every other setting gets the paired bootstrap interval of its difference from the winner.
 """
 
@@ -77,7 +78,7 @@ def run_setting(
 
 
 def choose_winner(runs: dict[str, dict[str, Any]], metric: str = WINNER_METRIC) -> str | None:
-    """The label with the best `metric` mean; ties: higher MRR, lower p50 latency, then the earlier label.
+    """The label with the best `metric` mean; ties: higher MRR, then the earlier (simpler) label.
 
     `runs` maps labels (in table order) to {"metrics": ..., "latency": {"retrieve_s": {"p50": ...}}}
     figures; skipped settings (metrics None) never win. None when no setting ran.
@@ -86,16 +87,10 @@ def choose_winner(runs: dict[str, dict[str, Any]], metric: str = WINNER_METRIC) 
     if not done:
         return None
 
-    def rank(item: tuple[int, str]) -> tuple[float, float, float, int]:
+    def rank(item: tuple[int, str]) -> tuple[float, float, int]:
         order, label = item
         figures = runs[label]
-        p50 = figures["latency"]["retrieve_s"]["p50"]
-        return (
-            -figures["metrics"][metric]["mean"],
-            -figures["metrics"]["mrr"]["mean"],
-            float("inf") if p50 is None else p50,
-            order,
-        )
+        return (-figures["metrics"][metric]["mean"], -figures["metrics"]["mrr"]["mean"], order)
 
     return min(enumerate(done), key=rank)[1]
 
