@@ -106,7 +106,7 @@ def bench_ingest(
     found: dict[int, Any] = {}
     for start in range(0, len(labels), 500):  # stay under SQLite's limit on bound parameters
         found.update(store.chunks(labels[start : start + 500]))
-    texts = [found[label].text for label in labels]  # the exact chunks ingest embedded, in its order
+    texts = [found[label].indexed_text for label in labels]  # what ingest embedded (with any context), in order
     assert len(texts) == summary.chunks, (len(texts), summary.chunks)
     started = time.perf_counter()
     embedder.model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
@@ -126,8 +126,8 @@ def bench_ingest(
         "per id holding its CONTEXTS "
         f"paragraphs; `{config.embedder.model}` on `{embedder.model.device}`, chunks of "
         f"{config.rag.chunk_tokens} tokens with {config.rag.chunk_overlap} overlap. Both sides measured warm; "
-        "raw encode gets the chunk texts read back from the index's chunk store.\n\n"
-        + table("metric | value | target | result", rows)
+        "raw encode gets the texts ingest embedded (each chunk with its title and headings when rag.contextual), "
+        "read back from the chunk store.\n\n" + table("metric | value | target | result", rows)
     )
     return text, retriever
 
