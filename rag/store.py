@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.chunk import with_context
+from rag.lexical import quoted
 
 # Words are split on anything but letters and digits, folded to lower case and ASCII, and stemmed;
 # a code such as XK-42.7 becomes the tokens xk 42 7, which a quoted query matches as that sequence.
@@ -185,6 +186,11 @@ class ChunkStore:
     def lexical_rows(self) -> int:
         """Chunks the lexical index holds (its per-row size table has one row per indexed chunk)."""
         return self._db.execute(f"SELECT COUNT(*) FROM {LEXICAL_TABLE}_docsize").fetchone()[0]
+
+    def term_counts(self, terms: list[str]) -> dict[str, int]:
+        """Chunks matching each term (each quoted as one phrase): a cheap walk of one term's list each."""
+        query = f"SELECT COUNT(*) FROM {LEXICAL_TABLE} WHERE {LEXICAL_TABLE} MATCH ?"
+        return {term: self._db.execute(query, (quoted(term),)).fetchone()[0] for term in terms}
 
     def search_lexical(
         self, expression: str, limit: int, among: Sequence[int] | None = None

@@ -35,6 +35,9 @@ from ragtune.compare.settings import CONTEXTUAL_KEY, retrieval_settings
 PACKAGES = ("torch", "transformers", "sentence-transformers", "hnswlib", "numpy", "ragtune")
 
 
+SUBSET_NOTE = "\n\nA subset run (--docs, --limit or --retrievers): the corpus below says what was measured."
+
+
 @dataclass(frozen=True)
 class Options:
     dataset: Path  # squad-long: docs/ and questions.jsonl
@@ -173,7 +176,7 @@ def run(options: Options) -> str:
     header = [
         "## Retrieval on long documents (`scripts/bench_retrieval.py`)",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{options.command}\n```"
-        + ("\n\nA subset run (--docs, --limit or --retrievers): a check that the benchmark works." if subset else ""),
+        + (SUBSET_NOTE if subset else ""),
         "### Machine\n\n" + table("item | value", machine) + (f"\n\n**Note:** {note}" if note else ""),
         "### Corpus\n\n" + corpus_text(corpus, options.dataset, records),
     ]

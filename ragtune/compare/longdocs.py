@@ -21,6 +21,7 @@ from models.paths import index_dir
 from models.storage import atomic_write_json, read_json, sha256_file
 from ragtune.benchmark import pct, say, table
 from ragtune.compare.evidence import DEPTH, KS
+from ragtune.compare.keys import chunking
 from ragtune.compare.metrics import paired_difference, summary
 from ragtune.compare.phases import digest, tree_digest
 from ragtune.compare.questions import Question, read_questions, sample
@@ -75,7 +76,8 @@ def built_index(corpus: Corpus, overrides: list[str], embedder: Any, work: Path)
 
     config = index_config(overrides)
     index = {k: v for k, v in to_dict(config.index).items() if k not in ("name", "ef_search")}
-    key = digest("bench-retrieval", tree_digest(corpus.docs), to_dict(config.embedder), to_dict(config.rag), index)
+    # Only what decides the vectors and chunks: query-time settings (retriever, fusion, top_k) reuse the index.
+    key = digest("bench-retrieval", tree_digest(corpus.docs), to_dict(config.embedder), chunking(config), index)
     name = f"squad-{key[:12]}"
     config = index_config(overrides, name)
     record_file = work / "records" / f"{name}.json"

@@ -92,3 +92,17 @@ def test_removing_a_document_removes_its_words(store: ChunkStore) -> None:
     assert search(store, "XK-42.7") == [] and store.lexical_rows() == store.chunk_count() == 4
     [new] = store.add_document("/d0.txt", "/", "f" * 64, 1, [("", "Clamp XK-42.7 now takes 20 newton metres.")])
     assert search(store, "XK-42.7") == [new] and store.lexical_rows() == 5
+
+
+def test_common_terms_leave_a_large_index_query_but_not_a_small_one() -> None:
+    from rag.lexical import rare_terms
+
+    counts = {"population": 9000, "Warsaw": 40, "1944": 700, "city": 30000}
+    terms = ["population", "Warsaw", "1944", "city"]
+    assert rare_terms(terms, counts, total=100_000) == ["Warsaw", "1944"]  # over 5,000 of 100,000 chunks: left out
+    assert rare_terms(["city", "population"], counts, total=100_000) == ["population"]  # all common: the rarest
+    assert match_expression("Warsaw city population?", lambda t: counts, total=100_000) == '"Warsaw"'
+    assert (
+        match_expression("Warsaw city population?", lambda t: counts, total=1500)
+        == '"Warsaw" OR "city" OR "population"'
+    )

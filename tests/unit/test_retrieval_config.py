@@ -10,8 +10,8 @@ from models.errors import ConfigError
 
 def test_retrieval_defaults() -> None:
     rag = load_config().rag
-    assert (rag.retriever, rag.contextual, rag.candidates, rag.min_score) == ("dense", True, 20, 0.2)
-    assert (rag.hybrid.method, rag.hybrid.rrf_k, rag.hybrid.dense_weight) == ("rrf", 60, 0.5)
+    assert (rag.retriever, rag.contextual, rag.candidates, rag.min_score) == ("hybrid", False, 20, 0.2)
+    assert (rag.hybrid.method, rag.hybrid.rrf_k, rag.hybrid.dense_weight) == ("weighted", 60, 0.5)
     assert (rag.rerank.model, rag.rerank.candidates, rag.rerank.device) == (None, 20, "auto")
 
 
