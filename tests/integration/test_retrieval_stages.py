@@ -86,7 +86,7 @@ def test_ingest_keeps_the_lexical_index_in_step_with_adds_changes_and_deletes(tm
 
 
 def test_chunks_are_embedded_and_indexed_with_their_context_but_shown_without(tmp_path: Path, embedder) -> None:
-    config = config_for("lexical", "rag.min_score=-1")
+    config = config_for("lexical", "rag.min_score=-1", "rag.contextual=true")
     ingest([write_docs(tmp_path / "docs")], config, embedder, progress=False)
     snapshot = open_snapshot(index_dir(config), expectation(config, embedder.dim))
     assert snapshot.manifest["contextual"] is True
@@ -110,9 +110,10 @@ def test_plain_chunks_when_contextual_is_off_and_no_silent_mix(tmp_path: Path, e
     assert {c.context for c in snapshot.store.chunks(snapshot.store.live_ids()).values()} == {""}
     (docs / "more.txt").write_text("Another note.\n")
     message = r"built with rag.contextual=false but rag.contextual is true; set rag.contextual=false or rebuild"
+    contextual = config_for("dense", "rag.contextual=true")
     with pytest.raises(ConfigError, match=message):
-        ingest([docs], config_for("dense"), embedder, progress=False)
-    assert ingest([docs], config_for("dense"), embedder, rebuild=True, progress=False).generation is not None
+        ingest([docs], contextual, embedder, progress=False)
+    assert ingest([docs], contextual, embedder, rebuild=True, progress=False).generation is not None
 
 
 def make_legacy(root: Path) -> None:
@@ -141,7 +142,7 @@ def test_an_index_from_before_the_lexical_index_is_upgraded_by_the_next_ingest(t
     with pytest.raises(IndexMissingError, match=r"has no lexical index.*run `ragtune ingest DOCS` once to add it"):
         build_retriever(root, lexical, embedder).check()
     with pytest.raises(ConfigError, match="built with rag.contextual=false"):  # its chunks carry no context
-        ingest([docs], config_for("lexical"), embedder, progress=False)
+        ingest([docs], config_for("lexical", "rag.contextual=true"), embedder, progress=False)
     before = current_generation(root)
     summary = ingest([docs], lexical, embedder, progress=False)
     assert summary.chunks == 0 and summary.generation not in (None, before)  # nothing re-embedded

@@ -17,14 +17,15 @@ from tests.conftest import EXAMPLES, REPO
 from tests.reliability.documents import write_cases
 
 INGEST = """
-import json, resource, sys
+import json, sys
 from models.config import load_config
 from models.embedding import build_embedder
 from rag.ingest import ingest
 config = load_config(None, sys.argv[2:])
 summary = ingest([sys.argv[1]], config, build_embedder(config.embedder), progress=False)
-print(json.dumps({"added": summary.added, "skipped": summary.skipped,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak; ru_maxrss would also count the parent it was forked from.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"added": summary.added, "skipped": summary.skipped, "peak_mb": peak / 1024}))
 """
 
 
