@@ -53,7 +53,7 @@ from models.storage import folder_bytes, write_section  # noqa: E402
 from ragtune.app import quiet_libraries  # noqa: E402
 from ragtune.benchmark import busy_note, loadavg, machine_rows, say, table  # noqa: E402
 
-PUBMEDQA = Path("/work/shared/datasets/pubmedqa/ori_pqal.json")
+PUBMEDQA = ROOT.parent / "shared" / "datasets" / "pubmedqa" / "ori_pqal.json"  # ../shared beside the checkout
 SMALL_LM = "smollm2-135m-instruct"
 DEFAULT_LM = LLMConfig().model  # qwen2.5-coder-0.5b-instruct
 METHODS = ("lora", "full")

@@ -48,7 +48,7 @@ from rag.retrieve import CurrentIndex, DenseRetriever  # noqa: E402
 from ragtune.app import build_pipeline, quiet_libraries  # noqa: E402
 from ragtune.benchmark import machine_rows, ms, pct, say, table  # noqa: E402
 
-PUBMEDQA = Path("/work/shared/datasets/pubmedqa/ori_pqal.json")
+PUBMEDQA = ROOT.parent / "shared" / "datasets" / "pubmedqa" / "ori_pqal.json"  # ../shared beside the checkout
 FULL = {"docs": 1000, "vectors": 100_000, "queries": 200, "questions": 200, "answers": None}
 QUICK = {"docs": 50, "vectors": 10_000, "queries": 50, "questions": 20, "answers": 2}
 K = 10  # neighbours compared for recall

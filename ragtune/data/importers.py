@@ -15,7 +15,7 @@ from models.text import show
 PUBMEDQA_CHOICES = ("yes", "no", "maybe")
 # Appended to every PubMedQA training prompt; evaluation prompts should end with the same line.
 PUBMEDQA_INSTRUCTION = "Answer with one word: yes, no or maybe."
-# Copied from /work/shared/datasets/README.md (the attribution the dataset's licence asks us to keep).
+# Copied from ../shared/datasets/README.md (the attribution the dataset's licence asks us to keep).
 PUBMEDQA_ATTRIBUTION = """\
 - Source: the `pubmedqa/pubmedqa` repository on GitHub, commit
   `1cbae8e92f72f20c8d3747cbb3bf5bc53554d997`, files `data/ori_pqal.json` and
