@@ -71,13 +71,10 @@ def accuracy(options: Options, corpus: Any, embedder: Any) -> tuple[str, dict[st
     settings = retrieval_settings(_retrievers(options), base)
     variants, records, parts = {}, {}, []
     extra: list[str] = []
-    for label, extra in contextual_variants(base):
+    for label, extra in contextual_variants():
         overrides = [*options.overrides, *extra]
         records[label], variants[label] = score_variant(corpus, overrides, settings, embedder, options.work)
-        heading = f"#### {label}\n\n" if label else ""
-        parts.append(heading + accuracy_table(variants[label]))
-    if not label:
-        parts.append(f"Contextual chunks: not measured, this version's config has no `{CONTEXTUAL_KEY}` key.")
+        parts.append(f"#### {label}\n\n" + accuracy_table(variants[label]))
     text = (
         "### 1. Accuracy per retrieval setting\n\nHits in percent, MRR as a fraction, each with its 95% bootstrap "
         "interval over questions; latency is "
@@ -133,8 +130,7 @@ def latency_at_scale(options: Options, corpus: Any, record: dict[str, Any], over
 def throughput_text(options: Options, corpus: Any, embedder: Any) -> str:
     from ragtune.compare.scale import throughput
 
-    base = load_config(None, list(options.overrides))
-    plain = [f"{CONTEXTUAL_KEY}=false"] if contextual_variants(base)[0][1] else []
+    plain = [f"{CONTEXTUAL_KEY}=false"]  # both sides embed the same texts
     files = sorted(corpus.docs.glob("*.txt"))[: options.throughput_docs]
     found = throughput(files, [*options.overrides, *plain], embedder, options.work, options.throughput_rounds)
     ok = "pass" if found["ratio"] >= 0.9 else "FAIL"

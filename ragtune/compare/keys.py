@@ -11,17 +11,18 @@ from typing import Any
 
 from models.config import Config, to_dict
 from ragtune.compare.phases import digest
-from ragtune.compare.settings import CONTEXTUAL_KEY, config_value
 
 
 def chunking(config: Config) -> dict[str, Any]:
     """The settings that decide what is indexed: the same documents give the same chunks under them."""
     rag = config.rag
-    keys = {"chunk_tokens": rag.chunk_tokens, "chunk_overlap": rag.chunk_overlap, "jsonl": rag.jsonl_text_field}
-    # Contextual chunks embed a document's title and headings with each chunk; where the key exists it
-    # decides the vectors, so it names the index (absent, older keys stay as they were).
-    exists, contextual = config_value(config, CONTEXTUAL_KEY)
-    return {**keys, "contextual": contextual} if exists else keys
+    # Contextual chunks embed a document's title and headings with each chunk: it decides the vectors.
+    return {
+        "chunk_tokens": rag.chunk_tokens,
+        "chunk_overlap": rag.chunk_overlap,
+        "jsonl": rag.jsonl_text_field,
+        "contextual": rag.contextual,
+    }
 
 
 def index_key(config: Config, trees: list[str]) -> str:

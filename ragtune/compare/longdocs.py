@@ -26,7 +26,7 @@ from ragtune.compare.metrics import paired_difference, summary
 from ragtune.compare.phases import digest, tree_digest
 from ragtune.compare.questions import Question, read_questions, sample
 from ragtune.compare.retrieval import SettingRun, run_settings
-from ragtune.compare.settings import CONTEXTUAL_KEY, config_value
+from ragtune.compare.settings import CONTEXTUAL_KEY
 
 COMPARED = "evidence@5"  # the per-question score the paired differences are taken on
 
@@ -100,11 +100,8 @@ def built_index(corpus: Corpus, overrides: list[str], embedder: Any, work: Path)
     return {**record, "reused": False}
 
 
-def contextual_variants(config: Config) -> list[tuple[str, list[str]]]:
-    """(label, overrides) per contextual setting; one plain variant when the config has no such key."""
-    exists, _ = config_value(config, CONTEXTUAL_KEY)
-    if not exists:
-        return [("", [])]
+def contextual_variants() -> list[tuple[str, list[str]]]:
+    """(label, overrides) of the two ways an index can be built: plain and contextual chunks."""
     return [("plain chunks", [f"{CONTEXTUAL_KEY}=false"]), ("contextual chunks", [f"{CONTEXTUAL_KEY}=true"])]
 
 

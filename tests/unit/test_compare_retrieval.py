@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from models.config import load_config
@@ -18,23 +16,7 @@ from ragtune.compare.retrieval import (
     run_setting,
     summary_lines,
 )
-from ragtune.compare.settings import Setting, config_value, first_stage, retrieval_settings
-
-
-@dataclass(frozen=True)
-class Rerank:
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class Rag:
-    retriever: str = "dense"
-    rerank: Rerank = field(default_factory=Rerank)
-
-
-@dataclass(frozen=True)
-class WithRerank:
-    rag: Rag = field(default_factory=Rag)
+from ragtune.compare.settings import Setting, first_stage, retrieval_settings
 
 
 def test_the_table_follows_the_registry_and_the_rerank_key():
@@ -49,23 +31,17 @@ def test_the_table_follows_the_registry_and_the_rerank_key():
     }
     assert stages[-1].overrides == ("rag.retriever=colbert",)  # not in VARIANTS: scored as it is
 
-    # This version's config: no rerank key at all; reranking is listed as skipped, with why.
-    plain = retrieval_settings(["dense"], load_config(None))
-    assert [(s.label, s.skip is None) for s in plain[:1]] == [("dense", True)]
-    if not config_value(load_config(None), "rag.rerank.model")[0]:
-        assert plain[-1].label == "rerank" and "no rag.rerank.model key" in plain[-1].skip
-
-    unset = retrieval_settings(["dense"], WithRerank())
+    # No reranker configured: the first stages run as configured, and reranking is listed as skipped, with why.
+    unset = retrieval_settings(["dense"], load_config(None))
+    assert [(s.label, s.skip is None) for s in unset[:1]] == [("dense", True)]
     assert unset[-1].label == "rerank" and "rag.rerank.model is not set" in unset[-1].skip
-    configured = retrieval_settings(["dense", "lexical"], WithRerank(Rag(rerank=Rerank("/models/ce"))))
+    configured = retrieval_settings(["dense", "lexical"], load_config(None, ["rag.rerank.model=/models/ce"]))
     assert [(s.label, s.overrides) for s in configured] == [
         ("dense", ("rag.retriever=dense", "rag.rerank.model=null")),
         ("lexical", ("rag.retriever=lexical", "rag.rerank.model=null")),
         ("dense + rerank", ("rag.retriever=dense",)),
         ("lexical + rerank", ("rag.retriever=lexical",)),
     ]
-    assert config_value(WithRerank(), "rag.rerank.model") == (True, None)
-    assert config_value(WithRerank(), "rag.nothing.here") == (False, None)
 
 
 def figures(evidence5: float, mrr: float, p50: float | None) -> dict:
