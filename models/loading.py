@@ -7,12 +7,9 @@ loads read that folder in seconds.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from models.presets import Preset, get_preset, piece_paths  # noqa: E402
 from models.storage import (  # noqa: E402
     atomic_write_json,
     describe_files,
+    file_lock,
     publish_dir,
     read_json,
     sha256_file,
@@ -146,7 +144,7 @@ def materialise_gguf(key: str, pieces: list[Path], sha256: str, progress: bool =
         return _checked_sizes(final)
     root.mkdir(parents=True, exist_ok=True)
     # One process prepares a model; another asking for it meanwhile waits, then uses the result.
-    with _exclusive(root / f".{key}.lock"):
+    with file_lock(root / f".{key}.lock"):
         if (final / _MANIFEST).is_file():
             return _checked_sizes(final)
         return _materialise(key, pieces, sha256, final, progress)
@@ -157,16 +155,6 @@ def _checked_sizes(final: Path) -> Path:
     # Sizes on every load (cheap); `ragtune models verify` re-hashes every byte.
     verify_files(final, manifest["files"], hashes=False)
     return final
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the holder dying
-        yield
-    finally:
-        os.close(fd)
 
 
 def _materialise(key: str, pieces: list[Path], sha256: str, final: Path, progress: bool) -> Path:

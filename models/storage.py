@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -110,6 +111,18 @@ def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}-", suffix=".partial", dir=parent))
     staging.chmod(0o755)  # mkdtemp makes 0700; published folders should read like any other
     return staging
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block; released on exit, or when the holder
+    dies. With `wait=False`, a lock held elsewhere raises BlockingIOError at once."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 @contextmanager

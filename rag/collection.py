@@ -14,8 +14,6 @@ The vector index is whichever rag/index backend `index.backend` names; this modu
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import shutil
 import time
@@ -30,6 +28,7 @@ from models.storage import (
     atomic_write_json,
     atomic_write_text,
     describe_files,
+    file_lock,
     publish_dir,
     read_json,
     staged_dir,
@@ -185,7 +184,6 @@ class Writer:
 
     def __init__(self, root: Path, config: Config, dim: int, rebuild: bool = False) -> None:
         self.root, self.config, self.dim, self.rebuild = root, config, dim, rebuild
-        self._lock_fd: int | None = None
         self._release = ExitStack()  # the lock and the staging folder, undone in reverse on exit
         self.draft: Draft | None = None
         self.published: str | None = None
@@ -193,8 +191,13 @@ class Writer:
     def __enter__(self) -> Draft:
         self.root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            self._lock()
-            stack.callback(self._unlock)
+            try:
+                stack.enter_context(file_lock(self.root / "write.lock", wait=False))
+            except BlockingIOError:
+                raise IndexLockedError(
+                    f"{self.root} is being written by another process; wait for it to finish "
+                    "(readers keep working meanwhile)"
+                ) from None
             # Clears dead writers' staging folders (the lock makes this the only live one) and removes
             # its own if anything below raises.
             staging = stack.enter_context(staged_dir(self.root, "gen"))
@@ -262,23 +265,6 @@ class Writer:
             self.draft.store.close()
             shutil.rmtree(self.draft.staging, ignore_errors=True)  # a block that commits nothing leaves nothing
         self._release.__exit__(*exc)
-
-    def _lock(self) -> None:
-        fd = os.open(self.root / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise IndexLockedError(
-                f"{self.root} is being written by another process; wait for it to finish "
-                "(readers keep working meanwhile)"
-            ) from None
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock; so does dying
-            self._lock_fd = None
 
 
 def expectation(config: Config, dim: int) -> Expectation:
