@@ -23,6 +23,9 @@ from models.errors import InputError
 from models.storage import read_utf8
 from rag.headings import SectionBuilder, markdown_sections
 
+# pypdf logs every repair it attempts on a damaged file; the skip report already names the file.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
 
 class UnreadableFileError(InputError):
     """A document exists but holds no usable text (binary, damaged, encrypted, empty)."""
@@ -76,9 +79,6 @@ def _collapse(text: str) -> str:
 def read_pdf(path: Path, _rag: RagConfig) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
-
-    # pypdf logs every repair it attempts on a damaged file; the skip report already names the file.
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
 
     try:
         reader = PdfReader(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +119,7 @@ class ChunkStore:
     def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         found: dict[int, StoredChunk] = {}
         context = "context" if self._context_column else "''"
-        for start in range(0, len(ids), 500):  # stay under SQLite's limit on bound parameters
-            batch = list(ids[start : start + 500])
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _id_batches(ids):
             query = f"SELECT id, path, ordinal, locator, text, {context} FROM chunks WHERE id IN ({marks})"
             found.update((row[0], StoredChunk(*row)) for row in self._db.execute(query, batch))
         return found
@@ -202,13 +200,18 @@ class ChunkStore:
             rows = self._db.execute(f"{query} ORDER BY {_BM25} LIMIT ?", (expression, limit)).fetchall()
         else:
             rows = []
-            for start in range(0, len(among), 500):  # stay under SQLite's limit on bound parameters
-                batch = list(among[start : start + 500])
-                marks = ",".join("?" * len(batch))
+            for batch, marks in _id_batches(among):
                 rows += self._db.execute(f"{query} AND rowid IN ({marks})", (expression, *batch)).fetchall()
             rows = sorted(rows, key=lambda row: row[1])[:limit]
         # SQLite's bm25() is negative, lower for better matches: flipped so every stage's score rises.
         return [(int(row[0]), -float(row[1])) for row in rows]
+
+
+def _id_batches(ids: Sequence[int], size: int = 500) -> Iterator[tuple[list[int], str]]:
+    """`ids` in slices small enough for SQLite's limit on bound parameters, each with its `?,?,...` marks."""
+    for start in range(0, len(ids), size):
+        batch = list(ids[start : start + size])
+        yield batch, ",".join("?" * len(batch))
 
 
 def _fields(chunk: NewChunk) -> tuple[str, str, str]:
