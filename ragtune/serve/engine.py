@@ -89,8 +89,9 @@ class Engine:
     def _generator(self, adapter: str | None) -> Generator:
         if adapter is None:
             return self.lm.generator()
-        info = usable_adapter(adapter, self.lm.path, self.fingerprint)
-        self.lm.load_adapter(AdapterRef(info.name, info.path))
+        if not self.lm.has_adapter(adapter):  # verified (every byte hashed) once, when it is first loaded
+            info = usable_adapter(adapter, self.lm.path, self.fingerprint)
+            self.lm.load_adapter(AdapterRef(info.name, info.path))
         return self.lm.generator(adapter)
 
     def reply(self, model_id: str, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
