@@ -15,15 +15,17 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
     """Save a sentence-transformers CrossEncoder folder (safetensors, one relevance label) to `folder`."""
     import torch
     from sentence_transformers import CrossEncoder
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # The vocabulary is written out rather than trained: WordPiece training breaks frequency ties in
+    # hash order, so a trained vocabulary (and every score) could differ from one process to the next.
+    vocab = {token: n for n, token in enumerate(specials + _word_pieces())}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    backend.train_from_iterator(SENTENCES * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -52,3 +54,10 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(raw)
     CrossEncoder(str(raw), device="cpu", local_files_only=True).save(str(folder))
     return folder
+
+
+def _word_pieces() -> list[str]:
+    """Whole words of SENTENCES, then every character alone and as a continuation, in a fixed order."""
+    words = sorted({word.strip(".,;").lower() for sentence in SENTENCES for word in sentence.split()} - {""})
+    characters = sorted(set("".join(SENTENCES).lower()) - {" "})
+    return list(dict.fromkeys(words + characters + [f"##{c}" for c in characters]))  # a one-letter word is also a character

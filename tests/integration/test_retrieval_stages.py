@@ -175,7 +175,7 @@ def test_rerank_orders_the_candidates_by_the_cross_encoder_and_times_it(
     expected = np.asarray(model.predict([(QUESTION, text) for text in texts]))
     order = [(candidates[n].path, candidates[n].chunk) for n in np.argsort(-expected, kind="stable")[:3]]
     assert [(s.path, s.chunk) for s in result.sources] == order
-    assert len(set(np.round(expected, 3))) == len(expected)  # distinct scores: the order is not luck
+    assert np.diff(np.sort(expected)).min() > 1e-4  # distinct scores: the order is not luck
     for source in result.sources:
         assert source.score == source.scores["rerank"] and {"dense", "lexical", "fused"} <= set(source.scores)
     assert result.timings["rerank_s"] > 0 and "search_s" in result.timings
