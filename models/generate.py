@@ -70,6 +70,14 @@ class Generator(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def continuation_logprobs(self, messages: list[dict[str, str]], continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation as the start of the assistant's reply to `messages`.
+
+        Closed-set questions are scored with it (the likelihood of each choice, as reference harnesses do);
+        an engine that cannot expose log-probabilities raises ModelError saying so.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class AdapterRef:
