@@ -107,7 +107,7 @@ class RemoteServer:
         if status in (401, 403):
             return RemoteModelError(f"{said}; check llm.api_key_file")
         if status in RETRIED:
-            return RemoteModelError(f"{said} ({attempts} attempts); retry later or raise llm.max_retries")
+            return RemoteModelError(f"{said} (attempts: {attempts}); retry later or raise llm.max_retries")
         if status >= 500:
             return RemoteModelError(said)
         return ModelError(said)
