@@ -43,7 +43,7 @@ class ServedRagtune:
 
         target = self.home / "adapters" / name
         staging = target.with_name(f".{name}.staging")
-        shutil.copytree(peft_folder, staging)
+        shutil.copytree(peft_folder, staging, ignore=shutil.ignore_patterns(MANIFEST))  # a manifest is made below
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest = {
             "name": name,
