@@ -103,6 +103,28 @@ def test_a_busy_server_429_is_retried_until_it_frees(served: ServedRagtune, capl
     assert text and retries(caplog) >= 1
 
 
+def test_closing_the_stream_ends_the_servers_generation(served: ServedRagtune) -> None:
+    generator = load_language_model(served.llm(max_retries=0)).generator()
+    long = SamplingParams(max_new_tokens=1900)
+    started = time.monotonic()
+    whole = generator.stream(MESSAGES, long)
+    collect(whole)
+    whole_s = time.monotonic() - started
+    assert whole.usage.completion_tokens == 1900  # the tiny LM never ends early: the measure is the full answer
+    hold = iter(generator.stream(MESSAGES, long))
+    next(hold)
+    hold.close()  # the server's one admission place is free again once it has stopped generating
+    closed = time.monotonic()
+    while True:
+        try:
+            collect(generator.stream(MESSAGES, SamplingParams(max_new_tokens=2)))
+            break
+        except RemoteModelError as exc:
+            assert "answered 429" in str(exc)
+            time.sleep(0.02)
+    assert time.monotonic() - closed < whole_s / 4, (time.monotonic() - closed, whole_s)
+
+
 def test_token_counts_come_from_the_local_base_else_an_estimate(served: ServedRagtune, tiny_lm_path: Path) -> None:
     from transformers import AutoTokenizer
 
