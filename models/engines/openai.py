@@ -19,7 +19,7 @@ from typing import Any
 
 from models.config import LLMConfig
 from models.engines.openai_http import RemoteServer
-from models.errors import ModelError, RemoteModelError
+from models.errors import AdapterError, ModelError, RemoteModelError
 from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, Usage
 from models.paths import cache_home
 from models.presets import get_preset
@@ -68,7 +68,7 @@ class OpenAILM:
             if served in self._served:
                 self._adapters[adapter.name] = served
                 return
-        raise ModelError(
+        raise AdapterError(  # the server's setup, not the request: `ragtune serve` in front answers 503
             f"served model lacks LoRA {adapter.name}; start the server with --lora-modules {adapter.name}=DIR "
             f"(`ragtune adapters export {adapter.name} --for vllm -o DIR` writes DIR); {self.server.label} serves: "
             f"{', '.join(self._served)}"
@@ -155,7 +155,8 @@ class OpenAIGenerator:
                 f"the remote server at {self.server.label} does not expose log-probabilities "
                 "(/v1/completions with echo and logprobs answered without them)"
             ) from None
-        # echo returns the prompt's tokens then the one generated token: score the continuation's tokens only.
+        # echo returns the prompt's tokens then the one generated token: score the tokens that start at or after
+        # the continuation (a token spanning the boundary, rare after a chat template's newline, is left out).
         scored = [lp for offset, lp in list(pairs)[:-1] if offset >= len(prompt) and lp is not None]
         return float(sum(scored))
 
