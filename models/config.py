@@ -19,7 +19,7 @@ from models.errors import ConfigError
 Mode = Literal["base", "rag", "finetune", "hybrid"]
 # Each name is a module behind an interface, chosen by these keys: models/generate.py GENERATOR_BACKENDS,
 # rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
-LLMBackend = Literal["transformers"]
+LLMBackend = Literal["transformers", "openai"]
 IndexBackend = Literal["hnswlib"]
 RetrieverKind = Literal["dense", "lexical", "hybrid"]
 
@@ -46,7 +46,8 @@ class EmbedderConfig:
 class LLMConfig:
     # A preset name, a local Hugging Face folder or a path to a `.gguf` file.
     model: str = "qwen2.5-coder-0.5b-instruct"
-    # The engine that runs the model: transformers (PyTorch; CPU or CUDA, adapters through PEFT).
+    # The engine that runs the model: transformers (PyTorch; CPU or CUDA, adapters through PEFT) or openai
+    # (a remote OpenAI-compatible server such as vLLM at llm.base_url; llm.model then names the base locally).
     backend: LLMBackend = "transformers"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto picks bfloat16 where the CPU/GPU computes it natively, float32 otherwise.
@@ -60,6 +61,18 @@ class LLMConfig:
     # CPU threads for torch; null keeps torch's default (all cores).
     threads: int | None = None
     seed: int = 0
+    # llm.backend=openai: the server's address (http://HOST:PORT or http://HOST:PORT/v1).
+    base_url: str | None = None
+    # llm.backend=openai: a file holding the server's API key (sent as a Bearer token); null sends none.
+    api_key_file: str | None = None
+    # llm.backend=openai: the model's name on the server; null uses llm.model.
+    served_model: str | None = None
+    # llm.backend=openai: seconds to wait for a connection to llm.base_url.
+    connect_timeout: float = 5.0
+    # llm.backend=openai: seconds to wait for any response byte (the first one includes the server's queue).
+    read_timeout: float = 120.0
+    # llm.backend=openai: retries of a request answered 429 or 503, waiting 0.5 s, 1 s, 2 s, ... between them.
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "llm.max_new_tokens", f"should be positive, got {self.max_new_tokens}")
@@ -67,6 +80,9 @@ class LLMConfig:
         _check(0 < self.top_p <= 1, "llm.top_p", f"should be in (0, 1], got {self.top_p}")
         _check(self.context_window > 0, "llm.context_window", f"should be positive, got {self.context_window}")
         _check(self.threads is None or self.threads > 0, "llm.threads", f"should be positive, got {self.threads}")
+        _check(self.connect_timeout > 0, "llm.connect_timeout", f"should be positive, got {self.connect_timeout}")
+        _check(self.read_timeout > 0, "llm.read_timeout", f"should be positive, got {self.read_timeout}")
+        _check(self.max_retries >= 0, "llm.max_retries", f"should be >= 0, got {self.max_retries}")
 
 
 @dataclass(frozen=True)

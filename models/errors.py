@@ -15,6 +15,10 @@ class ModelError(RagtuneError):
     """A model cannot be found, verified or loaded."""
 
 
+class RemoteModelError(ModelError):
+    """The model server at llm.base_url is down, too slow or failing: the server's problem, not the request's."""
+
+
 class AdapterError(ModelError):
     """An adapter cannot be used: damaged, unsafe (pickle files) or trained on another base model."""
 

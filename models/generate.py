@@ -107,7 +107,10 @@ class LanguageModel(Protocol):
 
 # llm.backend -> "module:class" of a LanguageModel with a `load(config, progress)` classmethod. Imported
 # only when chosen, so an engine's library is needed only by those who use it.
-GENERATOR_BACKENDS = {"transformers": "models.engines.transformers:TransformersLM"}
+GENERATOR_BACKENDS = {
+    "transformers": "models.engines.transformers:TransformersLM",
+    "openai": "models.engines.openai:OpenAILM",
+}
 
 
 def load_language_model(config: LLMConfig, progress: bool = True) -> LanguageModel:

@@ -67,9 +67,23 @@ def _add_adapters_parser(sub: Subcommands) -> None:
     )
     add_command(adapters, "show", help="an adapter's full manifest").add_argument("name")
     add_command(adapters, "rm", help="delete an adapter").add_argument("name")
-    p = add_command(adapters, "export", help="write base + adapter merged into one model folder")
+    p = add_command(
+        adapters,
+        "export",
+        help="write base + adapter merged into one model folder, or the adapter as vLLM serves it",
+        description="--merge: one standalone model folder (base + LoRA weights folded in). --for vllm: the PEFT "
+        "adapter folder for `vllm serve BASE --enable-lora --lora-modules NAME=DIR`, and that command printed.",
+    )
     p.add_argument("name")
-    p.add_argument("--merge", action="store_true", required=True, help="merge the LoRA weights (required)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--merge", action="store_true", help="merge the LoRA weights into the base")
+    how.add_argument("--for", dest="target", choices=["vllm"], help="the adapter folder a server loads")
+    p.add_argument(
+        "--base",
+        metavar="MODEL",
+        help="--for vllm: the base model as vLLM will load it (a hub id or a folder on the serving machine; "
+        "default: the local base the adapter was trained on)",
+    )
     add_out(p, "DIR", "new, empty output folder")
 
 
@@ -143,6 +157,17 @@ def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
         return 0
     if action == "rm":
         print(f"removed {remove_adapter(args.name)}")
+        return 0
+    if args.target == "vllm":
+        from finetune.export import export_for_vllm
+
+        done = export_for_vllm(args.name, args.out, args.base)
+        print(f"exported {done.folder} (base_model_name_or_path: {done.base})")
+        print(f"serve it: {done.command}")
+        print(
+            f"use it:   ragtune ask --set llm.backend=openai --set llm.base_url=http://HOST:8000/v1 "
+            f'--set llm.served_model={done.base} --set mode=finetune --set finetune.adapter={args.name} "..."'
+        )
         return 0
     return export(args.name, args.out, config)
 

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.errors import AdapterError, IndexError_, RagtuneError
+from models.errors import AdapterError, IndexError_, RagtuneError, RemoteModelError
 from ragtune import __version__
 from ragtune.serve.answers import (
     END,
@@ -84,6 +84,11 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def adapter_unavailable(_: Request, exc: AdapterError) -> JSONResponse:
         # Not the client's fault either: an adapter on the server is damaged or unsafe.
         return error(503, str(exc), kind="server_error", code="adapter_unavailable")
+
+    @app.exception_handler(RemoteModelError)
+    async def model_unavailable(_: Request, exc: RemoteModelError) -> JSONResponse:
+        # llm.backend=openai and its server is down, too slow or failing: retry later, as with a busy index.
+        return error(503, str(exc), kind="server_error", code="model_unavailable")
 
     @app.exception_handler(RagtuneError)
     async def ragtune_error(_: Request, exc: RagtuneError) -> JSONResponse:

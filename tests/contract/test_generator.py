@@ -4,15 +4,18 @@ A new engine passes by being added to BACKENDS: the same streaming, stop strings
 context-window and adapter behaviour is then required of it.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from models.config import LLMConfig
+from models.engines.openai import OpenAILM
 from models.errors import ModelError
 from models.generate import GENERATOR_BACKENDS, AdapterRef, LanguageModel, SamplingParams, load_language_model
+from tests.remote import ServedRagtune, served_ragtune
 
-BACKENDS = ["transformers"]
+BACKENDS = ["transformers", "openai"]
 MESSAGES = [{"role": "user", "content": "When does the library open?"}]
 
 
@@ -23,7 +26,15 @@ def test_every_registered_backend_is_under_contract() -> None:
 @pytest.fixture(scope="module", params=BACKENDS)
 def lm(request: pytest.FixtureRequest, tiny_lm_path: Path) -> LanguageModel:
     config = LLMConfig(model=str(tiny_lm_path), backend=request.param, dtype="float32", context_window=512)
+    if request.param == "openai":  # the same tiny LM behind a real `ragtune serve` on loopback
+        config = request.getfixturevalue("served").llm(config)
     return load_language_model(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRagtune]:
+    with served_ragtune(tiny_lm_path, tmp_path_factory.mktemp("served"), "serve.max_tokens_limit=600") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +90,16 @@ def test_prompt_over_the_context_window_is_refused(lm: LanguageModel) -> None:
 
 
 def test_adapters_share_the_base_and_switch_per_request(
-    lm: LanguageModel, greedy_text: str, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
+    lm: LanguageModel,
+    greedy_text: str,
+    tiny_lm_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> None:
     adapters = [AdapterRef(f"a{i}", _random_lora(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
     for adapter in adapters:
+        if isinstance(lm, OpenAILM):  # a remote engine uses the adapters its server holds: put them there
+            request.getfixturevalue("served").add_adapter(adapter.name, adapter.path)
         lm.load_adapter(adapter)
     params = SamplingParams(max_new_tokens=12)
     answers = {a.name: "".join(lm.generator(a.name).stream(MESSAGES, params)) for a in adapters}

@@ -1,0 +1,50 @@
+"""configs/accelerate/: accelerate itself reads each shipped config and knows each of its keys (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.config import FinetuneConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+
+
+def test_each_way_to_spread_training_has_a_config() -> None:
+    assert [p.stem for p in CONFIGS] == ["ddp", "fsdp", "zero2", "zero3"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_accelerate_reads_the_config_and_knows_every_key(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    monkeypatch.chdir(REPO)  # the DeepSpeed configs name their JSON relative to the repository root
+    assert path.read_text().startswith("# ")  # the header that says when to pick it
+    config = load_config_from_file(str(path))  # an unknown top-level key raises here
+    args = launch_command_parser().parse_args(["--config_file", str(path), "scripts/train_adapter.py"])
+    options = set(vars(args))
+    # accelerate copies these sections' keys onto its launch options without checking them: check them here.
+    nested = [*config.deepspeed_config, *(k if k.startswith("fsdp_") else f"fsdp_{k}" for k in config.fsdp_config)]
+    assert nested or path.stem == "ddp"
+    assert [key for key in nested if key not in options] == []
+    args, _, _ = _validate_launch_command(args)
+    assert args.num_processes == 2 and args.num_machines == 1
+    assert [args.multi_gpu, args.use_deepspeed, args.use_fsdp].count(True) == 1
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_json_matches_what_the_trainer_passes(stage: int) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    yaml_path = REPO / "configs" / "accelerate" / f"zero{stage}.yaml"
+    json_path = REPO / load_config_from_file(str(yaml_path)).deepspeed_config["deepspeed_config_file"]
+    settings = json.loads(json_path.read_text())
+    assert settings["zero_optimization"]["stage"] == stage
+    # The trainer feeds its own micro-batches (no DataLoader for accelerate to read the size from) and
+    # accumulates nothing under DeepSpeed (the config headers ask for finetune.grad_accum=1).
+    assert settings["train_micro_batch_size_per_gpu"] == FinetuneConfig().batch_size
+    assert settings["gradient_accumulation_steps"] == 1
