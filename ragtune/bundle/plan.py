@@ -41,13 +41,9 @@ class Plan:
 
 def python_info() -> dict[str, str]:
     """The interpreter the bundle's wheels are for; the far side's must match."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return {
-        "version": version,
-        "tag": f"{sys.implementation.name[:2] if sys.implementation.name == 'cpython' else sys.implementation.name}"
-        f"{sys.version_info.major}{sys.version_info.minor}",
-        "platform": sysconfig.get_platform(),
-    }
+    major, minor = sys.version_info[:2]
+    prefix = "cp" if sys.implementation.name == "cpython" else sys.implementation.name
+    return {"version": f"{major}.{minor}", "tag": f"{prefix}{major}{minor}", "platform": sysconfig.get_platform()}
 
 
 def dependency_closure(requirements: list[str], extras: tuple[str, ...] = ()) -> dict[str, str]:

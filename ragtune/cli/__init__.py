@@ -48,15 +48,8 @@ ADD_PARSERS = (
     bundle.add_parsers,
     doctor.add_parsers,
 )
-COMMANDS = {
-    **index.COMMANDS,
-    **environment.COMMANDS,
-    **finetune.COMMANDS,
-    **compare.COMMANDS,
-    **serve.COMMANDS,
-    **bundle.COMMANDS,
-    **doctor.COMMANDS,
-}
+COMMANDS = {**index.COMMANDS, **environment.COMMANDS, **finetune.COMMANDS, **compare.COMMANDS, **serve.COMMANDS}
+COMMANDS.update({**bundle.COMMANDS, **doctor.COMMANDS})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None 
 def test_a_bundle_installs_and_answers_with_no_network(tmp_path: Path) -> None:
     prefix = offline_prefix()
     bundle = tmp_path / "bundle"
-    cli = [sys.executable, "-m", "ragtune.cli", "bundle", "-o", str(bundle), "--llamacpp", "no"]
+    cli = [sys.executable, "-m", "ragtune.cli", "bundle", "-o", str(bundle)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out, build_s = run(cli, env=env)
     assert "wheels" in out
