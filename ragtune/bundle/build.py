@@ -11,7 +11,7 @@ from typing import Any
 
 from models.errors import InputError
 from models.presets import PRESETS
-from models.storage import atomic_write_bytes, sha256_file
+from models.storage import atomic_write_bytes, file_lock, sha256_file
 from ragtune.bundle import fetch
 from ragtune.bundle.plan import Plan, make_plan
 from ragtune.bundle.sbom import make_sbom, wheel_metadata
@@ -35,6 +35,11 @@ def build_bundle(out: Path, repo: Path, target: str, presets: list[str], llamacp
     """Build or refresh the bundle in `out`, then verify it exactly as install.sh will."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "wheels").mkdir(exist_ok=True)
+    with file_lock(out / ".bundle-writer.lock"):  # a second `ragtune bundle` on the same folder waits
+        return _build(out, repo, target, presets, llamacpp)
+
+
+def _build(out: Path, repo: Path, target: str, presets: list[str], llamacpp: str) -> BundleResult:
     previous = _previous_files(out)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
         staging = Path(tmp)

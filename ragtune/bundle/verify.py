@@ -120,6 +120,9 @@ def main(argv: list[str]) -> int:
     bundle = Path(argv[0]).resolve()
     try:
         lock = verify(bundle)
+    except (KeyError, TypeError, AttributeError) as exc:
+        print(f"refused: {LOCK}: malformed ({exc!r} missing or of the wrong type); copy it again", file=sys.stderr)
+        return 1
     except Refused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1

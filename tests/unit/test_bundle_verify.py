@@ -163,3 +163,11 @@ def test_a_missing_or_broken_lock_is_refused(bundle: Path, tmp_path: Path) -> No
     assert "not valid JSON" in refused(bundle, tmp_path, "bundle.lock.json")
     (bundle / verify.LOCK).unlink()
     assert "missing" in refused(bundle, tmp_path, "bundle.lock.json")
+
+
+def test_a_lock_missing_a_field_is_refused_without_a_traceback(bundle: Path, tmp_path: Path) -> None:
+    lock = json.loads((bundle / verify.LOCK).read_text())
+    del lock["files"][0]["sha256"]
+    (bundle / verify.LOCK).write_text(json.dumps(lock))
+    message = refused(bundle, tmp_path, "bundle.lock.json: malformed")
+    assert "Traceback" not in message
