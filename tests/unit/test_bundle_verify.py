@@ -131,7 +131,7 @@ def test_a_wheel_the_lock_does_not_name_is_refused(bundle: Path, tmp_path: Path)
     assert "not in bundle.lock.json" in refused(bundle, tmp_path, "wheels/gamma-3.0-py3-none-any.whl")
 
 
-def test_a_changed_install_script_helper_is_refused(bundle: Path, tmp_path: Path) -> None:
+def test_a_changed_verifier_script_is_refused(bundle: Path, tmp_path: Path) -> None:
     with open(bundle / "verify.py", "a", encoding="utf-8") as handle:
         handle.write("\n# edited\n")
     refused(bundle, tmp_path, "verify.py")
