@@ -5,6 +5,8 @@ environment.py  models (the packaged models), config show
 finetune.py     train, adapters, data (synth, raft, dataset imports)
 compare.py      eval, compare
 serve.py        serve
+bundle.py       bundle (the offline install)
+doctor.py       doctor (the self-check)
 common.py       --config/--set and the argparse shapes the modules share
 """
 
@@ -16,7 +18,7 @@ import sys
 from models.config import load_config
 from models.errors import RagtuneError
 from ragtune import __version__
-from ragtune.cli import compare, environment, finetune, index, serve
+from ragtune.cli import bundle, compare, doctor, environment, finetune, index, serve
 
 EPILOG = """\
 examples:
@@ -43,8 +45,11 @@ ADD_PARSERS = (
     compare.add_parsers,
     serve.add_parsers,
     environment.add_config_parser,
+    bundle.add_parsers,
+    doctor.add_parsers,
 )
 COMMANDS = {**index.COMMANDS, **environment.COMMANDS, **finetune.COMMANDS, **compare.COMMANDS, **serve.COMMANDS}
+COMMANDS.update({**bundle.COMMANDS, **doctor.COMMANDS})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -272,13 +272,12 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
     import shlex
     import sys
 
-    from ragtune.compare.runner import run_compare
-    from ragtune.compare.spec import CompareSpec
+    from ragtune.api import Ragtune
 
-    spec = CompareSpec(
-        docs=args.docs,
-        questions=args.questions,
-        out=args.out,
+    results = Ragtune(config).compare(
+        args.docs,
+        args.questions,
+        args.out,
         paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()),
         train_data=args.train_data,
         synth=args.synth,
@@ -290,8 +289,6 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
         retriever=args.retriever,
         command=shlex.join(["ragtune", *sys.argv[1:]]),
     )
-    run_compare(spec, config)
-    results = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
     print(f"\n{results['verdict']}\n")
     print(f"report: {args.out / 'report.md'} and {args.out / 'report.html'}; data: {args.out / 'results.json'}")
     return 0

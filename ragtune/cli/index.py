@@ -44,10 +44,10 @@ def add_parsers(sub: Subcommands) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
-    from models.embedding import build_embedder
-    from rag.ingest import ingest
+    from ragtune.api import Ragtune
 
-    summary = ingest(args.paths, config, build_embedder(config.embedder), rebuild=args.rebuild)
+    # Progress bars only for a person at a terminal (as before: the library's own default).
+    summary = Ragtune(config, progress=None).ingest(args.paths, rebuild=args.rebuild)
     if args.json:
         print(json.dumps(vars(summary), indent=2))
         return 0
@@ -59,20 +59,19 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     from rag.pipeline import Answer
-    from ragtune.app import build_pipeline
+    from ragtune.api import Ragtune
 
-    pipeline = build_pipeline(config, progress=not args.json)
+    rt = Ragtune(config, progress=not args.json)
     answer = Answer(args.question)
     if args.json:
-        for _ in pipeline.stream(args.question, answer):
-            pass
+        answer = rt.ask(args.question)
         data = answer.to_json()
         data["mode"] = config.mode
         for source in data["sources"]:
             source["path"] = relative(source["path"])  # JSON escapes what a terminal must not see raw
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
-    for piece in pipeline.stream(args.question, answer):
+    for piece in rt.stream(args.question, answer):
         print(piece, end="", flush=True)
     print()
     print_sources(answer)

@@ -1,0 +1,111 @@
+"""The Python API: `ragtune.open(...)` gives a `Ragtune` that ingests, answers and compares, as the CLI does.
+
+    import ragtune
+
+    rt = ragtune.open(overrides=["rag.top_k=5"])   # the config: a YAML path, a Config, or the defaults
+    rt.ingest(["examples/docs"])
+    answer = rt.ask("How much does a non-resident library card cost?")
+    print(answer.text, [s.path for s in answer.sources])
+
+The CLI commands `ingest`, `ask` and `compare` are thin wrappers over these methods, so both raise the
+same typed errors (models.errors.RagtuneError and its subclasses), each naming the bad value and the fix.
+Models load on first use and stay loaded: a second `ask` answers without loading anything again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from models.config import Config, load_config
+from models.embedding import Embedder
+from rag.ingest import IngestSummary
+from rag.pipeline import Answer
+
+
+class Ragtune:
+    """One config's ingest, ask and compare; the embedder and the answering pipeline are built once, lazily."""
+
+    def __init__(self, config: Config, progress: bool | None = False) -> None:
+        self.config = config
+        # Progress bars and "preparing the model" notes: True shows them, False hides them, None shows them
+        # only on a terminal.
+        self.progress = progress
+        self._embedder: Embedder | None = None
+        self._pipeline: Any = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from models.embedding import build_embedder
+
+            self._embedder = build_embedder(self.config.embedder)
+        return self._embedder
+
+    def ingest(self, paths: Sequence[str | os.PathLike], rebuild: bool = False) -> IngestSummary:
+        """Index the documents under `paths` (files or folders); unchanged files are skipped."""
+        from rag.ingest import ingest
+
+        return ingest([Path(p) for p in paths], self.config, self.embedder, rebuild=rebuild, progress=self.progress)
+
+    def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
+        """The answer's text piece by piece as it is generated; `answer` (if given) holds sources and timings."""
+        return self._answering().stream(question, answer if answer is not None else Answer(question))
+
+    def ask(self, question: str) -> Answer:
+        """Answer one question: text, numbered sources (path, chunk, score), cited numbers, timings."""
+        answer = Answer(question)
+        for _ in self.stream(question, answer):
+            pass
+        return answer
+
+    def compare(
+        self, docs: str | os.PathLike, questions: str | os.PathLike, out: str | os.PathLike, **options: Any
+    ) -> dict[str, Any]:
+        """Run `ragtune compare` into `out` and return its results.json; `options` are CompareSpec's fields
+        (paths, train_data, synth, update_docs, update_questions, update_train_data, limit, seed, retriever)."""
+        import json
+
+        from ragtune.compare.runner import run_compare
+        from ragtune.compare.spec import CompareSpec
+
+        spec = CompareSpec(docs=Path(docs), questions=Path(questions), out=Path(out), **options)
+        run_compare(spec, self.config)
+        return json.loads((spec.out / "results.json").read_text(encoding="utf-8"))
+
+    def _answering(self) -> Any:
+        if self._pipeline is None:
+            from models.modes import answer_mode
+            from ragtune.app import build_pipeline
+
+            embedder = self.embedder if answer_mode(self.config.mode).retrieves else None
+            self._pipeline = build_pipeline(self.config, embedder=embedder, progress=self.progress is not False)
+        return self._pipeline
+
+
+def open(  # noqa: A001 - `ragtune.open(...)` reads as opening a ragtune setup, like `sqlite3.connect`
+    config: str | os.PathLike | Config | None = None, overrides: Sequence[str] = (), progress: bool = False
+) -> Ragtune:
+    """A Ragtune for `config`: a YAML file, a Config, or None for $RAGTUNE_CONFIG else the built-in defaults.
+
+    `overrides` are `key.sub=value` strings, exactly as `--set` takes them. A bad file, key or value raises
+    ConfigError naming it.
+    """
+    if isinstance(config, Config):
+        return Ragtune(_apply(config, overrides) if overrides else config, progress)
+    path = config if config is not None else os.environ.get("RAGTUNE_CONFIG")
+    return Ragtune(load_config(str(path) if path is not None else None, list(overrides)), progress)
+
+
+def _apply(config: Config, overrides: Sequence[str]) -> Config:
+    """`overrides` on top of an existing Config, validated as a whole (as a config file would be)."""
+    import tempfile
+
+    from models.config import to_yaml
+
+    with tempfile.TemporaryDirectory(prefix="ragtune-config-") as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(to_yaml(config), encoding="utf-8")
+        return load_config(path, list(overrides))

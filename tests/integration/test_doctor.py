@@ -1,0 +1,138 @@
+"""`ragtune doctor`: every check on a real setup (tiny LM, the packaged embedder), and each failure it must catch."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from models.config import load_config
+from models.errors import RagtuneError
+from models.paths import index_dir
+from rag.collection import current_generation
+from ragtune.cli import main
+from ragtune.doctor import _verify_record, run_checks
+
+
+def doctor(capsys: pytest.CaptureFixture, *overrides: str) -> tuple[int, dict[str, dict]]:
+    argv = ["doctor", "--json"]
+    for override in overrides:
+        argv += ["--set", override]
+    code = main(argv)
+    checks = json.loads(capsys.readouterr().out)
+    return code, {c["name"]: c for c in checks}
+
+
+@pytest.fixture
+def tiny(tiny_lm_path: Path) -> list[str]:
+    return [f"llm.model={tiny_lm_path}"]
+
+
+def test_a_healthy_setup_passes_and_names_what_it_checked(tiny, docs: Path, capsys) -> None:
+    code, checks = doctor(capsys, *tiny)
+    assert code == 0
+    assert checks["index"]["status"] == "warn" and "ragtune ingest" in checks["index"]["fix"]
+    assert main(["ingest", str(docs), "--set", tiny[0]]) == 0
+    capsys.readouterr()
+    code, checks = doctor(capsys, *tiny)
+    assert code == 0, checks
+    assert set(checks) >= {"versions", "backend", "embedder.model", "llm.model", "index", "memory", "threads", "gpu"}
+    assert "torch " in checks["versions"]["detail"] and "transformers" in checks["backend"]["detail"]
+    assert "llm.backend=transformers" in checks["backend"]["detail"]  # the reason it was chosen
+    assert checks["embedder.model"]["status"] == "ok" and "match the hashes" in checks["embedder.model"]["detail"]
+    assert checks["index"]["status"] == "ok" and "gen-" in checks["index"]["detail"]
+    assert all(c["status"] in ("ok", "warn") for c in checks.values())
+
+
+def test_a_damaged_index_fails_with_the_fix(tiny, docs: Path, capsys) -> None:
+    assert main(["ingest", str(docs), "--set", tiny[0]]) == 0
+    config = load_config(None, tiny)
+    folder = index_dir(config) / current_generation(index_dir(config))
+    store = folder / "chunks.sqlite"
+    data = bytearray(store.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    store.write_bytes(bytes(data))
+    capsys.readouterr()
+    code, checks = doctor(capsys, *tiny)
+    assert code == 1
+    assert checks["index"]["status"] == "fail" and "chunks.sqlite" in checks["index"]["detail"]
+    assert "--rebuild" in checks["index"]["fix"]
+
+
+def test_a_readable_serve_key_fails_and_says_chmod(tiny, tmp_path: Path, capsys) -> None:
+    key = tmp_path / "key.txt"
+    key.write_text("k" * 40)
+    key.chmod(0o644)
+    code, checks = doctor(capsys, *tiny, f"serve.api_key_file={key}")
+    assert code == 1 and checks["serve key"]["status"] == "fail"
+    assert checks["serve key"]["fix"] == f"chmod 600 {key}"
+    key.chmod(0o600)
+    code, checks = doctor(capsys, *tiny, f"serve.api_key_file={key}")
+    assert checks["serve key"]["status"] == "ok" and code == 0
+
+
+def test_cuda_asked_for_without_a_gpu_fails(tiny, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: llm.device=cuda is fine here")
+    code, checks = doctor(capsys, *tiny, "llm.device=cuda")
+    assert code == 1 and checks["gpu"]["status"] == "fail" and "llm.device=auto" in checks["gpu"]["fix"]
+
+
+def test_a_missing_local_model_fails(capsys, tmp_path: Path) -> None:
+    code, checks = doctor(capsys, f"llm.model={tmp_path / 'nowhere'}")
+    assert code == 1 and checks["llm.model"]["status"] == "fail"
+
+
+def test_the_text_report_is_one_line_per_check_with_fixes(tiny, capsys) -> None:
+    assert main(["doctor", "--set", tiny[0]]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("doctor: ") and "0 failed" in out
+    assert any(line.startswith("warn  index") for line in out.splitlines())
+    assert "fix: ragtune ingest DOCS_FOLDER" in out
+
+
+def install_fake_distribution(site: Path) -> Path:
+    """A package installed the way pip leaves it: files plus a RECORD with their sha256."""
+    package = site / "carrier_pkg"
+    package.mkdir(parents=True)
+    weights = package / "weights.bin"
+    weights.write_bytes(bytes(range(256)) * 64)
+    info = site / "carrier_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: carrier-pkg\nVersion: 1.0\n")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(weights.read_bytes()).digest()).rstrip(b"=").decode()
+    size = weights.stat().st_size
+    (info / "RECORD").write_text(
+        f"carrier_pkg/weights.bin,sha256={digest},{size}\ncarrier_pkg-1.0.dist-info/RECORD,,\n"
+    )
+    return weights
+
+
+def test_model_files_are_checked_against_pips_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = install_fake_distribution(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert _verify_record("carrier_pkg") == 1
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RagtuneError, match="weights.bin does not match the hash pip recorded"):
+        _verify_record("carrier_pkg")
+    weights.unlink()
+    with pytest.raises(RagtuneError, match="weights.bin is missing"):
+        _verify_record("carrier_pkg")
+
+
+def test_a_check_that_crashes_is_a_failure_not_a_silence(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragtune import doctor as module
+
+    def broken(config):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(module, "CHECKS", (broken,))
+    (check,) = run_checks(load_config(None, tiny))
+    assert check.status == "fail" and "disk on fire" in check.detail
