@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.config import IndexConfig
-from models.errors import ConfigError, IndexCorruptError
+from models.errors import ConfigError, IndexCorruptError, IndexMissingError
 from rag.index import IndexInfo, VectorIndex, missing_library
 
 try:
@@ -113,6 +113,17 @@ class MilvusIndex(VectorIndex):
                 f"index.uri={config.uri} already serves index {config.name!r} with {served}-dimensional vectors, but "
                 f"embedder.model {embedder!r} gives {dim}; set embedder.model back or choose another index.name"
             )
+
+    @classmethod
+    def serving(cls, config: IndexConfig) -> MilvusIndex:
+        """The generation index.name's alias serves now, read from the engine alone (no generation folder)."""
+        client, alias = connect(config), alias_name(config.name)
+        if alias not in client.list_aliases().get("aliases", []):
+            raise IndexMissingError(
+                f"index.uri={config.uri} serves no index {config.name!r}; run `ragtune ingest DOCS`"
+            )
+        rows, dim, _ = _stored(client, alias)
+        return cls(client, config, dim, alias, rows)
 
     @classmethod
     def verify(cls, folder: Path, info: IndexInfo) -> None:
