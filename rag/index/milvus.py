@@ -80,6 +80,14 @@ def _token(token_file: str | None) -> str:
         ) from None
 
 
+def _aliased(client: MilvusClient, alias: str) -> str | None:
+    """The collection `alias` names, or None where there is no such alias yet."""
+    try:
+        return client.describe_alias(alias)["collection_name"]
+    except MilvusException:
+        return None
+
+
 def _stored(client: MilvusClient, name: str) -> tuple[int, int, str]:
     """Rows, dimension and metric of collection `name` as the engine reports them."""
     fields = client.describe_collection(name)["fields"]
@@ -106,7 +114,7 @@ class MilvusIndex(VectorIndex):
     def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
         client = connect(config)
         alias = alias_name(config.name)
-        if alias not in client.list_aliases().get("aliases", []):
+        if _aliased(client, alias) is None:
             return
         # Another ingest (another machine, another embedder) may serve this index name already: never replace
         # vectors of another dimension under it.
@@ -121,7 +129,7 @@ class MilvusIndex(VectorIndex):
     def serving(cls, config: IndexConfig) -> MilvusIndex:
         """The generation index.name's alias serves now, read from the engine alone (no generation folder)."""
         client, alias = connect(config), alias_name(config.name)
-        if alias not in client.list_aliases().get("aliases", []):
+        if _aliased(client, alias) is None:
             raise IndexMissingError(
                 f"index.uri={config.uri} serves no index {config.name!r}; run `ragtune ingest DOCS`"
             )
@@ -195,7 +203,7 @@ class MilvusIndex(VectorIndex):
     def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
         client, alias = connect(config), alias_name(config.name)
         target = collection_name(config.name, generation)
-        if alias in client.list_aliases().get("aliases", []):
+        if _aliased(client, alias) is not None:
             client.alter_alias(target, alias)  # one metadata change: readers of the alias switch at once
         else:
             client.create_alias(target, alias)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,7 @@ def test_examples_find_the_same_sources_as_hnswlib(tmp_path: Path, docs: Path, e
     assert top_sources(config, embedder, asked) == want and all(want)
 
 
+@pytest.mark.slow
 def test_incremental_ingest_matches_hnswlib_and_keeps_two_collections(tmp_path: Path, docs: Path, embedder) -> None:
     """Add, change and delete documents: each ingest builds the next collection from the last one."""
     reference, config = load_config(None, ["index.name=ref"]), milvus(tmp_path / "milvus.db")
@@ -166,6 +168,12 @@ def test_another_dimension_under_the_same_name_is_refused_naming_the_embedder(
             pytest.fail("the writer started")
     assert not (tmp_path / "elsewhere" / "CURRENT").exists()
     assert MilvusIndex.serving(config.index).count == summary.total_chunks
+
+
+def test_names_are_milvus_names_and_keep_index_names_apart() -> None:
+    names = [alias_name(n) for n in ("a-b", "a_b", "a.b", "é")]
+    assert len(set(names)) == 4 and all(re.fullmatch(r"ragtune_\w+_[0-9a-f]{8}", n, flags=re.ASCII) for n in names)
+    assert collection_name("a-b", "gen-000012") == names[0] + "__gen_000012"
 
 
 def test_token_file_is_read_and_a_missing_one_named(tmp_path: Path) -> None:
