@@ -113,6 +113,12 @@ class IndexConfig:
                 "index.uri",
                 f"should be a local path ending in .db or http://host:19530, got {uri!r}",
             )
+            # The config is saved next to every index it builds: a password in the address would be too.
+            _check(
+                re.match(r"\w+://[^/]*@", uri) is None,
+                "index.uri",
+                "should not hold credentials; put the token in a file and set index.token_file",
+            )
         _check(self.token_file is None or bool(self.token_file), "index.token_file", "should be a file path or null")
 
 

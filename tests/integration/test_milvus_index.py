@@ -188,6 +188,7 @@ def test_token_file_is_read_and_a_missing_one_named(tmp_path: Path) -> None:
         ([], r"index.uri: is required with index.backend=milvus"),
         (["index.uri=/tmp/vectors"], r"index.uri: should be a local path ending in .db or http://host:19530"),
         (["index.uri=ftp://host"], r"index.uri: should be a local path ending in .db"),
+        (["index.uri=http://root:secret@host:19530"], r"index.uri: should not hold credentials; .* index.token_file"),
     ],
 )
 def test_config_names_a_bad_uri(overrides: list[str], message: str) -> None:
