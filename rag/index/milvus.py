@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def connect(config: IndexConfig) -> MilvusClient:
         if uri.endswith(".db"):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            _CLIENTS[key] = MilvusClient(uri=uri, token=token, timeout=30)
+            # No call timeout: loading a large collection on a server can take minutes (connecting fails fast).
+            _CLIENTS[key] = MilvusClient(uri=uri, token=token)
         except MilvusException as exc:
             raise ConfigError(
                 f"index.uri={config.uri}: Milvus cannot be reached or opened ({exc.message}); start the server or "
@@ -133,8 +135,9 @@ class MilvusIndex(VectorIndex):
             raise IndexMissingError(
                 f"index.uri={config.uri} serves no index {config.name!r}; run `ragtune ingest DOCS`"
             )
-        rows, dim, _ = _stored(client, alias)
-        return cls(client, config, dim, alias, rows)
+        rows, dim, metric = _stored(client, alias)
+        space = next((space for space, name in _METRICS.items() if name == metric), config.space)
+        return cls(client, replace(config, space=space), dim, alias, rows)  # the space it was built with
 
     @classmethod
     def verify(cls, folder: Path, info: IndexInfo) -> None:
