@@ -20,7 +20,7 @@ Mode = Literal["base", "rag", "finetune", "hybrid"]
 # Each name is a module behind an interface, chosen by these keys: models/generate.py GENERATOR_BACKENDS,
 # rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
 LLMBackend = Literal["transformers", "openai"]
-IndexBackend = Literal["hnswlib"]
+IndexBackend = Literal["hnswlib", "milvus"]
 RetrieverKind = Literal["dense", "lexical", "hybrid"]
 
 
@@ -89,8 +89,15 @@ class LLMConfig:
 class IndexConfig:
     # Name of the index folder under $RAGTUNE_HOME/indexes.
     name: str = "default"
-    # The vector index engine: hnswlib (a file in each index generation).
+    # The vector index engine: hnswlib (a file in each index generation) or milvus (a collection per
+    # generation in Milvus Lite or a Milvus server, at index.uri; chunk texts stay in the generation folder).
     backend: IndexBackend = "hnswlib"
+    # milvus only: a local file ending in .db (Milvus Lite, embedded: one process at a time) or a server
+    # address such as http://host:19530 (any number of processes and machines).
+    uri: str | None = None
+    # milvus only: a file holding the server's token (user:password or an API key); null: no token.
+    # The token itself never sits in a config, where it would be saved next to every index.
+    token_file: str | None = None
     # Vector distance: cosine | ip | l2.
     space: Literal["cosine", "ip", "l2"] = "cosine"
     # Graph degree: higher raises recall and memory.
@@ -109,6 +116,26 @@ class IndexConfig:
         for key in ("m", "ef_construction", "ef_search"):
             value = getattr(self, key)
             _check(value > 0, f"index.{key}", f"should be positive, got {value}")
+        if self.backend == "milvus":
+            _check(
+                bool(self.uri),
+                "index.uri",
+                "is required with index.backend=milvus: a local .db file or http://host:19530",
+            )
+            uri = self.uri or ""
+            server = re.match(r"(https?|tcp|unix)://", uri) is not None
+            _check(
+                server or uri.endswith(".db"),
+                "index.uri",
+                f"should be a local path ending in .db or http://host:19530, got {uri!r}",
+            )
+            # The config is saved next to every index it builds: a password in the address would be too.
+            _check(
+                re.match(r"\w+://[^/]*@", uri) is None,
+                "index.uri",
+                "should not hold credentials; put the token in a file and set index.token_file",
+            )
+        _check(self.token_file is None or bool(self.token_file), "index.token_file", "should be a file path or null")
 
 
 @dataclass(frozen=True)

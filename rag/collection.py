@@ -10,6 +10,9 @@ Layout under $RAGTUNE_HOME/indexes/NAME:
 A writer builds the next generation in a hidden staging folder and publishes it with two renames,
 so a crash at any point leaves the old generation or the new one, never a mix. Readers never lock.
 The vector index is whichever rag/index backend `index.backend` names; this module only moves its files.
+A backend that keeps vectors in an engine (milvus) writes no files here: the generation's manifest names
+its collection there, the draft is a new collection that readers never see, and publishing switches the
+engine's alias after CURRENT (so both name complete generations; a crash before leaves the old ones).
 """
 
 from __future__ import annotations
@@ -186,6 +189,7 @@ class Writer:
         self.root, self.config, self.dim, self.rebuild = root, config, dim, rebuild
         self._release = ExitStack()  # the lock and the staging folder, undone in reverse on exit
         self.draft: Draft | None = None
+        self.generation = ""  # named once the lock is held: a draft in an engine is named after it
         self.published: str | None = None
 
     def __enter__(self) -> Draft:
@@ -200,7 +204,10 @@ class Writer:
                 ) from None
             # Clears dead writers' staging folders (the lock makes this the only live one) and removes
             # its own if anything below raises.
+            # An engine that is unreachable, or serves another dimension under this name, fails before any write.
+            index_class(self.config.index.backend).prepare(self.config.index, self.dim, self.config.embedder.model)
             staging = stack.enter_context(staged_dir(self.root, "gen"))
+            self.generation = f"gen-{_next_number(self.root):06d}"
             base = None if self.rebuild else current_generation(self.root)
             if base is None:
                 index = create_index(self.config.index, self.dim)
@@ -210,6 +217,7 @@ class Writer:
                 check_contextual(snapshot.manifest, self.config.rag.contextual, self.root)
                 index, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
+            index = index.draft(self.generation)  # readers keep the base; an engine copies it server-side
             # A base written before the lexical index gets it now, from its own chunks (nothing re-embedded).
             upgraded = store.upgrade() and base is not None
             self.draft = Draft(staging, index, store, base, upgraded=upgraded)
@@ -221,7 +229,7 @@ class Writer:
         assert draft is not None, "commit() outside the with-block"
         if draft.index.needs_compaction:
             draft.index = draft.index.compacted(draft.store.live_ids())
-        generation = f"gen-{_next_number(self.root):06d}"
+        generation = self.generation
         # The store names its generation, so a chunks.sqlite (and its lexical index) moved elsewhere is caught.
         draft.store.set_meta("generation", generation)
         draft.store.commit()
@@ -257,12 +265,14 @@ class Writer:
             shutil.rmtree(self.root / "CURRENT")
         atomic_write_text(self.root / "CURRENT", generation + "\n")
         self.published = generation
+        index_class(self.config.index.backend).publish(self.config.index, generation, keep={generation, draft.base})
         _prune(self.root, keep={generation, draft.base})
         return generation
 
     def __exit__(self, *exc: Any) -> None:
         if self.draft is not None and self.published is None:
             self.draft.store.close()
+            self.draft.index.discard()
             shutil.rmtree(self.draft.staging, ignore_errors=True)  # a block that commits nothing leaves nothing
         self._release.__exit__(*exc)
 

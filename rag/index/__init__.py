@@ -3,7 +3,10 @@
 A backend is one module in this package holding one VectorIndex subclass, named in INDEX_BACKENDS and
 imported only when chosen, so an optional library that is missing fails only then, with the fix.
 A backend keeps its state in files it writes into the folder it is given; rag/collection.py hashes
-them, publishes them atomically and hands them back through `load`, which checks them first.
+them, publishes them atomically and hands them back through `load`, which checks them first. A backend
+that keeps its state in an engine (milvus) writes no files: it gives each generation its own store in the
+engine (`draft`), switches the engine's serving name to it when the generation is published (`publish`),
+and `load` checks the engine's copy against the manifest instead.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from models.config import IndexConfig
 from models.errors import ConfigError
 
 # index.backend -> "module:Class"; models/config.py's IndexBackend lists the same names.
-INDEX_BACKENDS = {"hnswlib": "rag.index.hnswlib:HnswIndex"}
+INDEX_BACKENDS = {"hnswlib": "rag.index.hnswlib:HnswIndex", "milvus": "rag.index.milvus:MilvusIndex"}
 # The backend of format-1 manifests written before index.backend existed (hnswlib's m and
 # ef_construction sat at the manifest's top level then): they keep opening as what they are.
 _UNNAMED_BACKEND = "hnswlib"
@@ -98,6 +101,26 @@ class VectorIndex(ABC):
     @abstractmethod
     def vectors(self, labels: list[int]) -> np.ndarray:
         """The stored float32 vectors of live `labels` (cosine spaces may store them unit-length)."""
+
+    @classmethod
+    def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
+        """Before a writer writes anything: raise ConfigError if the engine cannot take this index of `dim`
+        dimensions from `embedder` (unreachable, or serving another dimension under the same name)."""
+        return None  # a folder of files takes any index
+
+    def draft(self, generation: str) -> VectorIndex:
+        """The index a writer changes to build `generation` from this one, which readers may still be using.
+        This one, for a backend whose files are copied into the new generation by `save`."""
+        return self
+
+    @classmethod
+    def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
+        """Once `generation` is the current one: point the engine at it and drop what the `keep` ones do not use."""
+        return None  # files are published with their folder (rag/collection.py)
+
+    def discard(self) -> None:
+        """Drop a draft that will never be published (the writer failed); files need nothing, the folder goes."""
+        return None
 
     @property
     def needs_compaction(self) -> bool:

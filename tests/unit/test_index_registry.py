@@ -2,6 +2,7 @@
 
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -16,14 +17,15 @@ def test_registry_matches_the_config_and_the_contract_suite() -> None:
 
 
 @pytest.mark.parametrize("backend", sorted(INDEX_BACKENDS))
-def test_each_entry_is_a_vector_index(backend: str) -> None:
+def test_each_entry_is_a_vector_index(backend: str, tmp_path: Path) -> None:
     cls = index_class(backend)
     assert issubclass(cls, VectorIndex) and not getattr(cls, "__abstractmethods__", None)
-    assert isinstance(create_index(IndexConfig(backend=backend), dim=4), cls)
+    uri = str(tmp_path / "index.db") if backend == "milvus" else None  # milvus needs an engine to connect to
+    assert isinstance(create_index(IndexConfig(backend=backend, uri=uri), dim=4), cls)
 
 
 def test_unknown_backend_names_the_key_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"index.backend: unknown backend 'faiss'; choose one of hnswlib"):
+    with pytest.raises(ConfigError, match=r"index.backend: unknown backend 'faiss'; choose one of hnswlib, milvus"):
         index_class("faiss")
 
 

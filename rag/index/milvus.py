@@ -1,0 +1,280 @@
+"""Milvus behind VectorIndex: one collection per index generation, an alias naming the one served.
+
+`index.uri` is a local .db file (Milvus Lite, embedded in this process) or a server address; the same
+client code serves both. A writer fills a new collection named after its generation while readers keep
+using the previous one; publishing points the index's alias at it and drops collections no longer kept,
+so the alias never names a half-written generation and a crash mid-ingest leaves the old one serving.
+Deletes free their space at once (the engine compacts its segments itself): `deleted` is always 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.config import IndexConfig
+from models.errors import ConfigError, IndexCorruptError, IndexMissingError
+from rag.index import IndexInfo, VectorIndex, missing_library
+
+try:
+    from pymilvus import DataType, MilvusClient, MilvusException
+except ImportError as exc:  # only a config that chooses index.backend=milvus gets here
+    raise missing_library("milvus", "'ragtune[milvus]' (pymilvus==3.0.2 milvus-lite==3.2.2)") from exc
+
+# pymilvus logs every failed call before raising it; the typed errors below already say what failed.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+# Milvus Lite serves gRPC in this process and logs a traceback for the one call it lacks (AllocTimestamp,
+# which pymilvus's wait for a new collection's index tries first and then does without).
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+
+_METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
+_BATCH = 4096  # rows per insert or id query: well under the engine's message size limit at 1024 dims
+_REBUILD = "rebuild with `ragtune ingest --rebuild DOCS`"
+_CLIENTS: dict[tuple[str, str], MilvusClient] = {}  # one connection per uri and token, shared by every index
+
+
+def alias_name(index_name: str) -> str:
+    """The alias serving index `index_name`: Milvus names allow [A-Za-z0-9_], so a hash keeps `a-b` and `a_b` apart."""
+    slug = re.sub(r"\W", "_", index_name, flags=re.ASCII)[:80]
+    return f"ragtune_{slug}_{hashlib.sha256(index_name.encode()).hexdigest()[:8]}"
+
+
+def collection_name(index_name: str, generation: str) -> str:
+    """The collection holding `generation` (gen-000007) of index `index_name`."""
+    return f"{alias_name(index_name)}__{generation.replace('-', '_')}"
+
+
+def connect(config: IndexConfig) -> MilvusClient:
+    """The client for index.uri, connected now so that a wrong address fails before anything is written."""
+    uri = str(Path(config.uri).expanduser()) if config.uri and config.uri.endswith(".db") else config.uri or ""
+    token = _token(config.token_file)
+    key = (uri, token)
+    if key not in _CLIENTS:
+        if uri.endswith(".db"):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # No call timeout: loading a large collection on a server can take minutes (connecting fails fast).
+            _CLIENTS[key] = MilvusClient(uri=uri, token=token)
+        except MilvusException as exc:
+            raise ConfigError(
+                f"index.uri={config.uri}: Milvus cannot be reached or opened ({exc.message}); start the server or "
+                "fix index.uri and index.token_file (a local .db file is open to one process at a time)"
+            ) from None
+    return _CLIENTS[key]
+
+
+def _token(token_file: str | None) -> str:
+    if token_file is None:
+        return ""
+    path = Path(token_file).expanduser()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"index.token_file={token_file}: cannot be read ({exc}); point it at the token's file"
+        ) from None
+
+
+def _aliased(client: MilvusClient, alias: str) -> str | None:
+    """The collection `alias` names, or None where there is no such alias yet."""
+    try:
+        return client.describe_alias(alias)["collection_name"]
+    except MilvusException:
+        return None
+
+
+def _stored(client: MilvusClient, name: str) -> tuple[int, int, str]:
+    """Rows, dimension and metric of collection `name` as the engine reports them."""
+    fields = client.describe_collection(name)["fields"]
+    dim = next((int(f["params"]["dim"]) for f in fields if f["type"] == DataType.FLOAT_VECTOR), -1)
+    metrics = [client.describe_index(name, index).get("metric_type", "") for index in client.list_indexes(name)]
+    metric = metrics[0] if metrics else ""
+    client.load_collection(name)
+    rows = client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    return int(rows), dim, str(metric)
+
+
+class MilvusIndex(VectorIndex):
+    def __init__(self, client: MilvusClient, config: IndexConfig, dim: int, name: str, count: int = 0) -> None:
+        self._client, self._config, self.space, self.dim = client, config, config.space, dim
+        self.name, self._count = name, count  # the collection, created on first use
+        self._exists = count > 0 or client.has_collection(name)
+
+    @classmethod
+    def create(cls, config: IndexConfig, dim: int, capacity: int = 1024) -> MilvusIndex:
+        # A scratch name until a writer gives it a generation (draft); the engine sizes itself (no capacity).
+        return cls(connect(config), config, dim, f"{alias_name(config.name)}__scratch_{uuid.uuid4().hex[:12]}")
+
+    @classmethod
+    def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
+        client = connect(config)
+        alias = alias_name(config.name)
+        if _aliased(client, alias) is None:
+            return
+        # Another ingest (another machine, another embedder) may serve this index name already: never replace
+        # vectors of another dimension under it.
+        _, served, _ = _stored(client, alias)
+        if served != dim:
+            raise ConfigError(
+                f"index.uri={config.uri} already serves index {config.name!r} with {served}-dimensional vectors, but "
+                f"embedder.model {embedder!r} gives {dim}; set embedder.model back or choose another index.name"
+            )
+
+    @classmethod
+    def serving(cls, config: IndexConfig) -> MilvusIndex:
+        """The generation index.name's alias serves now, read from the engine alone (no generation folder)."""
+        client, alias = connect(config), alias_name(config.name)
+        if _aliased(client, alias) is None:
+            raise IndexMissingError(
+                f"index.uri={config.uri} serves no index {config.name!r}; run `ragtune ingest DOCS`"
+            )
+        rows, dim, metric = _stored(client, alias)
+        space = next((space for space, name in _METRICS.items() if name == metric), config.space)
+        return cls(client, replace(config, space=space), dim, alias, rows)  # the space it was built with
+
+    @classmethod
+    def verify(cls, folder: Path, info: IndexInfo) -> None:
+        name = info.params.get("collection")
+        if not isinstance(name, str) or not re.fullmatch(
+            r"ragtune_\w+__(gen_\d{6,}|scratch_[0-9a-f]{12})", name, flags=re.ASCII
+        ):
+            raise IndexCorruptError(f"{folder}: its manifest names no Milvus collection; {_REBUILD}")
+
+    @classmethod
+    def load(cls, folder: Path, info: IndexInfo, config: IndexConfig) -> MilvusIndex:
+        cls.verify(folder, info)
+        name, client = info.params["collection"], connect(config)
+        if not client.has_collection(name):
+            raise IndexCorruptError(f"{folder}: index.uri={config.uri} has no collection {name}; {_REBUILD}")
+        rows, dim, metric = _stored(client, name)
+        if (rows, dim) != (info.count, info.dim):
+            raise IndexCorruptError(
+                f"collection {name} at index.uri={config.uri} holds {rows} vectors of {dim} dimensions but its "
+                f"manifest says {info.count} of {info.dim}; {_REBUILD}"
+            )
+        if metric != _METRICS[info.space]:
+            raise IndexCorruptError(f"collection {name} uses metric {metric}, not {info.space}; {_REBUILD}")
+        return cls._read(folder, info, config)
+
+    @classmethod
+    def _read(cls, folder: Path, info: IndexInfo, config: IndexConfig) -> MilvusIndex:
+        return cls(connect(config), config, info.dim, info.params["collection"], info.count)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        self._ensure()
+        self._client.flush(self.name)  # sealed segments: durable before the manifest names the collection
+        # Reloaded, searches use the HNSW index built on the sealed segments (on Milvus Lite, searches of a
+        # collection loaded while its rows were inserted scan them instead: 10-100x slower).
+        self._client.release_collection(self.name)
+        self._client.load_collection(self.name)
+        return {
+            "files": [],
+            "collection": self.name,
+            "m": self._config.m,
+            "ef_construction": self._config.ef_construction,
+        }
+
+    def draft(self, generation: str) -> MilvusIndex:
+        # Readers keep this collection; the writer fills a new one, named for its generation, from it.
+        target = collection_name(self._config.name, generation)
+        if self._client.has_collection(target):  # a dead writer's leftover: it was never published
+            self._client.drop_collection(target)
+        fresh = MilvusIndex(self._client, self._config, self.dim, target)
+        if self._exists and self.count:
+            self._copy_into(fresh)
+        if self.name.split("__")[-1].startswith("scratch_"):
+            self.discard()
+        return fresh
+
+    def _copy_into(self, fresh: MilvusIndex) -> None:
+        # Server-side vectors, streamed: an incremental ingest re-embeds nothing, whatever the index size.
+        pages = self._client.query_iterator(self.name, batch_size=_BATCH, output_fields=["vector"])
+        try:
+            while rows := pages.next():
+                fresh.add(np.asarray([r["vector"] for r in rows], dtype=np.float32), [r["id"] for r in rows])
+        finally:
+            pages.close()
+
+    @classmethod
+    def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
+        client, alias = connect(config), alias_name(config.name)
+        target = collection_name(config.name, generation)
+        if _aliased(client, alias) is not None:
+            client.alter_alias(target, alias)  # one metadata change: readers of the alias switch at once
+        else:
+            client.create_alias(target, alias)
+        kept = {collection_name(config.name, g) for g in keep if g}
+        for name in client.list_collections():
+            if name.startswith(alias + "__") and name not in kept:
+                client.drop_collection(name)
+
+    def discard(self) -> None:
+        try:
+            if self._client.has_collection(self.name):
+                self._client.drop_collection(self.name)
+        except MilvusException:
+            pass  # the writer is failing already (that error is raised); the next publish drops the leftover
+        self._exists, self._count = False, 0
+
+    def _ensure(self) -> None:
+        if self._exists:
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self._client.prepare_index_params()
+        build = {"M": self._config.m, "efConstruction": self._config.ef_construction}
+        params.add_index("vector", index_type="HNSW", metric_type=_METRICS[self.space], params=build)
+        self._client.create_collection(self.name, schema=schema, index_params=params, consistency_level="Strong")
+        self._exists = True
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def deleted(self) -> int:
+        return 0
+
+    def add(self, vectors: np.ndarray, labels: np.ndarray | list[int]) -> None:
+        self._ensure()
+        vectors, labels = np.asarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+        for start in range(0, len(labels), _BATCH):
+            rows = zip(labels[start : start + _BATCH].tolist(), vectors[start : start + _BATCH])
+            self._client.insert(self.name, [{"id": label, "vector": vector} for label, vector in rows])
+        self._count += len(labels)
+
+    def delete(self, labels: list[int]) -> None:
+        if not labels:
+            return
+        for start in range(0, len(labels), _BATCH):
+            self._client.delete(self.name, ids=[int(label) for label in labels[start : start + _BATCH]])
+        self._count -= len(labels)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.count)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        params = {"metric_type": _METRICS[self.space], "params": {"ef": max(self._config.ef_search, k)}}
+        vector = np.asarray(query, dtype=np.float32).reshape(-1)
+        hits = self._client.search(self.name, data=[vector], limit=k, search_params=params, output_fields=[])[0]
+        labels = np.array([hit["id"] for hit in hits], dtype=np.int64)
+        distances = np.array([hit["distance"] for hit in hits], dtype=np.float32)
+        # COSINE and IP come back as similarities; L2 as the squared distance, negated so higher is closer.
+        return labels, (-distances if self.space == "l2" else distances)
+
+    def vectors(self, labels: list[int]) -> np.ndarray:
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(labels), _BATCH):
+            ids = [int(label) for label in labels[start : start + _BATCH]]
+            found.update(
+                (row["id"], row["vector"]) for row in self._client.query(self.name, ids=ids, output_fields=["vector"])
+            )
+        return np.asarray([found[int(label)] for label in labels], dtype=np.float32).reshape(len(labels), self.dim)
