@@ -189,3 +189,42 @@ def test_adapter_of_another_base_is_refused_over_a_gguf_base(peft_folder: Path, 
     with pytest.raises(AdapterError, match="trained on base model 'qwen2.5-coder-0.5b-instruct'.*GGUF sha256 1d96"):
         usable_adapter("smol-random", base_gguf)
     assert not (folder / GGUF_LORA_FILE).exists()
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_gguf_lora_follows_peft(peft_folder: Path, base_gguf: Path) -> None:
+    """The same adapter: llama.cpp's next-token shift points where PEFT's does, and greedy answers follow."""
+    pytest.importorskip("llama_cpp")
+    from tests.gguf_lora_helpers import compare_engines
+
+    lora = export_gguf_lora(install(peft_folder), base_gguf)
+    result = compare_engines(SMOL, base_gguf, peft_folder, lora)
+    print(result.summary())
+    # The adapter moves the logits the same way on both engines (a wrong layout gives cosines near 0).
+    assert min(result.delta_cosines) > 0.9, result.summary()
+    # Greedy continuations: llama.cpp+LoRA agrees with PEFT about as often as the two bases agree (the
+    # quantised base differs from the dequantised one), and it follows PEFT where the adapter moved PEFT.
+    assert result.moved >= len(result.hf_base) // 2, result.summary()
+    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
+    assert result.moved_along >= 0.6 * result.moved, result.summary()
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: Path) -> None:
+    """The same check on the default 0.5B LM (Qwen2: no row reordering), whose GGUF comes in six pieces."""
+    pytest.importorskip("llama_cpp")
+    from models.loading import _assemble
+    from tests.gguf_lora_helpers import compare_engines, random_lora_folder
+
+    model = "qwen2.5-coder-0.5b-instruct"
+    pieces = piece_paths(PRESETS[model])
+    base = tmp_path / "base.gguf"
+    assert _assemble(pieces, base) == PRESETS[model].sha256
+    peft = random_lora_folder(tmp_path / "qwen-random", model, seed=0)
+    lora = export_gguf_lora(peft, pieces, PRESETS[model].sha256)  # from the pieces, as after training
+    check_lora_gguf(lora, base)
+    result = compare_engines(model, base, peft, lora)
+    print(result.summary())
+    assert min(result.delta_cosines) > 0.9, result.summary()
+    assert result.moved >= len(result.hf_base) // 2, result.summary()
+    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
