@@ -228,3 +228,25 @@ def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: P
     assert min(result.delta_cosines) > 0.9, result.summary()
     assert result.moved >= len(result.hf_base) // 2, result.summary()
     assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
+
+
+@pytest.mark.slow
+def test_training_on_a_gguf_base_also_writes_the_gguf_lora(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from finetune.train import train
+    from models.config import load_config
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": f"A{i}."}) + "\n" for i in range(4)))
+    sets = ["llm.model=" + SMOL, "llm.device=cpu", "finetune.max_steps=1", "finetune.batch_size=2"]
+    sets += ["finetune.eval_fraction=0", "finetune.warmup_ratio=0"]
+    result = train(load_config(None, sets), data, "smol-trained", progress=False)
+    info = read_adapter("smol-trained")
+    assert info.manifest["base_gguf_sha256"] == PRESETS[SMOL].sha256
+    assert GGUF_LORA_FILE in info.manifest["files"] and result.path == info.path
+    check_lora_gguf(info.path / GGUF_LORA_FILE, piece_paths(PRESETS[SMOL]))
+    # An adapter llama.cpp cannot express: the PEFT adapter is kept, and the reason is said.
+    sets.append("finetune.lora.target_modules=[q_proj,lm_head]")
+    train(load_config(None, sets), data, "smol-head", progress=False)
+    info = read_adapter("smol-head")
+    assert "adapter_model.safetensors" in info.manifest["files"] and GGUF_LORA_FILE not in info.manifest["files"]
+    assert "its GGUF LoRA for llama.cpp was not written" in capsys.readouterr().err
