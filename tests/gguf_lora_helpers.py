@@ -24,15 +24,17 @@ PROMPTS = [
     "What does HTTP stand for?",
     "Give me a synonym for 'happy'.",
     "What is 12 times 12?",
-    "Translate 'good morning' into Spanish.",
-    "Why is the sky blue? Answer briefly.",
 ]
 
 
 def random_lora_folder(
-    folder: Path, model: str, seed: int, targets: tuple[str, ...] = TARGETS, std: float = 0.02
+    folder: Path, model: str, seed: int, targets: tuple[str, ...] = TARGETS, std: float = 0.15
 ) -> Path:
-    """A PEFT LoRA (r=4, alpha=8) on `model` whose B matrices are random (PEFT starts them at zero: a no-op)."""
+    """A PEFT LoRA (r=4, alpha=8) on `model` whose B matrices are random (PEFT starts them at zero: a no-op).
+
+    std 0.15 moves the logits well beyond the two engines' own difference (llama.cpp quantises activations
+    for its quantised matmuls): with 0.02 the shift is lost in it (cosines 0.5), with 0.15 they are ~0.95.
+    """
     from peft import LoraConfig, get_peft_model
 
     lm = load_lm(LLMConfig(model=model, dtype="float32", device="cpu"), progress=False)
@@ -65,6 +67,7 @@ class Agreement:
     cpp_base: list[list[int]] = field(default_factory=list)
     cpp_lora: list[list[int]] = field(default_factory=list)
     delta_cosines: list[float] = field(default_factory=list)  # next-token logit shift, PEFT vs llama.cpp LoRA
+    closer: int = 0  # prompts whose llama.cpp+LoRA next-token logits are nearer PEFT's than llama.cpp's base ones
     seconds: float = 0.0
 
     @property
@@ -83,31 +86,38 @@ class Agreement:
         return sum(p != b for p, b in zip(self.hf_peft, self.hf_base))
 
     @property
+    def moved_too(self) -> int:
+        """Of those, prompts where the adapter changed llama.cpp's continuation too."""
+        return sum(p != b and c != cb for p, b, c, cb in zip(self.hf_peft, self.hf_base, self.cpp_lora, self.cpp_base))
+
+    @property
     def moved_along(self) -> int:
-        """Of those, prompts where llama.cpp's continuation changed too, to PEFT's."""
+        """Of those, prompts where llama.cpp's continuation changed to exactly PEFT's."""
         return sum(p != b and c == p for p, b, c in zip(self.hf_peft, self.hf_base, self.cpp_lora))
 
     def summary(self) -> str:
         return (
             f"{len(self.hf_base)} prompts x {self.tokens} greedy tokens: llama.cpp+LoRA == PEFT on "
             f"{self.share:.0%} (bases alone agree on {self.base_share:.0%}); the adapter moved PEFT on "
-            f"{self.moved} prompts and llama.cpp followed on {self.moved_along}; next-token logit shift "
-            f"cosine min {min(self.delta_cosines):.3f} mean {np.mean(self.delta_cosines):.3f} ({self.seconds:.0f} s)"
+            f"{self.moved} prompts, llama.cpp's on {self.moved_too} of them (to PEFT's exactly on {self.moved_along}); "
+            f"next-token logit shift cosine min {min(self.delta_cosines):.3f} mean {np.mean(self.delta_cosines):.3f}; "
+            f"llama.cpp+LoRA logits nearer PEFT's than llama.cpp's base on {self.closer}/{len(self.hf_base)} "
+            f"({self.seconds:.0f} s)"
         )
 
 
-def compare_engines(model: str, base_gguf: Path, peft_folder: Path, lora_gguf: Path, tokens: int = 12) -> Agreement:
+def compare_engines(model: str, base_gguf: Path, peft_folder: Path, lora_gguf: Path, tokens: int = 8) -> Agreement:
     """Run every prompt through the four combinations on the same token ids (the GGUF's own tokenizer)."""
     import llama_cpp
     from peft import PeftModel
 
     started = time.perf_counter()
     lm = load_lm(LLMConfig(model=model, dtype="float32", device="cpu"), progress=False)
-    prompts = [
-        lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+    texts = [
+        lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
         for p in PROMPTS
     ]
-    prompts = [list(p["input_ids"] if isinstance(p, dict) else p) for p in prompts]
+    prompts = [lm.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     result = Agreement(tokens)
     eos = lm.model.generation_config.eos_token_id
     ends = set(eos if isinstance(eos, list) else [eos])
@@ -118,7 +128,12 @@ def compare_engines(model: str, base_gguf: Path, peft_folder: Path, lora_gguf: P
     cpp_logits = {}
     for key, lora in (("base", None), ("lora", lora_gguf)):
         llama = llama_cpp.Llama(
-            model_path=str(base_gguf), lora_path=str(lora) if lora else None, n_ctx=512, n_threads=2, verbose=False
+            model_path=str(base_gguf),
+            lora_path=str(lora) if lora else None,
+            n_ctx=512,
+            n_threads=2,
+            logits_all=True,  # keeps every position's logits in llama.scores (read below)
+            verbose=False,
         )
         runs = result.cpp_base if lora is None else result.cpp_lora
         cpp_logits[key] = [_cpp_run(llama, ids, tokens, runs, ends) for ids in prompts]
@@ -126,6 +141,7 @@ def compare_engines(model: str, base_gguf: Path, peft_folder: Path, lora_gguf: P
     for hb, hp, cb, cl in zip(hf_base_logits, hf_peft_logits, cpp_logits["base"], cpp_logits["lora"]):
         a, b = hp - hb, cl - cb
         result.delta_cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        result.closer += bool(np.linalg.norm(cl - hp) < np.linalg.norm(cb - hp))
     result.seconds = time.perf_counter() - started
     return result
 

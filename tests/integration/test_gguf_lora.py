@@ -200,13 +200,20 @@ def test_llama_cpp_with_the_gguf_lora_follows_peft(peft_folder: Path, base_gguf:
     lora = export_gguf_lora(install(peft_folder), base_gguf)
     result = compare_engines(SMOL, base_gguf, peft_folder, lora)
     print(result.summary())
-    # The adapter moves the logits the same way on both engines (a wrong layout gives cosines near 0).
-    assert min(result.delta_cosines) > 0.9, result.summary()
-    # Greedy continuations: llama.cpp+LoRA agrees with PEFT about as often as the two bases agree (the
-    # quantised base differs from the dequantised one), and it follows PEFT where the adapter moved PEFT.
-    assert result.moved >= len(result.hf_base) // 2, result.summary()
-    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
-    assert result.moved_along >= 0.6 * result.moved, result.summary()
+    assert_same_adapter(result)
+
+
+def assert_same_adapter(result) -> None:
+    """llama.cpp with the GGUF LoRA moves toward PEFT on transformers, as far as the engines' own gap allows."""
+    n = len(result.hf_base)
+    # The adapter shifts the next-token logits the same way on both engines (measured: mean ~0.95; a q/k-only
+    # LoRA written without reordering its rows gave a mean of 0.41, one prompt at -0.5), toward PEFT's everywhere.
+    assert np.mean(result.delta_cosines) > 0.85 and min(result.delta_cosines) > 0.6, result.summary()
+    assert result.closer == n, result.summary()
+    # Greedy continuations: where the adapter changed PEFT's, it changed llama.cpp's too; llama.cpp+LoRA
+    # agrees with PEFT about as often as the two bases agree (quantised activations vs float32).
+    assert result.moved >= 2 and result.moved_too == result.moved, result.summary()
+    assert result.share >= result.base_share - 0.25, result.summary()
 
 
 @pytest.mark.slow
@@ -225,9 +232,7 @@ def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: P
     check_lora_gguf(lora, base)
     result = compare_engines(model, base, peft, lora)
     print(result.summary())
-    assert min(result.delta_cosines) > 0.9, result.summary()
-    assert result.moved >= len(result.hf_base) // 2, result.summary()
-    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
+    assert_same_adapter(result)
 
 
 @pytest.mark.slow
