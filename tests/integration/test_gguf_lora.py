@@ -227,7 +227,10 @@ def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: P
     pieces = piece_paths(PRESETS[model])
     base = tmp_path / "base.gguf"
     assert _assemble(pieces, base) == PRESETS[model].sha256
-    peft = random_lora_folder(tmp_path / "qwen-random", model, seed=0)
+    # Milder than on SmolLM2: the engines' own gap is smaller here (bases agree more), and a LoRA as strong
+    # as std 0.15 flattens the 0.5B's distributions until greedy picks between near-ties (measured: logit
+    # shift cosine 0.998, yet exact 8-token continuations equal on only 4 of 8 prompts).
+    peft = random_lora_folder(tmp_path / "qwen-random", model, seed=0, std=0.05)
     lora = export_gguf_lora(peft, pieces, PRESETS[model].sha256)  # from the pieces, as after training
     check_lora_gguf(lora, base)
     result = compare_engines(model, base, peft, lora)
