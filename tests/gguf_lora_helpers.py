@@ -86,9 +86,13 @@ class Agreement:
         return sum(p != b for p, b in zip(self.hf_peft, self.hf_base))
 
     @property
-    def moved_too(self) -> int:
-        """Of those, prompts where the adapter changed llama.cpp's continuation too."""
-        return sum(p != b and c != cb for p, b, c, cb in zip(self.hf_peft, self.hf_base, self.cpp_lora, self.cpp_base))
+    def followed(self) -> int:
+        """Of those, prompts where llama.cpp+LoRA gives PEFT's continuation or at least leaves its own base's
+        (the two bases differ on some prompts, so llama.cpp's base may already say what PEFT says)."""
+        return sum(
+            p != b and (c == p or c != cb)
+            for p, b, c, cb in zip(self.hf_peft, self.hf_base, self.cpp_lora, self.cpp_base)
+        )
 
     @property
     def moved_along(self) -> int:
@@ -99,7 +103,8 @@ class Agreement:
         return (
             f"{len(self.hf_base)} prompts x {self.tokens} greedy tokens: llama.cpp+LoRA == PEFT on "
             f"{self.share:.0%} (bases alone agree on {self.base_share:.0%}); the adapter moved PEFT on "
-            f"{self.moved} prompts, llama.cpp's on {self.moved_too} of them (to PEFT's exactly on {self.moved_along}); "
+            f"{self.moved} prompts, llama.cpp followed on {self.followed} of them "
+            f"(to PEFT's exactly on {self.moved_along}); "
             f"next-token logit shift cosine min {min(self.delta_cosines):.3f} mean {np.mean(self.delta_cosines):.3f}; "
             f"llama.cpp+LoRA logits nearer PEFT's than llama.cpp's base on {self.closer}/{len(self.hf_base)} "
             f"({self.seconds:.0f} s)"

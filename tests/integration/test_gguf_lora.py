@@ -210,9 +210,9 @@ def assert_same_adapter(result) -> None:
     # LoRA written without reordering its rows gave a mean of 0.41, one prompt at -0.5), toward PEFT's everywhere.
     assert np.mean(result.delta_cosines) > 0.85 and min(result.delta_cosines) > 0.6, result.summary()
     assert result.closer == n, result.summary()
-    # Greedy continuations: where the adapter changed PEFT's, it changed llama.cpp's too; llama.cpp+LoRA
-    # agrees with PEFT about as often as the two bases agree (quantised activations vs float32).
-    assert result.moved >= 2 and result.moved_too == result.moved, result.summary()
+    # Greedy continuations: where the adapter changed PEFT's, llama.cpp's follows on most prompts;
+    # llama.cpp+LoRA agrees with PEFT about as often as the two bases agree (quantised activations vs float32).
+    assert result.moved >= 2 and result.followed >= 0.75 * result.moved, result.summary()
     assert result.share >= result.base_share - 0.25, result.summary()
 
 
