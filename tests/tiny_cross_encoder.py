@@ -60,6 +60,4 @@ def _word_pieces() -> list[str]:
     """Whole words of SENTENCES, then every character alone and as a continuation, in a fixed order."""
     words = sorted({word.strip(".,;").lower() for sentence in SENTENCES for word in sentence.split()} - {""})
     characters = sorted(set("".join(SENTENCES).lower()) - {" "})
-    return list(
-        dict.fromkeys(words + characters + [f"##{c}" for c in characters])
-    )  # a one-letter word is also a character
+    return list(dict.fromkeys(words + characters + [f"##{c}" for c in characters]))  # a one-letter word is also a character
