@@ -30,7 +30,8 @@ _STOP = set(
     on once only or other our ours out over own per same she should so some such than that the their theirs
     them then there these they this those through to too under until up very was we were what when where which
     while who whom why will with would you your yours yes according document documents source sources context
-    answer question based provided text states say says said mentioned listed given cited cite""".split()
+    answer question based provided text states say says said mentioned listed given cited cite information
+    first second third following""".split()
 )
 _CITATION = re.compile(r"\[\s*(?:doc(?:ument)?|source)?\s*\d+(?:\s*[,;]\s*(?:doc(?:ument)?|source)?\s*\d+)*\s*\]", re.I)
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*")

@@ -118,7 +118,7 @@ class RagPipeline:
             if not held:
                 yield piece
         answer.refused = is_refusal(answer.text)
-        marker = self._cite(messages, answer)
+        marker = self._cite(question, passages, answer)
         check_answer(answer)
         if held:
             if answer.refused or not answer.grounded:
@@ -139,26 +139,28 @@ class RagPipeline:
         answer.sources = retrieval.sources[: len(passages)]
         return passages
 
-    def _cite(self, messages: list[dict[str, str]], answer: Answer) -> str:
+    def _cite(self, question: str, passages: list[Passage], answer: Answer) -> str:
         """The marker appended when the model cited no retrieved source itself ("" when none is).
 
-        The model still chooses: each " [n]" for a retrieved source is scored as the end of its own answer
-        and the likeliest is appended (a format constrained to real sources, not the support check's pick).
+        The model still chooses: its answer is scored after a prompt holding each retrieved passage alone,
+        and the passage that makes the answer likeliest is cited (attribution by the model's likelihood, not
+        by the support check, which stays an independent measure of the citation).
         """
-        numbers = [s.number for s in answer.sources]
         if answer.refused or not answer.text.strip():
             return ""
-        if any(n in numbers for n in cited_numbers(answer.text)):
+        if any(n in {p.number for p in passages} for n in cited_numbers(answer.text)):
             answer.citation = "written"
             return ""
         base = answer.text.rstrip()
-        best = numbers[0]
-        if len(numbers) > 1:
+        best = passages[0].number
+        if len(passages) > 1:
             try:
-                scores = self.generator.continuation_logprobs(messages, [f"{base} [{n}]" for n in numbers])
+                scores = [
+                    self.generator.continuation_logprobs(build_messages(question, [p]), [base])[0] for p in passages
+                ]
             except ModelError:  # an engine without log-probabilities: the answer stays uncited
                 return ""
-            best = numbers[max(range(len(numbers)), key=scores.__getitem__)]
+            best = passages[max(range(len(passages)), key=scores.__getitem__)].number
         answer.text, answer.citation = f"{base} [{best}]", "chosen"
         return f" [{best}]"
 

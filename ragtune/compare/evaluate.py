@@ -53,6 +53,7 @@ class Scored:
     supports: list[int] = field(default_factory=list)
     grounded: bool | None = None
     citation: str | None = None  # "written" by the model, "chosen" (appended by likelihood) or None
+    draft: str | None = None  # the model's answer when the support check replaced it by the refusal
     em: float = 0.0
     f1: float = 0.0
     contains: float = 0.0
@@ -126,6 +127,7 @@ def score(
         supports=list(answer.supports) if retrieves else [],
         grounded=answer.grounded if retrieves and scoring != "loglik" else None,
         citation=answer.citation if retrieves else None,
+        draft=getattr(answer, "draft", None),
         **answered,
         hit=max(retrieval_hits(ranked, g, len(ranked) or 1) for g in gold) if scores else None,
         rr=scores["rr"] if scores else None,
