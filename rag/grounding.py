@@ -1,7 +1,8 @@
 """Is an answer supported by a text? A lexical check: its numbers, names and key words must appear there.
 
 Pure functions over strings. An answer is *supported* by a text when every number and every name in the
-answer appears in it, and at least SUPPORT_SHARE of the answer's other key content words do. Citation
+answer appears in it, every key word it shares with the question does, and at least SUPPORT_SHARE of its
+other key content words do. Citation
 markers ([n]) and the fixed "not in the documents" sentence are ignored. Words are compared lowercased,
 with a plural or possessive "s" dropped; spelled numbers up to twenty count as their digits ("three" = 3),
 and "$45.00" as "45". It is a check a user can verify by reading, not a judgement of meaning: a
@@ -117,18 +118,21 @@ def text_terms(text: str) -> tuple[set[str], set[str]]:
     return numbers, words
 
 
-def check_support(answer: str, text: str, ignore: str = "") -> Support:
+def check_support(answer: str, text: str, question: str = "", ignore: str = "") -> Support:
     """Whether `text` supports `answer`: all its numbers and names, and SUPPORT_SHARE of its key words.
 
-    Words the answer repeats from the question count too: "The café opens at 10:30" is not supported by a
-    text that never mentions a café, however well it matches "10:30". An answer with nothing to check
-    (empty, or only the refusal sentence) is not supported.
+    Key words the answer shares with `question` must all be there: they name what was asked about, so
+    "It costs $15 to borrow a museum pass" is not supported by a text that prices a visitor pass at $15 but
+    never mentions a museum. An answer with nothing to check (empty, or only the refusal sentence) is not
+    supported.
     """
     terms = answer_terms(answer, ignore)
     if terms.empty:
         return Support(False, [])
     numbers, words = text_terms(text)
-    missing = sorted(terms.numbers - numbers) + sorted(terms.names - words)
+    asked = answer_terms(question) if question else Terms()
+    subject = terms.words & (asked.words | asked.names)
+    missing = sorted(terms.numbers - numbers) + sorted(terms.names - words) + sorted(subject - words)
     absent = sorted(terms.words - words)
     share_ok = not terms.words or (len(terms.words) - len(absent)) / len(terms.words) >= SUPPORT_SHARE
-    return Support(not missing and share_ok, missing + absent)
+    return Support(not missing and share_ok, sorted(set(missing + absent)))

@@ -74,9 +74,11 @@ def check_answer(answer: Answer) -> None:
     if answer.refused:
         answer.supports, answer.grounded = [], False
         return
-    answer.supports = [s.number for s in answer.sources if check_support(answer.text, s.text, NOT_FOUND).supported]
+    answer.supports = [
+        s.number for s in answer.sources if check_support(answer.text, s.text, answer.question, NOT_FOUND).supported
+    ]
     together = "\n".join(s.text for s in answer.sources)
-    answer.grounded = check_support(answer.text, together, NOT_FOUND).supported
+    answer.grounded = check_support(answer.text, together, answer.question, NOT_FOUND).supported
 
 
 def refuse(answer: Answer) -> None:

@@ -50,3 +50,12 @@ def test_key_word_share_is_the_threshold() -> None:
     text = "alpha bravo charlie"
     assert check_support("alpha bravo charlie delta echo", text).supported
     assert not check_support("alpha delta echo foxtrot golf", text).supported
+
+
+def test_words_the_answer_shares_with_the_question_must_all_be_found() -> None:
+    question = "How much does it cost to borrow a museum pass?"
+    answer = "It costs $15 to borrow a museum pass."
+    text = CARDS + " A replacement card costs $3. Members borrow up to 30 items."
+    assert check_support(answer, text).supported  # three of four key words and the number: enough alone
+    verdict = check_support(answer, text, question)
+    assert not verdict.supported and "museum" in verdict.missing  # but the museum is what was asked about
