@@ -93,6 +93,9 @@ def test_full_compare_fills_every_section_and_a_rerun_redoes_nothing(
 
     report = (out / "report.md").read_text()
     assert "## Verdict" in report and results["verdict"] in report and "| training |" in report
+    # rag and hybrid answers are checked: their citation and groundedness figures are in the table.
+    assert paths["rag"]["metrics"]["citation_rate"]["n"] + paths["rag"]["metrics"]["refusals"] == 6
+    assert "| citation rate (answers citing a retrieved source as [n]) |" in report and "| groundedness" in report
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "http://" not in page and "https://" not in page
     for chart in ("accuracy", "latency", "cost", "update"):

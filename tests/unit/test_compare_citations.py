@@ -48,3 +48,17 @@ def test_refusal_precision_and_recall() -> None:
     none = refusal_metrics([row(["$45"])])
     assert none["refusal_precision"] == {"mean": None, "ci95": None, "n": 0}
     assert none["refusal_recall"]["n"] == 0
+
+
+def test_the_report_shows_a_check_only_where_a_path_measured_it() -> None:
+    from ragtune.compare.figures import _metric_rows
+
+    def entry(**extra):
+        metrics = {"contains": {"mean": 1.0, "ci95": [1.0, 1.0], "n": 2}, "refusals": 0, **extra}
+        return {"metrics": metrics}
+
+    rate = {"mean": 0.5, "ci95": [0.0, 1.0], "n": 2}
+    empty = {"mean": None, "ci95": None, "n": 0}
+    rows = dict(_metric_rows([entry(citation_rate=empty), entry(citation_rate=rate)], "contains"))
+    assert rows["citation rate (answers citing a retrieved source as [n])"] == ["", "50.0% (0.0%-100.0%)"]
+    assert not any(label.startswith("refusal recall") for label in rows)  # measured by neither path
