@@ -120,11 +120,12 @@ class RagPipeline:
             if not held:
                 yield piece
         answer.refused = is_refusal(answer.text)
-        marker = self._cite(question, passages, answer)
         check_answer(answer)
+        if held and (answer.refused or not answer.grounded):
+            refuse(answer)  # before citing: a refusal cites nothing
+        marker = self._cite(question, passages, answer)
+        check_answer(answer)  # again: the marker may have been added
         if held:
-            if answer.refused or not answer.grounded:
-                refuse(answer)
             answer.timings["first_token_s"] = time.perf_counter() - started
             yield answer.text
         elif marker:
