@@ -198,6 +198,10 @@ class RagConfig:
     # longer is skipped after reading (both reported by name). They keep one file from taking the memory.
     max_file_mb: float = 200.0
     max_text_mb: float = 20.0
+    # Answer "not in the documents" (rag.prompt.NOT_FOUND, `refused: true`) when the retrieved text does not
+    # support the model's answer: its numbers, names and most key words are not found there (rag/grounding.py).
+    # The answer is then held back until complete (no token streaming), so nothing unsupported is shown.
+    refuse_unsupported: bool = True
 
     def __post_init__(self) -> None:
         _check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
@@ -313,6 +317,15 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    # How `eval` and `compare` answer closed-set questions (`choices` in the question file). loglik: each
+    # path scores every choice's log-probability as the start of its reply to its own prompt (retrieved text
+    # for rag/hybrid, adapter for finetune/hybrid) and picks the likeliest, as reference harnesses do;
+    # generate: the path writes a free-text answer and the choice is parsed from it.
+    closed_set: Literal["loglik", "generate"] = "loglik"
+
+
+@dataclass(frozen=True)
 class Config:
     # base: the LM alone; rag: retrieve then answer; finetune: adapted model, no retrieval; hybrid: both.
     mode: Mode = "rag"
@@ -322,6 +335,7 @@ class Config:
     rag: RagConfig = field(default_factory=RagConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""Answer a question: retrieve sources, fence them into the prompt, stream the answer, note its citations."""
+"""Answer a question: retrieve sources, fence them into the prompt, stream the answer, check its citations.
+
+"Not in the documents" has one form: `refused` is true and the text is exactly rag.prompt.NOT_FOUND. It is
+given when no chunk scores above rag.min_score, when the model says so, and (rag.refuse_unsupported) when
+the retrieved text does not support the model's answer (rag.grounding); the model's words are then kept
+in `draft`. With that check on, the answer is held back until it is complete, so nothing unsupported is
+ever shown: the first piece arrives with the last.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from models.config import Config
+from models.errors import ModelError
 from models.generate import Generator, SamplingParams, TokenStream, Usage
+from rag.grounding import check_support
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
 from rag.retrieve import Retriever, Source
 
@@ -19,14 +28,33 @@ class Answer:
     question: str
     text: str = ""
     sources: list[Source] = field(default_factory=list)
+    # Source numbers the answer cites as [n], and those whose text supports it (rag.grounding).
     cited: list[int] = field(default_factory=list)
+    supports: list[int] = field(default_factory=list)
+    # Who put the citation there: "written" (the model's own [n]) or "chosen" (the model wrote none, and the
+    # marker of the retrieved source it found likeliest to cite was appended); None: the answer cites nothing.
+    citation: str | None = None
+    # The answer's content is found in the retrieved text taken together.
+    grounded: bool = False
     refused: bool = False
+    # The model's own answer when it was replaced by the refusal because nothing retrieved supports it.
+    draft: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     usage: Usage | None = None
     generation: str | None = None
+    # Closed-set questions answered by likelihood (`choose`): each choice's total log-probability.
+    choice_logprobs: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The `ask --json` shape: `answer` is the text; each source says whether the answer cites it and
+        whether it supports the answer."""
         data = asdict(self)
+        data = {"question": data.pop("question"), "answer": data.pop("text"), **data}
+        if self.choice_logprobs is None:
+            del data["choice_logprobs"]
+        for source in data["sources"]:
+            source["cited"] = source["number"] in self.cited
+            source["supports"] = source["number"] in self.supports
         data["usage"] = (
             None
             if self.usage is None
@@ -37,6 +65,28 @@ class Answer:
             }
         )
         return data
+
+
+def check_answer(answer: Answer) -> None:
+    """Fill in `cited` (markers naming a retrieved source), `supports` and `grounded` from the answer's text."""
+    numbers = {s.number for s in answer.sources}
+    answer.cited = [n for n in cited_numbers(answer.text) if n in numbers]
+    if answer.refused:
+        answer.supports, answer.grounded = [], False
+        return
+    answer.supports = [
+        s.number for s in answer.sources if check_support(answer.text, s.text, answer.question, NOT_FOUND).supported
+    ]
+    together = "\n".join(s.text for s in answer.sources)
+    answer.grounded = check_support(answer.text, together, answer.question, NOT_FOUND).supported
+
+
+def refuse(answer: Answer) -> None:
+    """Replace the answer by the one fixed "not in the documents" form, keeping the model's words in `draft`."""
+    if answer.text != NOT_FOUND:
+        answer.draft = answer.text or None
+    answer.text, answer.refused, answer.citation = NOT_FOUND, True, None
+    answer.cited, answer.supports, answer.grounded = [], [], False
 
 
 def sampling_params(config: Config) -> SamplingParams:
@@ -56,28 +106,94 @@ class RagPipeline:
         """Yield the answer's text as it is generated; `answer` is filled in as a side record."""
         answer = answer if answer is not None else Answer(question)
         started = time.perf_counter()
-        retrieval = self.retriever.retrieve(question)
-        hits, answer.generation = retrieval.sources, retrieval.generation
-        answer.timings.update(retrieval.timings)
-        passages = [Passage(s.number, _label(s), s.text) for s in hits]
-        passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
-        answer.sources = hits[: len(passages)]
+        passages = self._retrieve(question, answer)
         if not passages:
             # Nothing scored above rag.min_score: say so rather than let the model guess.
             answer.text, answer.refused = NOT_FOUND, True
             answer.timings["first_token_s"] = answer.timings["total_s"] = time.perf_counter() - started
             yield NOT_FOUND
             return
-        stream = self.generator.stream(build_messages(question, passages), params or sampling_params(self.config))
-        yield from record_stream(stream, answer, started)
+        messages = build_messages(question, passages)
+        stream = self.generator.stream(messages, params or sampling_params(self.config))
+        held = self.config.rag.refuse_unsupported  # held back until the support check has run
+        for piece in record_stream(stream, answer, started):
+            if not held:
+                yield piece
         answer.refused = is_refusal(answer.text)
-        answer.cited = [n for n in cited_numbers(answer.text) if 1 <= n <= len(answer.sources)]
+        check_answer(answer)
+        if held and (answer.refused or not answer.grounded):
+            refuse(answer)  # before citing: a refusal cites nothing
+        marker = self._cite(question, passages, answer)
+        check_answer(answer)  # again: the marker may have been added
+        if held:
+            answer.timings["first_token_s"] = time.perf_counter() - started
+            yield answer.text
+        elif marker:
+            yield marker
+        answer.timings["total_s"] = time.perf_counter() - started
+
+    def _retrieve(self, question: str, answer: Answer) -> list[Passage]:
+        """The passages that fit rag.max_context_tokens, best first; `answer` records their sources."""
+        retrieval = self.retriever.retrieve(question)
+        answer.generation = retrieval.generation
+        answer.timings.update(retrieval.timings)
+        passages = [Passage(s.number, _label(s), s.text) for s in retrieval.sources]
+        passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
+        answer.sources = retrieval.sources[: len(passages)]
+        return passages
+
+    def _cite(self, question: str, passages: list[Passage], answer: Answer) -> str:
+        """The marker appended when the model cited no retrieved source itself ("" when none is).
+
+        The model still chooses: its answer is scored after a prompt holding each retrieved passage alone,
+        and the passage that makes the answer likeliest is cited (attribution by the model's likelihood, not
+        by the support check, which stays an independent measure of the citation).
+        """
+        if answer.refused or not answer.text.strip():
+            return ""
+        if any(n in {p.number for p in passages} for n in cited_numbers(answer.text)):
+            answer.citation = "written"
+            return ""
+        base = answer.text.rstrip()
+        best = passages[0].number
+        if len(passages) > 1:
+            try:
+                scores = [
+                    self.generator.continuation_logprobs(build_messages(question, [p]), [base])[0] for p in passages
+                ]
+            except ModelError:  # an engine without log-probabilities: the answer stays uncited
+                return ""
+            best = passages[max(range(len(passages)), key=scores.__getitem__)].number
+        answer.text, answer.citation = f"{base} [{best}]", "chosen"
+        return f" [{best}]"
+
+    def choose(self, question: str, choices: tuple[str, ...]) -> Answer:
+        """The likeliest of `choices` as the start of the reply to the same grounded prompt `stream` builds.
+
+        With nothing retrieved above rag.min_score, the choices are scored after an empty context: a closed
+        set has no "not in the documents" answer to give.
+        """
+        answer = Answer(question)
+        started = time.perf_counter()
+        passages = self._retrieve(question, answer)
+        return pick_choice(self.generator, build_messages(question, passages), choices, answer, started)
 
     def answer(self, question: str) -> Answer:
         result = Answer(question)
         for _ in self.stream(question, result):
             pass
         return result
+
+
+def pick_choice(
+    generator: Generator, messages: list[dict[str, str]], choices: tuple[str, ...], answer: Answer, started: float
+) -> Answer:
+    """Score each choice's log-probability after `messages`; the likeliest becomes the answer's text."""
+    scores = generator.continuation_logprobs(messages, list(choices))
+    answer.choice_logprobs = dict(zip(choices, scores))
+    answer.text = max(choices, key=answer.choice_logprobs.__getitem__)
+    answer.timings["first_token_s"] = answer.timings["total_s"] = time.perf_counter() - started
+    return answer
 
 
 def record_stream(stream: TokenStream, answer: Answer, started: float) -> Iterator[str]:

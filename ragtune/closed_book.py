@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from models.config import Config
 from models.generate import Generator
-from rag.pipeline import Answer, record_stream, sampling_params
+from rag.pipeline import Answer, pick_choice, record_stream, sampling_params
 
 
 class ClosedBookPipeline:
@@ -20,6 +20,12 @@ class ClosedBookPipeline:
         # The same single user turn the adapter was trained on (prompt/completion pairs).
         stream = self.generator.stream([{"role": "user", "content": question.strip()}], sampling_params(self.config))
         yield from record_stream(stream, answer, started)
+
+    def choose(self, question: str, choices: tuple[str, ...]) -> Answer:
+        """The likeliest of `choices` as the start of the reply to the same single user turn."""
+        answer = Answer(question)
+        messages = [{"role": "user", "content": question.strip()}]
+        return pick_choice(self.generator, messages, choices, answer, time.perf_counter())
 
     def answer(self, question: str) -> Answer:
         result = Answer(question)

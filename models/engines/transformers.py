@@ -112,6 +112,47 @@ class TransformersGenerator:
         stream.usage.prompt_tokens = int(input_ids.shape[1])
         return stream
 
+    def continuation_logprobs(self, messages: list[dict[str, str]], continuations: list[str]) -> list[float]:
+        """Total log-probability of each continuation as the start of the reply (no length normalisation).
+
+        One forward pass over the shared prompt; its cache is repeated once per continuation and one more
+        batched pass scores the continuations' later tokens (none when every continuation is one token).
+        Right padding is harmless here: causal attention never lets a real token see a later pad.
+        """
+        if not continuations or any(not c for c in continuations):
+            raise ModelError(f"continuations should be non-empty strings, got {continuations!r}")
+        prompt = self.encode_chat(messages)
+        tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        longest = max(len(t) for t in tokens)
+        if prompt.shape[1] + longest > self.context_window:
+            raise ModelError(
+                f"the prompt and its longest choice are {prompt.shape[1] + longest} tokens, over "
+                f"llm.context_window={self.context_window}; lower rag.max_context_tokens or shorten the question"
+            )
+        pad = pad_token_id(self.tokenizer)
+        batch = torch.tensor([t + [pad] * (longest - len(t)) for t in tokens])
+        try:
+            with self._lock, self._activate(), torch.inference_mode():
+                scores = self._score(prompt, batch)
+        except Exception as exc:  # an engine's own failure, named as generation failures are
+            raise ModelError(f"scoring choices failed in {self.name}: {exc}") from exc
+        return [float(scores[i, : len(t)].sum()) for i, t in enumerate(tokens)]
+
+    def _score(self, prompt: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Log-probability of every token of `batch` (rows: continuations) after `prompt`; shape of batch."""
+        device = self.model.device
+        first = self.model(input_ids=prompt.to(device), use_cache=True)
+        logprobs = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        batch = batch.to(device)
+        out = [logprobs[batch[:, 0]].unsqueeze(1)]
+        if batch.shape[1] > 1:
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(batch.shape[0])
+            rest = self.model(input_ids=batch[:, :-1], past_key_values=cache, use_cache=True)
+            later = torch.log_softmax(rest.logits.float(), dim=-1)
+            out.append(later.gather(2, batch[:, 1:].unsqueeze(2)).squeeze(2))
+        return torch.cat(out, dim=1).cpu()
+
     def _steps(self, input_ids: torch.Tensor, params: SamplingParams) -> Iterator[Step]:
         """Run `generate` on a worker thread; yield a Step per token; closing this stops the worker."""
         cancel = threading.Event()

@@ -88,8 +88,10 @@ def add_parsers(sub: Subcommands) -> None:
         "eval",
         help="score the configured mode on a question set",
         description="Answer every question of a JSONL question set (question, answers, optional doc or docs, "
-        "choices, id) with the configured mode and report exact match, token F1, answer-contained, choice accuracy "
-        "and macro-F1 (closed sets), refusals and latency; when gold documents are known, retrieval per chunk: "
+        "choices, id; `answers: []` for a question the documents do not answer) with the configured mode and report "
+        "exact match, token F1, answer-contained, choice accuracy and macro-F1 (closed sets, scored by the likeliest "
+        "choice or by parsing a written answer: eval.closed_set), citation rate and precision, groundedness, refusal "
+        "precision and recall, and latency; when gold documents are known, retrieval per chunk: "
         "document hit@1/5/10, evidence hit@1/5/10 (a top-k chunk from a gold document holds an accepted answer) "
         "and MRR, scored on a second retrieval of 10 chunks beside the answer's own rag.top_k. Each mean has "
         "a bootstrap 95%% interval. --retrieval-only scores every retrieval setting instead, without the LM. "
@@ -162,6 +164,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         docs_root=docs_root if docs_root.is_dir() else None,
         retrieves=mode.retrieves,
         rank=rank,
+        choose=pipeline.choose if config.eval.closed_set == "loglik" else None,
     )
     results = {
         **aggregate(questions, scored, config.rag.top_k),
@@ -257,6 +260,8 @@ def print_summary(results: dict[str, Any]) -> None:
         elif isinstance(value, dict) and value.get("mean") is not None:
             low, high = value["ci95"]
             print(f"  {name:16} {value['mean']:.3f}  (95% CI {low:.3f}-{high:.3f})")
+        elif isinstance(value, str):
+            print(f"  {name:16} {value}")
         elif isinstance(value, float):
             print(f"  {name:16} {value:.3f}")
         elif isinstance(value, int):

@@ -86,7 +86,8 @@ def print_sources(answer: Any) -> None:
     for s in answer.sources:
         where = f", {s.locator}" if s.locator else ""
         mark = "*" if s.number in answer.cited else " "
-        print(f" {mark}[{s.number}] {display(s.path)} (chunk {s.chunk}{where}, score {s.score:.2f})")
+        backs = ", supports the answer" if s.number in answer.supports else ""
+        print(f" {mark}[{s.number}] {display(s.path)} (chunk {s.chunk}{where}, score {s.score:.2f}{backs})")
     timings = answer.timings
     if "first_token_s" in timings:
         print(

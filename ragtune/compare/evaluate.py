@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ragtune.compare.citations import citation_metrics, refusal_metrics
 from ragtune.compare.evidence import DEPTH, ks_within, score_ranking, summarise
 from ragtune.compare.metrics import (
     contains,
@@ -40,7 +41,19 @@ class Scored:
     prediction: str
     sources: list[str] = field(default_factory=list)
     refused: bool = False
-    choice: str | None = None  # the decision parsed from the answer, for closed-set questions
+    choice: str | None = None  # the decision, for closed-set questions: parsed, or the likeliest choice
+    # How the closed-set decision was made: "loglik" (likeliest choice) or "generate" (parsed); None otherwise.
+    scoring: str | None = None
+    # loglik: each choice's total log-probability, and the choice with the highest per-byte one (acc_norm).
+    choice_logprobs: dict[str, float] | None = None
+    choice_norm: str | None = None
+    # Retrieving paths' written answers: sources cited as [n], those supporting the answer, and whether the
+    # retrieved text as a whole supports it (rag.grounding); None without retrieval.
+    cited: list[int] = field(default_factory=list)
+    supports: list[int] = field(default_factory=list)
+    grounded: bool | None = None
+    citation: str | None = None  # "written" by the model, "chosen" (appended by likelihood) or None
+    draft: str | None = None  # the model's answer when the support check replaced it by the refusal
     em: float = 0.0
     f1: float = 0.0
     contains: float = 0.0
@@ -83,15 +96,22 @@ def prompt_for(question: Question) -> str:
 def score(
     question: Question, answer: Any, gold: list[str], retrieves: bool, ranking: list[Any] | None = None
 ) -> Scored:
-    """Score one `rag.pipeline.Answer` against its question; `ranking` is the deeper retrieval, if kept."""
+    """Score one `rag.pipeline.Answer` against its question; `ranking` is the deeper retrieval, if kept.
+
+    A question the documents do not answer (no accepted answers) scores 1 on em, f1 and contains when the
+    answer is a refusal, else 0.
+    """
     prediction = answer.text
     ranked = list(dict.fromkeys(s.path for s in answer.sources))  # per document, best rank first
-    choice = parse_choice(prediction, question.choices) if question.choices else None
+    logprobs = getattr(answer, "choice_logprobs", None)
+    scoring = None if not question.choices else "loglik" if logprobs is not None else "generate"
+    choice = prediction if scoring == "loglik" else parse_choice(prediction, question.choices or ())
     usage = answer.usage
     chunks = answer.sources if ranking is None else ranking
     scores = None
     if retrieves and gold:
         scores = score_ranking([(s.path, s.text) for s in chunks], gold, question.answers, ks_within(DEPTH))
+    answered = _answer_scores(question, prediction, answer.refused)
     return Scored(
         id=question.id,
         question=question.question,
@@ -99,10 +119,16 @@ def score(
         prediction=prediction,
         sources=ranked,
         refused=answer.refused,
-        choice=choice,
-        em=exact_match(prediction, question.answers),
-        f1=token_f1(prediction, question.answers),
-        contains=contains(prediction, question.answers),
+        choice=choice if question.choices else None,
+        scoring=scoring,
+        choice_logprobs=logprobs,
+        choice_norm=_norm_choice(logprobs) if logprobs else None,
+        cited=list(answer.cited) if retrieves else [],
+        supports=list(answer.supports) if retrieves else [],
+        grounded=answer.grounded if retrieves and scoring != "loglik" else None,
+        citation=answer.citation if retrieves else None,
+        draft=getattr(answer, "draft", None),
+        **answered,
         hit=max(retrieval_hits(ranked, g, len(ranked) or 1) for g in gold) if scores else None,
         rr=scores["rr"] if scores else None,
         retrieval=scores,
@@ -114,6 +140,21 @@ def score(
     )
 
 
+def _answer_scores(question: Question, prediction: str, refused: bool) -> dict[str, float]:
+    if not question.answers:  # unanswerable: the right answer is the refusal
+        return {"em": float(refused), "f1": float(refused), "contains": float(refused)}
+    return {
+        "em": exact_match(prediction, question.answers),
+        "f1": token_f1(prediction, question.answers),
+        "contains": contains(prediction, question.answers),
+    }
+
+
+def _norm_choice(logprobs: dict[str, float]) -> str:
+    """acc_norm's pick: the highest log-probability per UTF-8 byte of the choice."""
+    return max(logprobs, key=lambda c: logprobs[c] / len(c.encode("utf-8")))
+
+
 def evaluate(
     questions: list[Question],
     answer: Callable[[str], Any],
@@ -122,18 +163,23 @@ def evaluate(
     retrieves: bool,
     progress: bool | None = None,
     rank: Callable[[str], Any] | None = None,
+    choose: Callable[[str, tuple[str, ...]], Any] | None = None,
 ) -> list[Scored]:
     """Answer every question with `answer(text) -> Answer` and score it; gold docs resolve under docs_root.
 
     With `rank(text) -> Retrieval` (a `scoring_retriever`'s retrieve), retrieval is scored on its ranking,
-    else on the sources the answer read.
+    else on the sources the answer read. With `choose(text, choices) -> Answer` (a pipeline's `choose`),
+    closed-set questions are answered by the likeliest choice instead of free text (eval.closed_set=loglik).
     """
     scored = []
     for question in tqdm(
         questions, desc="answering", unit="question", disable=None if progress is None else not progress
     ):
         prompt = prompt_for(question)
-        result = answer(prompt)
+        if choose is not None and question.choices:
+            result = choose(prompt, question.choices)
+        else:
+            result = answer(prompt)
         gold = gold_paths(question, docs_root)
         ranking = rank(prompt).sources if rank is not None and retrieves and gold else None
         scored.append(score(question, result, gold, retrieves, ranking))
@@ -160,12 +206,17 @@ def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None
     closed = [(q, s) for q, s in zip(questions, scored) if q.choices]
     if closed:
         labels = list(dict.fromkeys(c for q, _ in closed for c in q.choices))
+        metrics["closed_set_scoring"] = ", ".join(sorted({s.scoring for _, s in closed if s.scoring}))
         metrics["choice_accuracy"] = summary([float(s.choice in q.answers) for q, s in closed])
+        if any(s.choice_norm is not None for _, s in closed):  # acc_norm, beside acc, as reference harnesses do
+            metrics["choice_accuracy_norm"] = summary([float(s.choice_norm in q.answers) for q, s in closed])
         metrics["macro_f1"] = macro_f1([s.choice for _, s in closed], [q.answers[0] for q, _ in closed], labels)
         metrics["unparseable"] = [s.id for _, s in closed if s.choice is None]
         # What always answering the most common gold label would score on this same sample.
         label, count = Counter(q.answers[0] for q, _ in closed).most_common(1)[0]
         metrics["majority_baseline"] = {"label": label, "accuracy": count / len(closed)}
+    metrics.update(citation_metrics(scored))
+    metrics.update(refusal_metrics(scored))
     hits = [s.hit for s in scored if s.hit is not None]
     if hits:
         metrics[f"hit@{top_k or 'k'}"] = summary(hits)

@@ -40,6 +40,22 @@ def size(value: int | None) -> str:
     return f"{value / 1024:.0f} KiB" if value < 2**20 else mebibytes(value / 2**20)
 
 
+# Checkable answers (ragtune.compare.citations), shown where a path measured them.
+CHECK_LABELS = {
+    "citation_rate": "citation rate (answers citing a retrieved source as [n])",
+    "written_citation_rate": "citations written by the model itself",
+    "citation_precision": "citation precision (cited sources that support the answer)",
+    "supported_citation_on_correct": "right answers citing a supporting source",
+    "groundedness": "groundedness (answer found in the retrieved text)",
+    "refusal_precision": "refusal precision (refusals on unanswerable questions)",
+    "refusal_recall": "refusal recall (unanswerable questions refused)",
+}
+
+
+def _measured(entries: list[dict[str, Any]], name: str) -> bool:
+    return any(((e["metrics"] or {}).get(name) or {}).get("n") for e in entries)
+
+
 def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
     def row(name: str, label: str) -> Row:
         return label, [interval((e["metrics"] or {}).get(name)) for e in entries]
@@ -50,8 +66,12 @@ def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
     others = (("em", "exact match"), ("f1", "token F1"), ("contains", "answer contained"))
     rows = [row(metric, f"{PRIMARY_LABELS[metric]} (95% CI)")] + [row(n, label) for n, label in others if n != metric]
     if any((e["metrics"] or {}).get("macro_f1") is not None for e in entries):
+        rows.append(plain("closed-set scoring", lambda m: m.get("closed_set_scoring", "generate")))
+        if any((e["metrics"] or {}).get("choice_accuracy_norm") for e in entries):
+            rows.append(row("choice_accuracy_norm", "choice accuracy, per-byte likelihood (acc_norm)"))
         rows.append(plain("macro-F1", lambda m: f"{m['macro_f1']:.3f}"))
         rows.append(plain("unparseable answers", lambda m: str(len(m["unparseable"]))))
+    rows += [row(n, label) for n, label in CHECK_LABELS.items() if _measured(entries, n)]
     hit = next((k for e in entries for k in (e["metrics"] or {}) if k.startswith("hit@")), None)
     if hit:
         rows.append(row(hit, f"{hit} (a gold document among the chunks read)"))

@@ -26,7 +26,8 @@ class Question:
     # Unique within its file; "line-N" when the record has none.
     id: str
     question: str
-    # Every accepted answer; scores take the best match over them.
+    # Every accepted answer; scores take the best match over them. Empty: the documents do not answer the
+    # question (written `"answers": []`), and the right reply is to say so (a refusal).
     answers: tuple[str, ...]
     # The documents that hold the answer ("gold"), relative to the documents folder (POSIX form); empty when
     # unknown. Written as `doc` (one) or `docs` (several) in the file.
@@ -103,12 +104,22 @@ def _question(item: Any, number: int, where: str) -> Question:
         if field not in item:
             raise QuestionsError(f"{where}: missing the {field!r} field; a question looks like {SHAPE}")
     question = _text(item["question"], "question", where)
-    answers = _texts(item["answers"], "answers", where)
+    answers = () if item["answers"] == [] else _texts(item["answers"], "answers", where)
     qid = f"line-{number}" if item.get("id") is None else _text(item["id"], "id", where)
     docs = _gold_docs(item, where)
     choices = None
     if item.get("choices") is not None:
+        if item["choices"] == []:
+            raise QuestionsError(
+                f"{where}: 'choices' is an empty list; list the closed set of answers "
+                '(e.g. ["yes", "no", "maybe"]) or drop the field for a free-text question'
+            )
         choices = _texts(item["choices"], "choices", where)
+        if not answers:
+            raise QuestionsError(
+                f"{where}: 'answers' is empty but 'choices' is given; a closed-set question needs its right "
+                "choice in 'answers' (an unanswerable question has no 'choices')"
+            )
         if len(set(choices)) != len(choices):
             raise QuestionsError(f"{where}: 'choices' {show(item['choices'])} repeats a choice; list each once")
         for answer in answers:

@@ -82,10 +82,29 @@ def usage_json(reply: Reply) -> dict[str, int]:
 
 
 def sources_json(reply: Reply) -> list[dict[str, Any]]:
+    """The numbered sources; for a checked answer each says whether the answer cites it and whether it supports it."""
+    cited = set(reply.answer.cited) if reply.answer else set()
+    supports = set(reply.answer.supports) if reply.answer else set()
     return [
-        {"number": s.number, "path": s.path, "chunk": s.chunk, "locator": s.locator, "score": s.score, "text": s.text}
+        {
+            "number": s.number,
+            "path": s.path,
+            "chunk": s.chunk,
+            "locator": s.locator,
+            "score": s.score,
+            "text": s.text,
+            "cited": s.number in cited,
+            "supports": s.number in supports,
+        }
         for s in reply.sources
     ]
+
+
+def grounding_json(reply: Reply) -> dict[str, Any]:
+    """rag and hybrid: `refused` (the fixed "not in the documents" answer) and the cited source numbers."""
+    if reply.answer is None:
+        return {}
+    return {"refused": reply.answer.refused, "cited": reply.answer.cited}
 
 
 def finish_reason(reply: Reply) -> str:
@@ -102,7 +121,8 @@ def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(reply)}
         ],
         "usage": usage_json(reply),
-        "sources": sources_json(reply),  # extra field: the official client keeps it in model_extra
+        "sources": sources_json(reply),  # extra fields: the official client keeps them in model_extra
+        **grounding_json(reply),
     }
 
 
@@ -154,7 +174,7 @@ async def stream_events(
             if await request.is_disconnected():
                 return
             piece = await run_in_threadpool(next, pieces, END)
-        extra: dict[str, Any] = {"sources": sources_json(reply)}
+        extra: dict[str, Any] = {"sources": sources_json(reply), **grounding_json(reply)}
         if body.stream_options and body.stream_options.include_usage:
             extra["usage"] = usage_json(reply)
         yield chunk({}, finish_reason(reply), **extra)

@@ -39,6 +39,8 @@ class Reply:
     pieces: Iterator[str]
     sources: list[Source] = field(default_factory=list)
     usage: Usage | None = None
+    # rag and hybrid: the answer's record (refused, cited, supports), complete once `pieces` is exhausted.
+    answer: Answer | None = None
 
 
 class Engine:
@@ -123,7 +125,7 @@ class Engine:
 
         def pieces() -> Iterator[str]:
             yield from pipeline.stream(question, answer, params)
-            reply.sources, reply.usage = answer.sources, answer.usage
+            reply.sources, reply.usage, reply.answer = answer.sources, answer.usage, answer
 
         reply.pieces = pieces()
         return reply

@@ -133,3 +133,53 @@ def _random_lora(base: Path, out: Path, seed: int) -> Path:
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(out, safe_serialization=True)
     return out
+
+
+def test_the_greedy_answer_is_likelier_than_itself_reversed(lm: LanguageModel, greedy_text: str) -> None:
+    assert greedy_text != greedy_text[::-1]
+    greedy, reversed_ = lm.generator().continuation_logprobs(MESSAGES, [greedy_text, greedy_text[::-1]])
+    assert greedy > reversed_
+
+
+def _reference_logprob(lm: LanguageModel, messages: list[dict[str, str]], continuation: str) -> float:
+    """The continuation's log-probability from one plain forward pass over prompt + continuation."""
+    import torch
+
+    gen = lm.generator()
+    if not hasattr(gen, "encode_chat"):  # the reference below is written for the transformers engine
+        pytest.skip(f"no plain forward pass to compare with for {type(gen).__name__}")
+    prompt = gen.encode_chat(messages)
+    cont = torch.tensor([gen.tokenizer(continuation, add_special_tokens=False)["input_ids"]])
+    ids = torch.cat([prompt, cont], dim=1)
+    with gen._activate(), torch.inference_mode():  # the base, even once adapters are loaded
+        logits = gen.model(input_ids=ids).logits.float()
+    logprobs = torch.log_softmax(logits[0, prompt.shape[1] - 1 : -1], dim=-1)
+    return float(logprobs.gather(1, cont[0].unsqueeze(1)).sum())
+
+
+def test_continuation_logprobs_match_a_plain_forward_pass(lm: LanguageModel) -> None:
+    # Continuations of different token lengths share one batched pass; each must equal its own full pass.
+    choices = ["yes", "no", "maybe not at all", "Sundays and Mondays"]
+    got = lm.generator().continuation_logprobs(MESSAGES, choices)
+    assert len(got) == len(choices) and all(v < 0 for v in got)
+    for value, choice in zip(got, choices):
+        assert value == pytest.approx(_reference_logprob(lm, MESSAGES, choice), abs=1e-3)
+    assert len(set(round(v, 4) for v in got)) == len(choices)  # distinct: the choices are really scored
+
+
+def test_continuation_logprobs_refuse_empty_choices_and_long_prompts(lm: LanguageModel) -> None:
+    with pytest.raises(ModelError, match="non-empty strings"):
+        lm.generator().continuation_logprobs(MESSAGES, ["yes", ""])
+    long = [{"role": "user", "content": "library " * 600}]
+    with pytest.raises(ModelError, match="over llm.context_window=512"):
+        lm.generator().continuation_logprobs(long, ["yes"])
+
+
+def test_continuation_logprobs_follow_the_adapter(
+    lm: LanguageModel, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    lm.load_adapter(AdapterRef("s1", _random_lora(tiny_lm_path, tmp_path_factory.mktemp("s1"), 3)))
+    base = lm.generator().continuation_logprobs(MESSAGES, ["yes", "no"])
+    adapted = lm.generator("s1").continuation_logprobs(MESSAGES, ["yes", "no"])
+    assert adapted != pytest.approx(base, abs=1e-4)  # the adapter is active while scoring
+    assert lm.generator().continuation_logprobs(MESSAGES, ["yes", "no"]) == pytest.approx(base, abs=1e-5)

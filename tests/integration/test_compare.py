@@ -93,6 +93,16 @@ def test_full_compare_fills_every_section_and_a_rerun_redoes_nothing(
 
     report = (out / "report.md").read_text()
     assert "## Verdict" in report and results["verdict"] in report and "| training |" in report
+    # rag and hybrid answers are checked: each is the fixed refusal or cites a source, and is counted once.
+    for name in ("rag", "hybrid"):
+        metrics = paths[name]["metrics"]
+        assert (
+            metrics["citation_rate"]["n"] + metrics["refusals"]
+            == 6
+            == metrics["groundedness"]["n"] + metrics["refusals"]
+        )
+        for row in map(json.loads, Path(paths[name]["answers"]).read_text().splitlines()):
+            assert row["cited"] if not row["refused"] else row["prediction"].startswith("I could not find")
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "http://" not in page and "https://" not in page
     for chart in ("accuracy", "latency", "cost", "update"):

@@ -58,6 +58,18 @@ def test_official_client_non_streamed_with_sources(server) -> None:
     assert Path(sources[0]["path"]).name == "borrowing-rules.txt" and sources[0]["number"] == 1
 
 
+def test_rag_replies_say_whether_they_refused_and_check_each_source(server) -> None:
+    url, *_ = server
+    reply = client(url).chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": "How long can I borrow a DVD?"}], max_tokens=5
+    )
+    extra = reply.model_extra
+    # The tiny LM's words are not in the documents: the reply is the fixed refusal, and says so.
+    assert extra["refused"] is True and extra["cited"] == []
+    assert reply.choices[0].message.content == "I could not find the answer in the documents."
+    assert all(s["cited"] is False and s["supports"] is False for s in extra["sources"]) and extra["sources"]
+
+
 def test_official_client_streamed_with_sources_in_last_chunk(server) -> None:
     url, *_ = server
     stream = client(url).chat.completions.create(

@@ -48,14 +48,16 @@ def test_several_gold_documents(tmp_path: Path):
         ({"answers": ["x"]}, "missing the 'question' field"),
         ({"question": "q"}, "missing the 'answers' field"),
         ({"question": "  ", "answers": ["x"]}, "'question' should be a non-empty string"),
-        ({"question": "q", "answers": []}, "'answers' should be a non-empty list"),
+        ({"question": "q", "answers": None}, "'answers' should be a non-empty list"),
         ({"question": "q", "answers": "x"}, "'answers' should be a non-empty list"),
         ({"question": "q", "answers": ["x", ""]}, r"'answers\[1\]' should be a non-empty string"),
         ({"question": "q", "answers": ["x"], "id": 7}, "'id' should be a non-empty string"),
         ({"question": "q", "answers": ["x"], "doc": "/etc/passwd"}, "relative to the documents folder"),
         ({"question": "q", "answers": ["x"], "doc": "a/../../b.txt"}, "without '..'"),
         ({"question": "q", "answers": ["x"], "doc": "a\\b.txt"}, "forward slashes"),
-        ({"question": "q", "answers": ["x"], "choices": []}, "'choices' should be a non-empty list"),
+        ({"question": "q", "answers": ["x"], "choices": []}, "'choices' is an empty list"),
+        ({"question": "q", "answers": [], "choices": ["yes", "no"]}, "needs its right choice in 'answers'"),
+        ({"question": "q", "answers": ["yes"], "choices": "yes"}, "'choices' should be a non-empty list"),
         ({"question": "q", "answers": ["yes"], "choices": ["yes", "yes"]}, "repeats a choice"),
         ({"question": "q", "answers": ["Yes"], "choices": ["yes", "no"]}, "not one of the choices"),
         ({"question": "q", "answers": ["x"], "answer": "x"}, r"unknown field\(s\) \['answer'\]"),
@@ -120,3 +122,13 @@ def test_sample_is_seeded_order_stable_and_nested():
 def test_sample_rejects_bad_limits(limit):
     with pytest.raises(QuestionsError, match="limit should be"):
         sample(questions(5), limit, seed=0)
+
+
+def test_empty_answers_mark_a_question_the_documents_do_not_answer(tmp_path: Path):
+    path = write(tmp_path / "q.jsonl", {"id": "n1", "question": "Who?", "answers": []})
+    assert read_questions(path) == [Question(id="n1", question="Who?", answers=())]
+
+
+def test_the_shipped_unanswerable_set_reads_as_unanswerable():
+    questions = read_questions(Path(__file__).parents[2] / "examples" / "unanswerable.jsonl")
+    assert len(questions) >= 8 and all(q.answers == () and q.choices is None for q in questions)

@@ -1,0 +1,53 @@
+"""Can the answers be checked? Citation rate and precision, groundedness, and refusal precision / recall.
+
+Pure functions over answers.jsonl rows (`Scored` as dicts or objects with the same fields); each figure
+is a `summary` (mean, bootstrap 95% interval, n), n = 0 where it does not apply (no retrieval, no
+unanswerable question, no refusal). Definitions, over the answers a retrieving path wrote (not those
+chosen by likelihood, which write no text):
+- citation rate: answers (not refusals) that cite at least one retrieved source as [n]; written
+  citation rate: those whose [n] the model wrote itself (not appended by rag.pipeline's format check);
+- citation precision: per citing answer, the share of its cited sources that support it (rag.grounding);
+- supported citation on correct answers: right answers that cite at least one source supporting them;
+- groundedness: answers (not refusals) whose content is found in the retrieved text taken together;
+- refusal precision: refusals made on questions the documents do not answer (`answers: []`);
+- refusal recall: unanswerable questions that were refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ragtune.compare.metrics import summary
+
+
+def _get(row: Any, key: str) -> Any:
+    return row[key] if isinstance(row, dict) else getattr(row, key)
+
+
+def citation_metrics(rows: list[Any]) -> dict[str, Any]:
+    """Citation rate, citation precision, supported citation on correct answers and groundedness."""
+    written = [r for r in rows if _get(r, "grounded") is not None and _get(r, "scoring") != "loglik"]
+    answered = [r for r in written if not _get(r, "refused")]
+    citing = [r for r in answered if _get(r, "cited")]
+    right = [r for r in answered if _get(r, "answers") and _get(r, "contains")]
+    return {
+        "citation_rate": summary([float(bool(_get(r, "cited"))) for r in answered]),
+        "written_citation_rate": summary([float(_get(r, "citation") == "written") for r in answered]),
+        "citation_precision": summary(
+            [len(set(_get(r, "cited")) & set(_get(r, "supports"))) / len(_get(r, "cited")) for r in citing]
+        ),
+        "supported_citation_on_correct": summary(
+            [float(bool(set(_get(r, "cited")) & set(_get(r, "supports")))) for r in right]
+        ),
+        "groundedness": summary([float(bool(_get(r, "grounded"))) for r in answered]),
+    }
+
+
+def refusal_metrics(rows: list[Any]) -> dict[str, Any]:
+    """Refusal precision (refusals that were right to refuse) and recall (unanswerable questions refused)."""
+    refused = [r for r in rows if _get(r, "refused")]
+    unanswerable = [r for r in rows if not _get(r, "answers")]
+    return {
+        "refusal_precision": summary([float(not _get(r, "answers")) for r in refused]),
+        "refusal_recall": summary([float(bool(_get(r, "refused"))) for r in unanswerable]),
+    }

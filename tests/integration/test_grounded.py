@@ -1,0 +1,126 @@
+"""Checked answers on the tiny LM: citations, support, the fixed refusal, likelihood choices, ask --json."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rag.ingest import ingest
+from rag.pipeline import Answer
+from rag.prompt import NOT_FOUND, build_messages
+from ragtune.app import build_pipeline
+from ragtune.cli import main
+from tests.conftest import EXAMPLES
+
+QUESTION = "How much does a non-resident library card cost?"
+
+
+def pipeline_for(config, embedder, docs: Path, refuse: bool):
+    ingest([docs], config, embedder, progress=False)
+    return build_pipeline(replace(config, rag=replace(config.rag, refuse_unsupported=refuse)), embedder=embedder)
+
+
+def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config, embedder) -> None:
+    # The tiny LM writes random words: nothing retrieved supports them, so the answer is the refusal.
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=True)
+    answer = Answer(QUESTION)
+    pieces = list(pipeline.stream(QUESTION, answer))
+    assert pieces == [NOT_FOUND]  # held back whole: nothing unsupported was shown first
+    assert answer.refused and answer.text == NOT_FOUND and answer.cited == [] and not answer.grounded
+    assert answer.draft and answer.draft != NOT_FOUND and answer.sources  # the model's words are kept
+    data = answer.to_json()
+    assert data["answer"] == NOT_FOUND and data["refused"] is True and "text" not in data
+    assert all(s["cited"] is False and s["supports"] is False for s in data["sources"])
+
+
+def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path, tiny_config, embedder) -> None:
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    answer = Answer(QUESTION)
+    streamed = "".join(pipeline.stream(QUESTION, answer))
+    assert not answer.refused and answer.citation == "chosen" and len(answer.cited) == 1
+    marker = f"[{answer.cited[0]}]"
+    assert answer.text.endswith(" " + marker) and streamed.rstrip().endswith(marker)
+    # The cited source is the one alone with which the model finds its own answer likeliest.
+    base = answer.text[: -len(marker)].rstrip()
+    passages = [_passage(s) for s in answer.sources]
+    assert len(passages) > 1  # a real choice was made
+    scores = [pipeline.generator.continuation_logprobs(build_messages(QUESTION, [p]), [base])[0] for p in passages]
+    assert answer.cited[0] == passages[scores.index(max(scores))].number
+    assert answer.supports == [] and answer.grounded is False  # random words support nothing, and say so
+
+
+def _passage(source):
+    from rag.pipeline import _label
+    from rag.prompt import Passage
+
+    return Passage(source.number, _label(source), source.text)
+
+
+def test_choose_scores_every_choice_after_the_grounded_prompt(docs: Path, tiny_config, embedder) -> None:
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=True)
+    answer = pipeline.choose("Are DVDs lent for 7 days?", ("yes", "no", "maybe"))
+    assert set(answer.choice_logprobs) == {"yes", "no", "maybe"} and answer.sources
+    assert answer.text == max(answer.choice_logprobs, key=answer.choice_logprobs.get)
+    messages = build_messages("Are DVDs lent for 7 days?", [_passage(s) for s in answer.sources])
+    expected = pipeline.generator.continuation_logprobs(messages, ["yes", "no", "maybe"])
+    assert list(answer.choice_logprobs.values()) == pytest.approx(expected)
+
+
+def test_ask_json_names_the_answer_and_checks_each_source(
+    docs: Path, tiny_lm_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tiny = ["--set", f"llm.model={tiny_lm_path}", "--set", "llm.max_new_tokens=4"]
+    assert main(["ingest", str(docs), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["ask", "--json", QUESTION, *tiny, "--set", "rag.refuse_unsupported=false"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "text" not in data and data["answer"].endswith(f"[{data['cited'][0]}]") and data["refused"] is False
+    assert [s["cited"] for s in data["sources"]] == [s["number"] in data["cited"] for s in data["sources"]]
+    assert all(isinstance(s["supports"], bool) for s in data["sources"]) and data["citation"] == "chosen"
+    assert main(["ask", "--json", QUESTION, *tiny]) == 0
+    refused = json.loads(capsys.readouterr().out)
+    assert refused["refused"] is True and refused["answer"] == NOT_FOUND and refused["draft"]
+
+
+def test_eval_scores_closed_sets_by_likelihood_or_by_parsing(
+    docs: Path, tiny_lm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "Are DVDs lent for 7 days?", "answers": ["yes"], "choices": ["yes", "no", "maybe"]},
+        {"question": "Is the Eastside Branch open on Mondays?", "answers": ["no"], "choices": ["yes", "no", "maybe"]},
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tiny = ["--set", f"llm.model={tiny_lm_path}", "--set", "llm.max_new_tokens=3"]
+    assert main(["ingest", str(docs), *tiny]) == 0
+    for path in ("rag", "base"):
+        capsys.readouterr()
+        assert main(["eval", "--questions", str(questions), "--path", path, "-o", str(tmp_path / path), *tiny]) == 0
+        results = json.loads((tmp_path / path / "results.json").read_text())
+        assert results["metrics"]["closed_set_scoring"] == "loglik" and "choice_accuracy_norm" in results["metrics"]
+        answers = [json.loads(line) for line in (tmp_path / path / "answers.jsonl").read_text().splitlines()]
+        for a in answers:
+            assert a["scoring"] == "loglik" and set(a["choice_logprobs"]) == {"yes", "no", "maybe"}
+            assert a["choice"] == max(a["choice_logprobs"], key=a["choice_logprobs"].get) == a["prediction"]
+        assert results["metrics"]["choice_accuracy"]["mean"] == sum(a["choice"] in a["answers"] for a in answers) / 2
+    capsys.readouterr()
+    generate = ["--set", "eval.closed_set=generate"]
+    assert main(["eval", "--questions", str(questions), "--path", "base", "--json", *tiny, *generate]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["closed_set_scoring"] == "generate"
+
+
+def test_eval_scores_unanswerable_questions_as_refusals(
+    docs: Path, tiny_lm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tiny = ["--set", f"llm.model={tiny_lm_path}", "--set", "llm.max_new_tokens=4"]
+    assert main(["ingest", str(docs), *tiny]) == 0
+    capsys.readouterr()
+    unanswerable = EXAMPLES / "unanswerable.jsonl"
+    assert main(["eval", "--questions", str(unanswerable), "--docs", str(docs), "--json", *tiny]) == 0
+    results = json.loads(capsys.readouterr().out)
+    metrics, n = results["metrics"], results["questions"]
+    # The tiny LM's random words are never supported, so every unanswerable question is refused.
+    assert metrics["refusals"] == n and metrics["refusal_recall"]["mean"] == 1.0 and metrics["refusal_recall"]["n"] == n
+    assert metrics["refusal_precision"]["mean"] == 1.0 and metrics["contains"]["mean"] == 1.0
+    assert metrics["citation_rate"]["n"] == 0  # no answer was given, so no citation is counted
