@@ -137,7 +137,12 @@ def _random_lora(base: Path, out: Path, seed: int) -> Path:
 
 def test_the_greedy_answer_is_likelier_than_itself_reversed(lm: LanguageModel, greedy_text: str) -> None:
     assert greedy_text != greedy_text[::-1]
-    greedy, reversed_ = lm.generator().continuation_logprobs(MESSAGES, [greedy_text, greedy_text[::-1]])
+    choices = [greedy_text, greedy_text[::-1]]
+    if _serves_no_logprobs(lm):
+        with pytest.raises(ModelError, match="log-probabilities"):
+            lm.generator().continuation_logprobs(MESSAGES, choices)
+        return
+    greedy, reversed_ = lm.generator().continuation_logprobs(MESSAGES, choices)
     assert greedy > reversed_
 
 
@@ -157,7 +162,18 @@ def _reference_logprob(lm: LanguageModel, messages: list[dict[str, str]], contin
     return float(logprobs.gather(1, cont[0].unsqueeze(1)).sum())
 
 
+def _serves_no_logprobs(lm: LanguageModel) -> bool:
+    """The remote engine's server under test is a second `ragtune serve`, which has no /v1/completions."""
+    return type(lm).__name__ == "OpenAILM"
+
+
+def _skip_without_logprobs(lm: LanguageModel) -> None:
+    if _serves_no_logprobs(lm):
+        pytest.skip("the contract's remote server (ragtune serve) exposes no log-probabilities; its refusal is tested")
+
+
 def test_continuation_logprobs_match_a_plain_forward_pass(lm: LanguageModel) -> None:
+    _skip_without_logprobs(lm)
     # Continuations of different token lengths share one batched pass; each must equal its own full pass.
     choices = ["yes", "no", "maybe not at all", "Sundays and Mondays"]
     got = lm.generator().continuation_logprobs(MESSAGES, choices)
@@ -168,6 +184,7 @@ def test_continuation_logprobs_match_a_plain_forward_pass(lm: LanguageModel) -> 
 
 
 def test_continuation_logprobs_refuse_empty_choices_and_long_prompts(lm: LanguageModel) -> None:
+    _skip_without_logprobs(lm)
     with pytest.raises(ModelError, match="non-empty strings"):
         lm.generator().continuation_logprobs(MESSAGES, ["yes", ""])
     long = [{"role": "user", "content": "library " * 600}]
@@ -178,6 +195,7 @@ def test_continuation_logprobs_refuse_empty_choices_and_long_prompts(lm: Languag
 def test_continuation_logprobs_follow_the_adapter(
     lm: LanguageModel, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    _skip_without_logprobs(lm)
     lm.load_adapter(AdapterRef("s1", _random_lora(tiny_lm_path, tmp_path_factory.mktemp("s1"), 3)))
     base = lm.generator().continuation_logprobs(MESSAGES, ["yes", "no"])
     adapted = lm.generator("s1").continuation_logprobs(MESSAGES, ["yes", "no"])
