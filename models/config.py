@@ -19,7 +19,8 @@ from models.errors import ConfigError
 Mode = Literal["base", "rag", "finetune", "hybrid"]
 # Each name is a module behind an interface, chosen by these keys: models/generate.py GENERATOR_BACKENDS,
 # rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
-LLMBackend = Literal["transformers"]
+# llm.backend also accepts "auto" (models/generate.py resolve_backend picks one of the engines).
+LLMBackend = Literal["transformers", "llamacpp"]
 IndexBackend = Literal["hnswlib"]
 RetrieverKind = Literal["dense", "lexical", "hybrid"]
 
@@ -46,8 +47,10 @@ class EmbedderConfig:
 class LLMConfig:
     # A preset name, a local Hugging Face folder or a path to a `.gguf` file.
     model: str = "qwen2.5-coder-0.5b-instruct"
-    # The engine that runs the model: transformers (PyTorch; CPU or CUDA, adapters through PEFT).
-    backend: LLMBackend = "transformers"
+    # The engine that runs the model: auto (llamacpp for a GGUF on the CPU when llama-cpp-python is installed,
+    # else transformers), transformers (PyTorch; CPU or CUDA, PEFT adapters) or llamacpp (the GGUF as it is,
+    # on the CPU; GGUF LoRA adapters).
+    backend: Literal["auto", LLMBackend] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto picks bfloat16 where the CPU/GPU computes it natively, float32 otherwise.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -57,9 +60,11 @@ class LLMConfig:
     top_p: float = 1.0
     # Prompt tokens the model may see; longer prompts are refused with an error.
     context_window: int = 4096
-    # CPU threads for torch; null keeps torch's default (all cores).
+    # CPU threads; null: torch's default for transformers, the cores this process may use for llamacpp.
     threads: int | None = None
     seed: int = 0
+    # Speculative decoding: off, or prompt_lookup (draft tokens copied from the prompt; llamacpp only).
+    speculative: Literal["off", "prompt_lookup"] = "off"
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "llm.max_new_tokens", f"should be positive, got {self.max_new_tokens}")
@@ -402,6 +407,8 @@ def _coerce(value: Any, kind: Any, key: str, lines: dict[str, str]) -> Any:
         others = [a for a in args if a is not type(None)]
         return _coerce(value, others[0], key, lines)
     if origin is Literal:
+        if value is False and "off" in args:  # YAML 1.1 (PyYAML) reads a bare `off` as false
+            value = "off"
         if value not in args:
             raise ConfigError(f"{key}{_where(lines, key)}: should be one of {', '.join(map(str, args))}, got {value!r}")
         return value

@@ -47,7 +47,10 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
+    from models.generate import resolve_backend
+
     print(to_yaml(config), end="")
+    print(f"# llm.backend={config.llm.backend} runs on: {resolve_backend(config.llm)}")
     return 0
 
 

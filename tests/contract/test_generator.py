@@ -1,7 +1,8 @@
-"""One suite for every generation engine (models.generate.GENERATOR_BACKENDS), on the tiny LM built in code.
+"""One suite for every generation engine (models.generate.GENERATOR_BACKENDS), each on a small model it runs.
 
 A new engine passes by being added to BACKENDS: the same streaming, stop strings, usage, cancellation,
-context-window and adapter behaviour is then required of it.
+context-window and adapter behaviour is then required of it. transformers runs the tiny LM built in code;
+llamacpp runs the packaged SmolLM2-135M GGUF (it loads in about a second).
 """
 
 from pathlib import Path
@@ -12,7 +13,8 @@ from models.config import LLMConfig
 from models.errors import ModelError
 from models.generate import GENERATOR_BACKENDS, AdapterRef, LanguageModel, SamplingParams, load_language_model
 
-BACKENDS = ["transformers"]
+BACKENDS = ["transformers", "llamacpp"]
+GGUF_MODEL = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "When does the library open?"}]
 
 
@@ -22,7 +24,8 @@ def test_every_registered_backend_is_under_contract() -> None:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def lm(request: pytest.FixtureRequest, tiny_lm_path: Path) -> LanguageModel:
-    config = LLMConfig(model=str(tiny_lm_path), backend=request.param, dtype="float32", context_window=512)
+    model = str(tiny_lm_path) if request.param == "transformers" else GGUF_MODEL
+    config = LLMConfig(model=model, backend=request.param, dtype="float32", context_window=512)
     return load_language_model(config, progress=False)
 
 
@@ -97,10 +100,12 @@ def test_an_adapter_not_loaded_is_refused(lm: LanguageModel) -> None:
 
 
 def _prompt_tokens(lm: LanguageModel) -> int:
-    """The chat prompt's length by the model's own template, counted independently of the engine."""
+    """The chat prompt's length by the model's own template, rendered by transformers (not by the engine)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(lm.path)
+    from models.loading import lm_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(lm_folder(lm.name, progress=False))
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     return lm.generator().count_tokens(prompt)
 
