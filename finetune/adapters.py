@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import AdapterError, IndexCorruptError, InputError, ModelError
+from models.lora_gguf import gguf_sha256
 from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
@@ -58,7 +59,12 @@ def adapter_path(name: str) -> Path:
 
 
 def base_fingerprint(folder: Path) -> str:
-    """A short hash naming the exact base weights: from a materialised model's manifest, else hashed."""
+    """A short hash naming the exact base weights: from a materialised model's manifest, else hashed.
+
+    A GGUF file run as it is (llama.cpp) is named by its full sha256, which adapters record as base_gguf_sha256.
+    """
+    if _is_gguf(folder):
+        return gguf_sha256(folder)
     manifest = folder / "ragtune-manifest.json"
     if manifest.is_file():
         files = read_json(manifest, "model manifest")["files"]
@@ -158,6 +164,9 @@ def remove_adapter(name: str) -> Path:
 
 def check_base(info: AdapterInfo, base_folder: Path, fingerprint: str | None = None) -> None:
     """Refuse an adapter trained on other base weights (`fingerprint`: the base's, when already known)."""
+    if _is_gguf(base_folder):
+        check_base_gguf(info, fingerprint or gguf_sha256(base_folder), base_folder)
+        return
     expected = info.manifest.get("base_fingerprint")
     actual = fingerprint or base_fingerprint(base_folder)
     if expected != actual:
@@ -168,13 +177,50 @@ def check_base(info: AdapterInfo, base_folder: Path, fingerprint: str | None = N
         )
 
 
+def base_gguf_sha256(info: AdapterInfo) -> str | None:
+    """sha256 of the GGUF the adapter's base was prepared from: recorded at training, else the preset's pin."""
+    from models.presets import PRESETS
+
+    recorded = info.manifest.get("base_gguf_sha256")
+    if recorded:
+        return str(recorded)
+    preset = PRESETS.get(str(info.manifest.get("base_model")))
+    return preset.sha256 if preset is not None and preset.kind == "gguf" else None
+
+
+def check_base_gguf(info: AdapterInfo, sha256: str, gguf: Path) -> None:
+    """Refuse running an adapter over a GGUF base other than the one it was trained on."""
+    expected = base_gguf_sha256(info)
+    if expected is None and str(info.manifest.get("base_model", "")).endswith(".gguf"):
+        source = Path(info.manifest["base_model"]).expanduser()
+        expected = sha256_file(source) if source.is_file() else None
+    if expected != sha256:
+        raise AdapterError(
+            f"adapter {info.name!r} was trained on base model {info.manifest.get('base_model')!r} "
+            f"(GGUF sha256 {expected}) but llm.model is {gguf} (sha256 {sha256}); "
+            f"set llm.model={info.manifest.get('base_model')} or retrain the adapter"
+        )
+
+
 def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None) -> AdapterInfo:
-    """A verified LoRA adapter trained on `base_folder`'s weights, ready to load for answering."""
+    """A verified LoRA adapter trained on `base_folder`'s weights, ready to load for answering.
+
+    Over a GGUF base (llama.cpp) the adapter also has its GGUF LoRA, converted once if it was saved without.
+    """
     info = read_adapter(name)
     check_base(info, base_folder, fingerprint)
     if info.manifest.get("method") == "full":
         raise AdapterError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
+    if _is_gguf(base_folder):
+        from finetune.gguf_export import ensure_gguf_lora
+
+        ensure_gguf_lora(info, base_folder, fingerprint or gguf_sha256(base_folder))
+        info = read_adapter(name)
     return info
+
+
+def _is_gguf(base: Path) -> bool:
+    return Path(base).suffix == ".gguf" and Path(base).is_file()
 
 
 def apply_adapter(model: Any, base_folder: Path, name: str) -> Any:

@@ -24,6 +24,7 @@ from finetune.adapters import base_fingerprint, check_name, save_adapter
 from finetune.batches import Example, collate, load_examples, micro_batches, split
 from finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from finetune.data import dataset_sha256
+from finetune.gguf_export import base_gguf_source, export_gguf_lora
 from finetune.methods import check_method, count_params, load_base, method_manifest, wrap_model
 from models.config import Config, FinetuneConfig, to_dict
 from models.device import resolve_device
@@ -275,9 +276,30 @@ def save(run: Run) -> TrainResult:
     if run.accelerator.is_main_process:
         tokenizer = run.lm.tokenizer if run.ft.method == "full" else None  # a full fine-tune is a whole model
         result.path = save_adapter(run.unwrapped, run.name, manifest(run, result), tokenizer)
+        if run.ft.method != "full":
+            write_gguf_lora(run.name, result.path, run.lm.path)
         shutil.rmtree(run.folder, ignore_errors=True)  # the adapter is the product; checkpoints were for resuming
     run.accelerator.wait_for_everyone()
     return result
+
+
+def write_gguf_lora(name: str, folder: Path, base_folder: Path) -> None:
+    """Also write the adapter as a GGUF LoRA for llama.cpp when the base came from a GGUF file.
+
+    The PEFT adapter is already saved: a failure here is reported and leaves it intact (the conversion is
+    tried again when llm.backend=llamacpp first uses the adapter).
+    """
+    source = base_gguf_source(base_folder)
+    if source is None:
+        return  # a Hugging Face folder base: llama.cpp has no GGUF of it to apply the adapter to
+    pieces, sha256 = source
+    try:
+        export_gguf_lora(folder, pieces, sha256)
+    except (RagtuneError, OSError) as exc:
+        print(
+            f"ragtune: adapter {name!r} is saved (PEFT); its GGUF LoRA for llama.cpp was not written: {exc}",
+            file=sys.stderr,
+        )
 
 
 def summarise(run: Run) -> TrainResult:
@@ -311,6 +333,8 @@ def manifest(run: Run, result: TrainResult) -> dict[str, Any]:
     return {
         "base_model": run.config.llm.model,
         "base_fingerprint": base_fingerprint(run.lm.path),
+        # The GGUF the base was dequantised from (None for a Hugging Face folder): llama.cpp runs on it.
+        "base_gguf_sha256": (base_gguf_source(run.lm.path) or (None, None))[1],
         **method_manifest(run.config, run.lm),
         "data": data,
         "metrics": {k: v for k, v in vars(result).items() if k not in ("name", "path", "losses")},

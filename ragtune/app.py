@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 from models.config import Config
 from models.embedding import Embedder, build_embedder
@@ -12,6 +13,7 @@ from models.errors import ConfigError
 from models.generate import AdapterRef, Generator, load_language_model
 from models.modes import answer_mode
 from models.paths import index_dir
+from models.presets import PRESETS
 from rag.pipeline import RagPipeline
 from rag.retrieve import build_retriever
 from ragtune.closed_book import ClosedBookPipeline
@@ -46,16 +48,29 @@ def require_adapter(config: Config) -> None:
 
 
 def build_generator(config: Config, progress: bool = True) -> Generator:
-    """The configured LM, wrapped with `finetune.adapter` in the adapted modes (finetune, hybrid)."""
+    """The configured LM, wrapped with `finetune.adapter` in the adapted modes (finetune, hybrid).
+
+    An engine that runs the GGUF as it is (llama.cpp: its `path` is the .gguf file) gets the adapter's GGUF
+    LoRA, converted once from the PEFT files when an older adapter has none (see usable_adapter).
+    """
     from finetune.adapters import usable_adapter
 
     require_adapter(config)
     lm = load_language_model(config.llm, progress=progress)
     if not answer_mode(config.mode).adapted:
         return lm.generator()
-    info = usable_adapter(config.finetune.adapter, lm.path)
+    info = usable_adapter(config.finetune.adapter, lm.path, pinned_gguf_sha256(config, lm.path))
     lm.load_adapter(AdapterRef(info.name, info.path))
     return lm.generator(info.name)
+
+
+def pinned_gguf_sha256(config: Config, path: Path) -> str | None:
+    """A GGUF preset run as it is was checked against its pinned sha256 when it was prepared: reuse the pin
+    instead of hashing a GB again. None otherwise (the base is then fingerprinted as usual)."""
+    preset = PRESETS.get(config.llm.model)
+    if preset is None or preset.kind != "gguf" or Path(path).suffix != ".gguf":
+        return None
+    return preset.sha256
 
 
 def build_pipeline(

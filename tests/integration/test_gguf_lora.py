@@ -1,0 +1,252 @@
+"""GGUF LoRA export on the small packaged LM: layout, manifest, on-the-fly conversion, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune.adapters import MANIFEST, read_adapter, usable_adapter
+from finetune.gguf_export import ensure_gguf_lora, export_gguf_lora
+from models.errors import AdapterError
+from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf, gguf_sha256, read_gguf_header
+from models.paths import adapters_dir
+from models.presets import PRESETS, piece_paths
+
+SMOL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def base_gguf() -> Path:
+    return piece_paths(PRESETS[SMOL])[0]
+
+
+@pytest.fixture(scope="module")
+def peft_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEFT LoRA (r=4 on q, k, v, o and the MLP's down projection) with random, nonzero B, and a manifest."""
+    from tests.gguf_lora_helpers import random_lora_folder
+
+    return random_lora_folder(tmp_path_factory.mktemp("peft") / "smol-random", SMOL, seed=0)
+
+
+def install(peft_folder: Path, name: str = "smol-random") -> Path:
+    """Copy the prepared adapter under this test's RAGTUNE_HOME."""
+    target = adapters_dir() / name
+    shutil.copytree(peft_folder, target)
+    return target
+
+
+def test_export_writes_llama_cpp_layout_and_lists_it_in_the_manifest(peft_folder: Path, base_gguf: Path) -> None:
+    folder = install(peft_folder)
+    out = export_gguf_lora(folder, base_gguf, PRESETS[SMOL].sha256)
+    assert out == folder / GGUF_LORA_FILE and not list(folder.glob(".*.tmp"))
+    header = read_gguf_header(out)
+    meta = header.metadata
+    assert (meta["general.type"], meta["adapter.type"], meta["general.architecture"]) == ("adapter", "lora", "llama")
+    assert meta["adapter.lora.alpha"] == 8.0 and meta[BASE_SHA256_KEY] == PRESETS[SMOL].sha256
+    base = read_gguf_header(base_gguf)
+    # 30 blocks x 5 targets, each an (a, b) pair; GGUF order: a is (in, r), b is (r, out) like the base (in, out).
+    assert len(header.tensors) == 30 * 5 * 2
+    a, b = header.tensors["blk.3.attn_k.weight.lora_a"], header.tensors["blk.3.attn_k.weight.lora_b"]
+    assert a.shape == (576, 4) and b.shape == (4, 192) == (4, base.tensors["blk.3.attn_k.weight"].shape[1])
+    assert header.tensors["blk.0.ffn_down.weight.lora_a"].shape == (1536, 4)
+    info = read_adapter("smol-random")  # every file, the GGUF included, hashed against the manifest
+    assert info.manifest["files"][GGUF_LORA_FILE]["size"] == out.stat().st_size
+    check_lora_gguf(out, base_gguf)
+
+
+def test_exported_values_are_peft_values_with_llama_rows_reordered(peft_folder: Path, base_gguf: Path) -> None:
+    from gguf import GGUFReader
+    from safetensors.numpy import load_file
+
+    out = export_gguf_lora(install(peft_folder), base_gguf)
+    written = {t.name: np.array(t.data) for t in GGUFReader(out).tensors}
+    peft = load_file(peft_folder / "adapter_model.safetensors")
+    prefix = "base_model.model.model.layers.2."
+    np.testing.assert_array_equal(
+        written["blk.2.attn_v.weight.lora_a"], peft[prefix + "self_attn.v_proj.lora_A.weight"]
+    )
+    np.testing.assert_array_equal(
+        written["blk.2.attn_v.weight.lora_b"], peft[prefix + "self_attn.v_proj.lora_B.weight"]
+    )
+    # q rows: 9 heads of 64 rows, halves interleaved in the GGUF; same rows, other order.
+    q = peft[prefix + "self_attn.q_proj.lora_B.weight"]
+    gq = written["blk.2.attn_q.weight.lora_b"]
+    assert not np.array_equal(gq, q) and np.array_equal(np.sort(gq, axis=0), np.sort(q, axis=0))
+    np.testing.assert_array_equal(gq[1], q[32])  # row 1 of head 0 is the first row of its second half
+
+
+def test_truncated_lora_gguf_is_refused(peft_folder: Path, base_gguf: Path, tmp_path: Path) -> None:
+    out = export_gguf_lora(install(peft_folder), base_gguf)
+    for keep in (out.stat().st_size - 100, 2000, 30):
+        cut = tmp_path / f"cut-{keep}.gguf"
+        cut.write_bytes(out.read_bytes()[:keep])
+        with pytest.raises(AdapterError, match=rf"{cut}.*(truncated|too short)"):
+            check_lora_gguf(cut, base_gguf)
+
+
+def test_non_gguf_and_non_lora_files_are_refused(peft_folder: Path, base_gguf: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "adapter_model.gguf"
+    shutil.copy(peft_folder / "adapter_model.safetensors", fake)
+    with pytest.raises(AdapterError, match=rf"{fake}: not a GGUF file"):
+        check_lora_gguf(fake, base_gguf)
+    with pytest.raises(AdapterError, match=r"a GGUF file but no LoRA adapter \(general.type='model'"):
+        check_lora_gguf(base_gguf, base_gguf)  # a whole model given as the adapter
+    with pytest.raises(AdapterError, match="no such GGUF file"):
+        check_lora_gguf(tmp_path / "absent.gguf", base_gguf)
+
+
+def test_lora_written_for_another_base_is_refused(peft_folder: Path, base_gguf: Path) -> None:
+    other = "0" * 64  # as if the base GGUF had other weights
+    out = export_gguf_lora(install(peft_folder), base_gguf, base_sha256=other)
+    with pytest.raises(AdapterError, match=f"written for the base model with sha256 {other} but .* has sha256 "):
+        check_lora_gguf(out, base_gguf)
+    check_lora_gguf(out, base_gguf, base_sha256=other)  # the recorded fingerprint is what is compared
+
+
+def test_lora_for_another_architecture_is_refused(base_gguf: Path, tmp_path: Path) -> None:
+    from gguf import GGUFType, GGUFWriter, Keys
+
+    path = tmp_path / "qwen2-lora.gguf"
+    writer = GGUFWriter(path, "qwen2")  # a well-formed LoRA, for a Qwen2 model, claiming this very base
+    writer.add_type(GGUFType.ADAPTER)
+    writer.add_string(Keys.Adapter.TYPE, "lora")
+    writer.add_float32(Keys.Adapter.LORA_ALPHA, 16.0)
+    writer.add_string(BASE_SHA256_KEY, gguf_sha256(base_gguf))
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((8, 896), np.float32))
+    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((896, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(AdapterError, match=rf"{path}: a LoRA for architecture 'qwen2' but the base .* is 'llama'"):
+        check_lora_gguf(path, base_gguf)
+
+
+def test_adapters_llama_cpp_cannot_express_are_refused(peft_folder: Path, base_gguf: Path) -> None:
+    cases = {
+        "use_dora": (True, "DoRA"),
+        "modules_to_save": (["lm_head"], "modules_to_save"),
+        "bias": ("all", "bias='all'"),
+        "peft_type": ("PREFIX_TUNING", "peft_type 'PREFIX_TUNING'"),
+    }
+    for index, (key, (value, message)) in enumerate(cases.items()):
+        folder = install(peft_folder, f"odd-{index}")
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(AdapterError, match=message):
+            export_gguf_lora(folder, base_gguf)
+        assert not (folder / GGUF_LORA_FILE).exists()
+    full = install(peft_folder, "full")
+    (full / "adapter_config.json").unlink()
+    with pytest.raises(AdapterError, match="no adapter_config.json.*full fine-tune"):
+        export_gguf_lora(full, base_gguf)
+
+
+def test_lora_on_modules_llama_cpp_cannot_map_is_refused(peft_folder: Path, tmp_path: Path, base_gguf: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from tests.gguf_lora_helpers import random_lora_folder
+
+    # SmolLM2 ties its output head to the embeddings: PEFT then saves the whole embedding layer too.
+    folder = random_lora_folder(tmp_path / "head", SMOL, seed=1, targets=("q_proj", "lm_head"))
+    with pytest.raises(AdapterError, match=r"tensor base_model.model.lm_head.base_layer.weight is not a LoRA A/B"):
+        export_gguf_lora(folder, base_gguf)
+    # A module the GGUF tensor map does not know (as from a model with extra projections).
+    folder = install(peft_folder, "mystery")
+    weights = load_file(folder / "adapter_model.safetensors")
+    renamed = {k.replace("layers.0.mlp.down_proj", "layers.0.mlp.mystery_proj"): v for k, v in weights.items()}
+    save_file(renamed, folder / "adapter_model.safetensors")
+    with pytest.raises(
+        AdapterError, match=r"the LoRA on model.layers.0.mlp.mystery_proj has no counterpart in the base"
+    ):
+        export_gguf_lora(folder, base_gguf)
+
+
+def test_older_adapter_is_converted_once_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
+    install(peft_folder)
+    info = usable_adapter("smol-random", base_gguf)  # what build_generator does when the engine runs the GGUF
+    path = info.path / GGUF_LORA_FILE
+    assert GGUF_LORA_FILE in info.manifest["files"] and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    assert ensure_gguf_lora(read_adapter("smol-random"), base_gguf) == path
+    assert path.stat().st_mtime_ns == stamp  # not converted again
+    with open(path, "r+b") as handle:  # damage it: the manifest's hash catches it
+        handle.seek(-10, 2)
+        handle.write(b"\xff" * 10)
+    with pytest.raises(AdapterError, match="smol-random.*damaged"):
+        usable_adapter("smol-random", base_gguf)
+
+
+def test_adapter_of_another_base_is_refused_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
+    folder = install(peft_folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["base_model"] = "qwen2.5-coder-0.5b-instruct"
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(AdapterError, match="trained on base model 'qwen2.5-coder-0.5b-instruct'.*GGUF sha256 1d96"):
+        usable_adapter("smol-random", base_gguf)
+    assert not (folder / GGUF_LORA_FILE).exists()
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_gguf_lora_follows_peft(peft_folder: Path, base_gguf: Path) -> None:
+    """The same adapter: llama.cpp's next-token shift points where PEFT's does, and greedy answers follow."""
+    pytest.importorskip("llama_cpp")
+    from tests.gguf_lora_helpers import compare_engines
+
+    lora = export_gguf_lora(install(peft_folder), base_gguf)
+    result = compare_engines(SMOL, base_gguf, peft_folder, lora)
+    print(result.summary())
+    # The adapter moves the logits the same way on both engines (a wrong layout gives cosines near 0).
+    assert min(result.delta_cosines) > 0.9, result.summary()
+    # Greedy continuations: llama.cpp+LoRA agrees with PEFT about as often as the two bases agree (the
+    # quantised base differs from the dequantised one), and it follows PEFT where the adapter moved PEFT.
+    assert result.moved >= len(result.hf_base) // 2, result.summary()
+    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
+    assert result.moved_along >= 0.6 * result.moved, result.summary()
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: Path) -> None:
+    """The same check on the default 0.5B LM (Qwen2: no row reordering), whose GGUF comes in six pieces."""
+    pytest.importorskip("llama_cpp")
+    from models.loading import _assemble
+    from tests.gguf_lora_helpers import compare_engines, random_lora_folder
+
+    model = "qwen2.5-coder-0.5b-instruct"
+    pieces = piece_paths(PRESETS[model])
+    base = tmp_path / "base.gguf"
+    assert _assemble(pieces, base) == PRESETS[model].sha256
+    peft = random_lora_folder(tmp_path / "qwen-random", model, seed=0)
+    lora = export_gguf_lora(peft, pieces, PRESETS[model].sha256)  # from the pieces, as after training
+    check_lora_gguf(lora, base)
+    result = compare_engines(model, base, peft, lora)
+    print(result.summary())
+    assert min(result.delta_cosines) > 0.9, result.summary()
+    assert result.moved >= len(result.hf_base) // 2, result.summary()
+    assert result.share >= min(0.6, result.base_share - 0.2), result.summary()
+
+
+@pytest.mark.slow
+def test_training_on_a_gguf_base_also_writes_the_gguf_lora(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from finetune.train import train
+    from models.config import load_config
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": f"A{i}."}) + "\n" for i in range(4)))
+    sets = ["llm.model=" + SMOL, "llm.device=cpu", "finetune.max_steps=1", "finetune.batch_size=2"]
+    sets += ["finetune.eval_fraction=0", "finetune.warmup_ratio=0"]
+    result = train(load_config(None, sets), data, "smol-trained", progress=False)
+    info = read_adapter("smol-trained")
+    assert info.manifest["base_gguf_sha256"] == PRESETS[SMOL].sha256
+    assert GGUF_LORA_FILE in info.manifest["files"] and result.path == info.path
+    check_lora_gguf(info.path / GGUF_LORA_FILE, piece_paths(PRESETS[SMOL]))
+    # An adapter llama.cpp cannot express: the PEFT adapter is kept, and the reason is said.
+    sets.append("finetune.lora.target_modules=[q_proj,lm_head]")
+    train(load_config(None, sets), data, "smol-head", progress=False)
+    info = read_adapter("smol-head")
+    assert "adapter_model.safetensors" in info.manifest["files"] and GGUF_LORA_FILE not in info.manifest["files"]
+    assert "its GGUF LoRA for llama.cpp was not written" in capsys.readouterr().err
