@@ -22,9 +22,10 @@ from models.config import LLMConfig
 from models.errors import AdapterError, ModelError
 from models.generate import AdapterRef, DecodeStream, SamplingParams, Step
 from models.gguf import check_gguf, gguf_file
+from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
+from models.presets import PRESETS
 
 _INSTALL = "pip install 'ragtune[llamacpp]' (llama-cpp-python==0.3.36; the first install compiles llama.cpp)"
-ADAPTER_FILE = "adapter_model.gguf"
 PROMPT_LOOKUP_TOKENS = 10  # draft tokens proposed per step by prompt lookup (llama-cpp-python's default)
 
 
@@ -45,6 +46,9 @@ class LlamaCppLM:
         self.name, self.path = name, path
         self.dtype, self.device = "gguf", "cpu"
         self.context_window = context_window
+        preset = PRESETS.get(name)
+        # The base's sha256 where it is pinned (a preset, verified when prepared); else the checker hashes it once.
+        self.sha256 = preset.sha256 if preset is not None and preset.kind == "gguf" else None
         self.lock = threading.Lock()  # held while decoding or while the adapter set changes
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer (freed with the model)
         self._active: str | None = None
@@ -82,14 +86,14 @@ class LlamaCppLM:
         llama_cpp = import_llama_cpp()
         if self.has_adapter(adapter.name):
             return
-        file = adapter.path / ADAPTER_FILE
+        file = adapter.path / GGUF_LORA_FILE
         if not file.is_file():
             raise AdapterError(
                 f"adapter {adapter.name!r}: {file} is missing; llm.backend=llamacpp runs GGUF LoRA adapters "
                 "(export the adapter to GGUF, or use llm.backend=transformers)"
             )
         check_gguf(file)
-        _check_lora(file, self.path)
+        check_lora_gguf(file, self.path, self.sha256)  # architecture, base hash and shapes, named
         with self.lock:  # no request decodes while the adapter set changes
             handle = llama_cpp.llama_adapter_lora_init(self.llama.model, str(file).encode())
             if not handle:
@@ -235,12 +239,3 @@ def _chat_template(llama: Any, name: str) -> Any:
     return Jinja2ChatFormatter(
         template, token("tokenizer.ggml.eos_token_id"), token("tokenizer.ggml.bos_token_id"), add_generation_prompt=True
     )
-
-
-def _check_lora(file: Path, base: Path) -> None:
-    """The GGUF LoRA checker (architecture, shapes, base) when this install has it."""
-    try:
-        from models.lora_gguf import check_lora_gguf
-    except ImportError:
-        return
-    check_lora_gguf(file, base)

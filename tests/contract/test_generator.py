@@ -84,7 +84,8 @@ def test_prompt_over_the_context_window_is_refused(lm: LanguageModel) -> None:
 def test_adapters_share_the_base_and_switch_per_request(
     lm: LanguageModel, greedy_text: str, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    adapters = [AdapterRef(f"a{i}", _random_lora(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
+    make = _random_lora if lm.backend == "transformers" else _random_gguf_lora
+    adapters = [AdapterRef(f"a{i}", make(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
     for adapter in adapters:
         lm.load_adapter(adapter)
     params = SamplingParams(max_new_tokens=12)
@@ -108,6 +109,18 @@ def _prompt_tokens(lm: LanguageModel) -> int:
     tokenizer = AutoTokenizer.from_pretrained(lm_folder(lm.name, progress=False))
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     return lm.generator().count_tokens(prompt)
+
+
+def _random_gguf_lora(_: Path, out: Path, seed: int) -> Path:
+    """A random LoRA on the GGUF model, exported as the GGUF LoRA llama.cpp loads (adapter_model.gguf)."""
+    from finetune.gguf_export import export_gguf_lora
+    from models.gguf import gguf_file
+    from models.presets import PRESETS
+    from tests.gguf_lora_helpers import random_lora_folder
+
+    folder = random_lora_folder(out / "adapter", GGUF_MODEL, seed, std=0.3)  # strong enough to change 12 tokens
+    export_gguf_lora(folder, gguf_file(GGUF_MODEL), PRESETS[GGUF_MODEL].sha256)
+    return folder
 
 
 def _random_lora(base: Path, out: Path, seed: int) -> Path:
