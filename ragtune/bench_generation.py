@@ -133,7 +133,7 @@ def build_prompts(config: Any, embedder: Any, questions: list[dict[str, Any]], d
         passages = [Passage(s.number, Path(s.path).name, s.text) for s in sources]
         passages = fit_passages(passages, config.rag.max_context_tokens, count)
         prompts.append({"id": item["id"], "messages": build_messages(item["question"], passages)})
-    text, files = "", sorted(p for p in docs.rglob("*") if p.is_file())
+    text, files = "", sorted(p for p in docs.rglob("*") if p.suffix in (".txt", ".md"))
     while count(text) < 950:  # the example documents, repeated as needed, cut to about 950 tokens
         text += "".join(p.read_text(encoding="utf-8") for p in files)
     text = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:950])
@@ -146,10 +146,9 @@ def run_child(label: str, model: str, threads: int, prompts: Path, max_new: int,
     """One engine in a fresh process; its JSON result (or the failure, named)."""
     command = [sys.executable, "-m", "ragtune.bench_generation", label, model, str(threads), str(prompts), str(max_new)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    sys.stderr.write(done.stderr)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, env=env)  # stderr: live
     if done.returncode != 0:
-        return {"label": label, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+        return {"label": label, "error": [f"exit status {done.returncode} (its error is printed above)"]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -37,9 +37,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# As models/__init__.py does, before torch loads OpenMP: waiting threads sleep instead of holding a core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from models.config import Config, load_config  # noqa: E402
 from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.embedding import Embedder, build_embedder  # noqa: E402
@@ -410,6 +412,7 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: li
     default = resolve_dtype("auto", "cpu")
     reference = "transformers bf16" if default == torch.bfloat16 else "transformers fp32"
     text, ratios = report(runs, reference)
+    ratios.append(lora_memory(config.llm.model, threads))
     for line in ratios:
         say(f"[gen] {line}")
     return (
@@ -423,6 +426,26 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: li
         + text
         + "\n\n"
         + "\n".join(f"- {line}" for line in ratios)
+    )
+
+
+def lora_memory(model: str, threads: int) -> str:
+    """RSS of the llamacpp base alone and with 3 GGUF LoRAs resident (a child process's own figures)."""
+    import subprocess
+
+    from ragtune.bench_lora_memory import random_adapters
+
+    folders = random_adapters(model, Path(os.environ["RAGTUNE_HOME"]) / "bench-loras")
+    command = [sys.executable, "-m", "ragtune.bench_lora_memory", model, str(threads), *map(str, folders)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        return f"llamacpp RSS with 3 GGUF LoRAs: the measurement failed (exit status {done.returncode}, printed above)"
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    base, last = figures["base"], figures["adapters"][-1]
+    steps = " → ".join(f"{mb:.0f}" for mb in [base, *figures["adapters"]])
+    return (
+        f"llamacpp RSS, base alone → with 1, 2, 3 GGUF LoRAs resident (r=8 on all 7 projections, "
+        f"{figures['adapter_mb'][0]} MB each): {steps} MB = {last / base:.2f}× (target ≤ 1.3×)"
     )
 
 
