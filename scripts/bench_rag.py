@@ -42,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 from models.config import Config, load_config  # noqa: E402
 from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.embedding import Embedder, build_embedder  # noqa: E402
