@@ -136,3 +136,21 @@ def test_prompt_lookup_gives_the_greedy_answer(smol) -> None:
     lookup = load_language_model(config, progress=False)
     params = SamplingParams(max_new_tokens=24)
     assert "".join(lookup.generator().stream(MESSAGES, params)) == "".join(smol.generator().stream(MESSAGES, params))
+
+
+def test_a_prompt_sharing_the_last_ones_start_evaluates_only_the_rest(smol, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp keeps the previous prompt's KV cache; the engine must not defeat it (RAG prompts share a prefix)."""
+    from models.generate import SamplingParams
+
+    evaluated: list[int] = []
+    real = smol.llama.eval
+    monkeypatch.setattr(smol.llama, "eval", lambda tokens: (evaluated.append(len(tokens)), real(tokens))[1])
+    generator, params = smol.generator(), SamplingParams(max_new_tokens=2)
+    other = [MESSAGES[0], {"role": "user", "content": "Context: the library closes at 5pm.\n\nQuestion: When?"}]
+    first, second = generator.encode_chat(MESSAGES), generator.encode_chat(other)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    assert shared > 10  # the system turn and the start of the user turn
+    "".join(generator.stream(MESSAGES, params))
+    evaluated.clear()
+    "".join(generator.stream(other, params))
+    assert evaluated[0] == len(second) - shared  # the prompt: only what differs from the last one
