@@ -25,6 +25,9 @@ ENGINES: dict[str, dict[str, str]] = {
 }
 
 
+WARM_UP = [{"role": "user", "content": "Say hello."}]
+
+
 def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -45,7 +48,7 @@ def run_engine(label: str, model: str, threads: int, prompts: list[dict[str, Any
     started = time.perf_counter()
     run = _bare(config) if bare else _ours(config)
     load_s = time.perf_counter() - started
-    run(prompts[0]["messages"], 4)  # warm-up, not measured
+    run(WARM_UP, 4)  # warm-up, not measured; not a benchmark prompt, whose tokens llama.cpp would keep cached
     results = []
     for prompt in prompts:
         figures = run(prompt["messages"], max_new)
