@@ -73,6 +73,9 @@ class LlamaCppLM:
                 n_threads_batch=threads,
                 seed=config.seed,
                 draft_model=draft,
+                # Drafts are verified against logits of every position; llama-cpp-python 0.3.36 sizes its logits
+                # buffer from this flag alone (not from draft_model), so it must be set with a draft model.
+                logits_all=draft is not None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:

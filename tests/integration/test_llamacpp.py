@@ -128,14 +128,26 @@ def test_speculative_on_transformers_is_a_config_error(tiny_lm_path: Path) -> No
         load_language_model(config, progress=False)
 
 
-def test_prompt_lookup_gives_the_greedy_answer(smol) -> None:
-    """Speculative drafts are verified against the model: the greedy answer is the same with or without them."""
+def test_prompt_lookup_gives_the_greedy_answer() -> None:
+    """Speculative drafts are verified against the model: the greedy answer is the same with or without them.
+
+    The second prompt passes llama.cpp's 512-token batch after a cached prefix (llama-cpp-python sized its
+    logits buffer by the batch there unless logits_all was set, and overflowed).
+    """
     from models.generate import SamplingParams
 
-    config = LLMConfig(model=SMOL, backend="llamacpp", context_window=512, speculative="prompt_lookup")
-    lookup = load_language_model(config, progress=False)
-    params = SamplingParams(max_new_tokens=24)
-    assert "".join(lookup.generator().stream(MESSAGES, params)) == "".join(smol.generator().stream(MESSAGES, params))
+    context = " ".join(f"Room {i} opens at {i % 12 + 1}am." for i in range(60))
+    long = [{"role": "user", "content": f"{context}\n\nWhen does room 7 open? Repeat the sentence."}]
+    short = [{"role": "user", "content": "Room 1 opens at 2am."}]
+    params = SamplingParams(max_new_tokens=40)
+    answers = []
+    for speculative in ("off", "prompt_lookup"):
+        config = LLMConfig(model=SMOL, backend="llamacpp", context_window=1024, speculative=speculative)
+        generator = load_language_model(config, progress=False).generator()
+        assert generator.count_tokens(long[0]["content"]) > 512
+        "".join(generator.stream(short, params))  # leaves a prefix of the long prompt cached
+        answers.append("".join(generator.stream(long, params)))
+    assert answers[0] and answers[0] == answers[1]
 
 
 def test_a_prompt_sharing_the_last_ones_start_evaluates_only_the_rest(smol, monkeypatch: pytest.MonkeyPatch) -> None:
