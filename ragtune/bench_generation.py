@@ -57,6 +57,24 @@ def run_engine(label: str, model: str, threads: int, prompts: list[dict[str, Any
     return {"label": label, "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "prompts": results}
 
 
+def alternate(model: str, threads: int, prompts: list[dict[str, Any]], max_new: int) -> dict[str, Any]:
+    """The llamacpp engine and bare llama_cpp.Llama in one process, taking turns on each prompt (first in turn
+    alternates): their decode speeds compared under the same load, which drifts between separate runs."""
+    from models.config import LLMConfig
+
+    config = LLMConfig(model=model, backend="llamacpp", threads=threads, max_new_tokens=max_new)
+    runs = {"llamacpp": _ours(config), "bare": _bare(config)}
+    for run in runs.values():
+        run(WARM_UP, 4)
+    decode: dict[str, list[float]] = {name: [] for name in runs}
+    for i, prompt in enumerate(prompts):
+        for name in sorted(runs, reverse=i % 2 == 1):
+            figure = _decode(runs[name](prompt["messages"], max_new))
+            if figure is not None:
+                decode[name].append(figure)
+    return {"label": "alternating", "decode": decode}
+
+
 def _ours(config: Any) -> Any:
     from models.generate import SamplingParams, load_language_model
 
@@ -200,9 +218,9 @@ ROWS = [
 
 def report(runs: list[dict[str, Any]], reference: str) -> tuple[str, list[str]]:
     """The side-by-side table and the ratio lines against the targets."""
-    from ragtune.benchmark import table
+    from ragtune.benchmark import pct, table
 
-    done = [r for r in runs if "error" not in r]
+    done = [r for r in runs if "error" not in r and r["label"] != "alternating"]
     figures = {r["label"]: summarise(r) for r in done}
     rows = [(name, *(fmt.format(figures[r["label"]][key]) for r in done)) for name, key, fmt in ROWS]
     text = table("metric | " + " | ".join(r["label"] for r in done), rows)
@@ -215,6 +233,13 @@ def report(runs: list[dict[str, Any]], reference: str) -> tuple[str, list[str]]:
     if ours and ref:
         ratio = ours["rag_total"] / ref["rag_total"]
         lines.append(f"llamacpp RAG answer total p50 ÷ {reference}: {ratio:.2f}× (target ≤ 0.6×)")
+    turns = next((r for r in runs if r["label"] == "alternating" and "error" not in r), None)
+    if turns is not None:
+        ours_p50, bare_p50 = pct(turns["decode"]["llamacpp"], 50), pct(turns["decode"]["bare"], 50)
+        lines.append(
+            f"taking turns in one process on the same prompts: llamacpp decode p50 {ours_p50:.1f} tokens/s, "
+            f"bare {bare_p50:.1f}: {ours_p50 / bare_p50:.2f}× (target ≥ 0.9×)"
+        )
     lookup = figures.get("llamacpp prompt_lookup")
     if ours and lookup:
         ratio = lookup["rag_total"] / ours["rag_total"]
@@ -224,7 +249,7 @@ def report(runs: list[dict[str, Any]], reference: str) -> tuple[str, list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="one engine of the generation benchmark (a child process)")
-    parser.add_argument("label", choices=list(ENGINES))
+    parser.add_argument("label", choices=[*ENGINES, "alternating"])
     parser.add_argument("model")
     parser.add_argument("threads", type=int)
     parser.add_argument("prompts", type=Path)
@@ -234,6 +259,10 @@ def main() -> int:
 
     quiet_libraries()
     prompts = json.loads(args.prompts.read_text(encoding="utf-8"))
+    measure = alternate if args.label == "alternating" else None
+    if measure is not None:
+        print(json.dumps(measure(args.model, args.threads, prompts, args.max_new)))
+        return 0
     print(json.dumps(run_engine(args.label, args.model, args.threads, prompts, args.max_new)))
     return 0
 

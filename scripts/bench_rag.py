@@ -409,6 +409,7 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: li
     engines = args.gen_engines or list(ENGINES)
     load = os.getloadavg()
     runs = [run_child(e, config.llm.model, threads, path, args.gen_tokens, timeout=1800) for e in engines]
+    runs.append(run_child("alternating", config.llm.model, threads, path, args.gen_tokens, timeout=1800))
     load = f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
     default = resolve_dtype("auto", "cpu")
     reference = "transformers bf16" if default == torch.bfloat16 else "transformers fp32"
@@ -423,10 +424,9 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: li
         "-token prompt (the example documents). Each engine in its own process (its peak RSS is its own), one "
         "warm-up generation first. llamacpp keeps the previous prompt in its KV cache, so the RAG prompts "
         "(which share the system prompt) evaluate only what differs; the bare row does the same (llama_cpp's "
-        f"own prefix reuse). transformers' default dtype here: {reference}. Load: {load}.\n\n"
-        + text
-        + "\n\n"
-        + "\n".join(f"- {line}" for line in ratios)
+        f"own prefix reuse). Then llamacpp and bare take turns in one process on the same prompts, so their "
+        f"decode ratio is measured under the same load. transformers' default dtype here: {reference}. "
+        f"Load: {load}.\n\n" + text + "\n\n" + "\n".join(f"- {line}" for line in ratios)
     )
 
 
