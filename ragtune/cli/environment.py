@@ -12,7 +12,11 @@ from ragtune.cli.common import Subcommands, add_command, add_group
 def add_models_parser(sub: Subcommands) -> None:
     models = add_group(sub, "models", help="packaged models: list, prepare once, verify")
     add_command(models, "list", help="the packaged presets and whether they are installed")
-    add_command(models, "prepare", help="materialise the configured LM now (GGUF -> safetensors, done once)")
+    add_command(
+        models,
+        "prepare",
+        help="prepare the configured LM once now (GGUF assembled and verified; for transformers, dequantised)",
+    )
     add_command(models, "verify", help="re-hash every materialised model file")
 
 
@@ -36,7 +40,11 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
             print(f"{preset.name:30} {preset.kind:9} {state:10} {preset.description}")
         return 0
     if args.models_command == "prepare":
-        print(lm_folder(config.llm.model))
+        from models.generate import resolve_backend
+        from models.gguf import gguf_file
+
+        llamacpp = resolve_backend(config.llm) == "llamacpp"  # runs the GGUF as it is: nothing to dequantise
+        print(gguf_file(config.llm.model) if llamacpp else lm_folder(config.llm.model))
         return 0
     found = sorted(p.name for p in (cache_home() / "models").glob("*") if p.is_dir() and not p.name.startswith("."))
     for key in found:
@@ -47,7 +55,10 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
+    from models.generate import resolve_backend
+
     print(to_yaml(config), end="")
+    print(f"# llm.backend={config.llm.backend} runs on: {resolve_backend(config.llm)}")
     return 0
 
 

@@ -58,6 +58,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from models.generate import resolve_backend
     from rag.pipeline import Answer
     from ragtune.api import Ragtune
 
@@ -67,6 +68,7 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
         answer = rt.ask(args.question)
         data = answer.to_json()
         data["mode"] = config.mode
+        data["backend"] = resolve_backend(config.llm)  # the engine that ran (llm.backend with auto resolved)
         for source in data["sources"]:
             source["path"] = relative(source["path"])  # JSON escapes what a terminal must not see raw
         print(json.dumps(data, indent=2, ensure_ascii=False))

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from models.generate import resolve_backend
 from models.storage import atomic_write_json, atomic_write_text
 from ragtune.benchmark import machine_rows, table
 from ragtune.compare.charts import render_charts
@@ -143,7 +144,7 @@ def machine_info() -> dict[str, str]:
 def write_report(progress: Progress) -> dict[str, Any]:
     """results.json, report.md, report.html and the chart PNGs under the run's folder."""
     out = progress.spec.out
-    results = assemble(progress, machine_info())
+    results = assemble(progress, machine_info() | {"LM engine": resolve_backend(progress.config.llm)})
     results["verdict"] = verdict(results)
     charts = render_charts(results, out)
     atomic_write_json(out / "results.json", results)

@@ -1,7 +1,9 @@
-"""One suite for every generation engine (models.generate.GENERATOR_BACKENDS), on the tiny LM built in code.
+"""One suite for every generation engine (models.generate.GENERATOR_BACKENDS), each on a small model it runs.
 
 A new engine passes by being added to BACKENDS: the same streaming, stop strings, usage, cancellation,
-context-window and adapter behaviour is then required of it.
+context-window and adapter behaviour is then required of it. transformers runs the tiny LM built in code;
+llamacpp runs the packaged SmolLM2-135M GGUF (it loads in about a second); openai talks to a second
+`ragtune serve` of the tiny LM on loopback.
 """
 
 from collections.abc import Iterator
@@ -15,7 +17,8 @@ from models.errors import ModelError
 from models.generate import GENERATOR_BACKENDS, AdapterRef, LanguageModel, SamplingParams, load_language_model
 from tests.remote import ServedRagtune, served_ragtune
 
-BACKENDS = ["transformers", "openai"]
+BACKENDS = ["transformers", "llamacpp", "openai"]
+GGUF_MODEL = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "When does the library open?"}]
 
 
@@ -25,7 +28,8 @@ def test_every_registered_backend_is_under_contract() -> None:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def lm(request: pytest.FixtureRequest, tiny_lm_path: Path) -> LanguageModel:
-    config = LLMConfig(model=str(tiny_lm_path), backend=request.param, dtype="float32", context_window=512)
+    model = GGUF_MODEL if request.param == "llamacpp" else str(tiny_lm_path)
+    config = LLMConfig(model=model, backend=request.param, dtype="float32", context_window=512)
     if request.param == "openai":  # the same tiny LM behind a real `ragtune serve` on loopback
         config = request.getfixturevalue("served").llm(config)
     return load_language_model(config, progress=False)
@@ -96,7 +100,8 @@ def test_adapters_share_the_base_and_switch_per_request(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> None:
-    adapters = [AdapterRef(f"a{i}", _random_lora(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
+    make = _random_gguf_lora if lm.backend == "llamacpp" else _random_lora
+    adapters = [AdapterRef(f"a{i}", make(tiny_lm_path, tmp_path_factory.mktemp(f"a{i}"), i)) for i in (1, 2)]
     for adapter in adapters:
         if isinstance(lm, OpenAILM):  # a remote engine uses the adapters its server holds: put them there
             request.getfixturevalue("served").add_adapter(adapter.name, adapter.path)
@@ -114,12 +119,26 @@ def test_an_adapter_not_loaded_is_refused(lm: LanguageModel) -> None:
 
 
 def _prompt_tokens(lm: LanguageModel) -> int:
-    """The chat prompt's length by the model's own template, counted independently of the engine."""
+    """The chat prompt's length by the model's own template, rendered by transformers (not by the engine)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(lm.path)
+    from models.loading import lm_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(lm_folder(lm.name, progress=False))
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     return lm.generator().count_tokens(prompt)
+
+
+def _random_gguf_lora(_: Path, out: Path, seed: int) -> Path:
+    """A random LoRA on the GGUF model, exported as the GGUF LoRA llama.cpp loads (adapter_model.gguf)."""
+    from finetune.gguf_export import export_gguf_lora
+    from models.gguf import gguf_file
+    from models.presets import PRESETS
+    from tests.gguf_lora_helpers import random_lora_folder
+
+    folder = random_lora_folder(out / "adapter", GGUF_MODEL, seed, std=0.3)  # strong enough to change 12 tokens
+    export_gguf_lora(folder, gguf_file(GGUF_MODEL), PRESETS[GGUF_MODEL].sha256)
+    return folder
 
 
 def _random_lora(base: Path, out: Path, seed: int) -> Path:
@@ -196,7 +215,14 @@ def test_continuation_logprobs_follow_the_adapter(
     lm: LanguageModel, tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     _skip_without_logprobs(lm)
-    lm.load_adapter(AdapterRef("s1", _random_lora(tiny_lm_path, tmp_path_factory.mktemp("s1"), 3)))
+    lm.load_adapter(
+        AdapterRef(
+            "s1",
+            (_random_gguf_lora if lm.backend == "llamacpp" else _random_lora)(
+                tiny_lm_path, tmp_path_factory.mktemp("s1"), 3
+            ),
+        )
+    )
     base = lm.generator().continuation_logprobs(MESSAGES, ["yes", "no"])
     adapted = lm.generator("s1").continuation_logprobs(MESSAGES, ["yes", "no"])
     assert adapted != pytest.approx(base, abs=1e-4)  # the adapter is active while scoring

@@ -122,6 +122,7 @@ def test_cli_ingest_ask_json_and_docs(docs: Path, tiny_lm_path: Path, capsys: py
     code, out, _ = run_cli(capsys, "ask", "--json", "When is the Eastside Branch closed?", *tiny)
     data = json.loads(out)
     assert code == 0 and data["mode"] == "rag" and data["question"].startswith("When is")
+    assert data["backend"] == "transformers"  # auto: a Hugging Face folder runs on transformers
     assert Path(data["sources"][0]["path"]).name == "hours-and-branches.html"
     assert {"path", "chunk", "score", "locator", "text", "number"} <= set(data["sources"][0])
     assert {"embed_s", "search_s", "total_s"} <= set(data["timings"])

@@ -2,14 +2,25 @@
 
 import typing
 
-from models.config import LLMBackend, Mode, RetrieverKind
-from models.generate import GENERATOR_BACKENDS
+from models.config import LLMBackend, LLMConfig, Mode, RetrieverKind
+from models.generate import GENERATOR_BACKENDS, resolve_backend
 from models.modes import ADAPTED, MODES, RETRIEVING, answer_mode
 from rag.retrieve import RETRIEVERS
 
 
 def test_llm_backend_choices_are_the_registered_engines() -> None:
     assert set(typing.get_args(LLMBackend)) == set(GENERATOR_BACKENDS)
+    # llm.backend takes the engines plus "auto", which resolves to one of them
+    accepted = typing.get_args(typing.get_type_hints(LLMConfig)["backend"])
+    assert set(accepted) == set(GENERATOR_BACKENDS) | {"auto"}
+
+
+def test_auto_backend_resolves_to_a_registered_engine() -> None:
+    for model in ("qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct", "/models/x.gguf", "/models/hf-folder"):
+        assert resolve_backend(LLMConfig(model=model, backend="auto")) in GENERATOR_BACKENDS
+    # a Hugging Face folder always runs on transformers; a named engine is kept as named
+    assert resolve_backend(LLMConfig(model="/models/hf-folder", backend="auto")) == "transformers"
+    assert resolve_backend(LLMConfig(model="/models/x.gguf", backend="transformers")) == "transformers"
 
 
 def test_retriever_choices_are_the_registered_retrievers() -> None:

@@ -1,0 +1,244 @@
+"""The llama.cpp engine: a GGUF memory-mapped as it is (no dequantised copy) and decoded by llama-cpp-python.
+
+GGUF LoRA adapters load once each over the one base and stay resident; a request selects its adapter (or
+none) while it holds the lock it decodes under. llama.cpp keeps the previous prompt in its KV cache, so a
+prompt that starts like the last one (a RAG prompt's fixed instructions) only evaluates what differs;
+switching adapters clears that cache, whose values were computed with other weights.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.config import LLMConfig
+from models.errors import AdapterError, ModelError
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step
+from models.gguf import check_gguf, gguf_file
+from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
+from models.presets import PRESETS
+
+_INSTALL = "pip install 'ragtune[llamacpp]' (llama-cpp-python==0.3.36; the first install compiles llama.cpp)"
+PROMPT_LOOKUP_TOKENS = 10  # draft tokens proposed per step by prompt lookup (llama-cpp-python's default)
+
+
+def import_llama_cpp() -> Any:
+    """The llama_cpp package, or a ModelError with the install command."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ModelError(f"llm.backend=llamacpp needs llama-cpp-python: {_INSTALL}") from None
+    return llama_cpp
+
+
+class LlamaCppLM:
+    """A loaded GGUF base and the GGUF LoRA adapters loaded over it (`LanguageModel` for llm.backend=llamacpp)."""
+
+    def __init__(self, llama: Any, name: str, path: Path, context_window: int) -> None:
+        self.llama = llama
+        self.name, self.path = name, path
+        self.dtype, self.device = "gguf", "cpu"
+        self.context_window = context_window
+        preset = PRESETS.get(name)
+        # The base's sha256 where it is pinned (a preset, verified when prepared); else the checker hashes it once.
+        self.sha256 = preset.sha256 if preset is not None and preset.kind == "gguf" else None
+        self.lock = threading.Lock()  # held while decoding or while the adapter set changes
+        self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer (freed with the model)
+        self._active: str | None = None
+        self.template = _chat_template(llama, name)
+
+    @classmethod
+    def load(cls, config: LLMConfig, progress: bool = True) -> LlamaCppLM:
+        llama_cpp = import_llama_cpp()
+        path = gguf_file(config.model)
+        threads = config.threads or len(os.sched_getaffinity(0))
+        draft = None
+        if config.speculative == "prompt_lookup":
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            draft = LlamaPromptLookupDecoding(num_pred_tokens=PROMPT_LOOKUP_TOKENS)
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                # Room for the longest accepted prompt plus an answer of llm.max_new_tokens.
+                n_ctx=config.context_window + config.max_new_tokens,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=config.seed,
+                draft_model=draft,
+                # Drafts are verified against logits of every position; llama-cpp-python 0.3.36 sizes its logits
+                # buffer from this flag alone (not from draft_model), so it must be set with a draft model.
+                logits_all=draft is not None,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"llm.model={config.model!r}: llama.cpp cannot load {path}: {exc}") from None
+        return cls(llama, config.model, path, config.context_window)
+
+    def has_adapter(self, name: str) -> bool:
+        return name in self._adapters
+
+    def load_adapter(self, adapter: AdapterRef) -> None:
+        llama_cpp = import_llama_cpp()
+        if self.has_adapter(adapter.name):
+            return
+        file = adapter.path / GGUF_LORA_FILE
+        if not file.is_file():
+            raise AdapterError(
+                f"adapter {adapter.name!r}: {file} is missing; llm.backend=llamacpp runs GGUF LoRA adapters "
+                "(export the adapter to GGUF, or use llm.backend=transformers)"
+            )
+        check_gguf(file)
+        check_lora_gguf(file, self.path, self.sha256)  # architecture, base hash and shapes, named
+        with self.lock:  # no request decodes while the adapter set changes
+            handle = llama_cpp.llama_adapter_lora_init(self.llama.model, str(file).encode())
+            if not handle:
+                raise AdapterError(f"adapter {adapter.name!r}: llama.cpp cannot load {file} over {self.path}")
+            self._adapters[adapter.name] = handle
+
+    def generator(self, adapter: str | None = None) -> LlamaCppGenerator:
+        if adapter is not None and not self.has_adapter(adapter):
+            raise ModelError(f"adapter {adapter!r} is not loaded into {self.name}; load_adapter() it first")
+        return LlamaCppGenerator(self, adapter)
+
+    def select(self, adapter: str | None) -> None:
+        """Make `adapter` (None: the base alone) the one applied; call with the lock held."""
+        if adapter == self._active:
+            return
+        llama_cpp = import_llama_cpp()
+        if adapter is None:
+            status = llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[adapter])
+            scales = (ctypes.c_float * 1)(1.0)
+            status = llama_cpp.llama_set_adapters_lora(self.llama.ctx, handles, 1, scales)
+        if status != 0:
+            raise ModelError(f"llama.cpp could not apply adapter {adapter!r} to {self.name} (status {status})")
+        self.llama.reset()  # the cached prompt was computed with the previous weights
+        self._active = adapter
+
+
+class LlamaCppGenerator:
+    """One request at a time on the shared llama.cpp context, with its adapter selected."""
+
+    def __init__(self, lm: LlamaCppLM, adapter: str | None) -> None:
+        self.lm, self.adapter = lm, adapter
+        self.name = lm.name + (f"+{adapter}" if adapter else "")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.lm.llama.tokenize(text.encode(), add_bos=False, special=True))
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat prompt's tokens, by the template in the GGUF (special tokens parsed, as transformers does)."""
+        prompt = self.lm.template(messages=messages).prompt
+        ids = self.lm.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        if len(ids) > self.lm.context_window:
+            raise ModelError(
+                f"the prompt is {len(ids)} tokens, over llm.context_window={self.lm.context_window}; "
+                "lower rag.max_context_tokens or shorten the question"
+            )
+        return ids
+
+    def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:
+        ids = self.encode_chat(messages)
+        stream = DecodeStream(self.name, self._steps(ids, params), params)
+        stream.usage.prompt_tokens = len(ids)
+        return stream
+
+    def _steps(self, prompt: list[int], params: SamplingParams) -> Iterator[Step]:
+        """Decode on the caller's thread; closing this generator stops decoding and frees the context."""
+        llama_cpp, llama = import_llama_cpp(), self.lm.llama
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        limit = min(params.max_new_tokens, llama.n_ctx() - len(prompt))
+        with self.lm.lock:
+            self.lm.select(self.adapter)
+            llama.set_seed(params.seed)
+            # top_k=0, min_p=0 and no repeat penalty: plain temperature + nucleus sampling, as transformers does.
+            tokens = llama.generate(
+                prompt, temp=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0
+            )
+            ids: list[int] = []
+            try:
+                for token in tokens:
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        yield Step(_text(llama, ids), len(ids))
+                        return
+                    ids.append(token)
+                    yield Step(_text(llama, ids), len(ids))
+                    if len(ids) >= limit:
+                        return
+            finally:
+                tokens.close()
+
+    def continuation_logprobs(self, messages: list[dict[str, str]], continuations: list[str]) -> list[float]:
+        """Sum of each continuation's token log-probabilities after the chat prompt (the assistant's turn)."""
+        prompt = self.encode_chat(messages)
+        llama = self.lm.llama
+        scores = []
+        with self.lm.lock:
+            self.lm.select(self.adapter)
+            for continuation in continuations:
+                ids = llama.tokenize(continuation.encode(), add_bos=False, special=False)
+                if not ids:
+                    raise ModelError(f"continuation {continuation!r} has no tokens to score")
+                scores.append(self._score(prompt, ids))
+        return scores
+
+    def _score(self, prompt: list[int], ids: list[int]) -> float:
+        """Evaluate prompt + ids one token at a time past the shared prompt (its KV cache is kept)."""
+        llama_cpp, llama = import_llama_cpp(), self.lm.llama
+        common = _common_prefix(llama.eval_tokens, prompt)
+        llama.n_tokens = min(common, len(prompt) - 1)  # re-evaluate at least the prompt's last token
+        llama.eval(prompt[llama.n_tokens :])
+        total = 0.0
+        for i, token in enumerate(ids):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),))
+            total += float(logits[token] - _logsumexp(logits))
+            if i + 1 < len(ids):
+                llama.eval([token])
+        return total
+
+
+def _text(llama: Any, ids: list[int]) -> str:
+    # The whole answer decoded again each step: a token that ends half a UTF-8 character shows as \ufffd,
+    # which DecodeStream holds back until the next token completes it.
+    return llama.detokenize(ids).decode("utf-8", errors="replace")
+
+
+def _common_prefix(cached: Any, prompt: list[int]) -> int:
+    count = 0
+    for a, b in zip(cached, prompt):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def _logsumexp(logits: np.ndarray) -> float:
+    top = float(logits.max())
+    return top + math.log(float(np.exp(logits.astype(np.float64) - top).sum()))
+
+
+def _chat_template(llama: Any, name: str) -> Any:
+    """The GGUF's own chat template (tokenizer.chat_template), rendered as transformers renders it."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ModelError(f"llm.model={name!r}: the GGUF has no tokenizer.chat_template; give an instruct model")
+    model = llama._model
+
+    def token(key: str) -> str:
+        value = llama.metadata.get(key)
+        return model.token_get_text(int(value)) if value is not None else ""
+
+    return Jinja2ChatFormatter(
+        template, token("tokenizer.ggml.eos_token_id"), token("tokenizer.ggml.bos_token_id"), add_generation_prompt=True
+    )
