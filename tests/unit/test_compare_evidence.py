@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from rag.pipeline import Answer
 from ragtune.compare.evaluate import aggregate, score
 from ragtune.compare.evidence import holds_answer, ks_within, score_ranking, summarise
 from ragtune.compare.questions import Question
@@ -76,8 +77,8 @@ def source(path: str, text: str, chunk: int = 0) -> SimpleNamespace:
     return SimpleNamespace(path=path, text=text, chunk=chunk)
 
 
-def answer(text: str, sources: list[SimpleNamespace]) -> SimpleNamespace:
-    return SimpleNamespace(text=text, sources=sources, refused=False, usage=None, timings={"total_s": 0.5})
+def answer(text: str, sources: list[SimpleNamespace]) -> Answer:
+    return Answer(question="When?", text=text, sources=sources, timings={"total_s": 0.5})
 
 
 def test_eval_scores_the_deeper_ranking_and_the_answer_on_what_it_read():
