@@ -237,6 +237,12 @@ def _close(steps: Iterator[Step], name: str) -> None:
         raise ModelError(f"generation failed in {name}: {exc}") from exc
 
 
+def check_continuations(continuations: list[str]) -> None:
+    """What every engine's continuation_logprobs refuses: nothing to score, or an empty choice."""
+    if not continuations or any(not c for c in continuations):
+        raise ModelError(f"continuations should be non-empty strings, got {continuations!r}")
+
+
 def held_back(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest ending of `text` that is the start (not the whole) of a stop string."""
     longest = 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from models.config import LLMConfig
 from models.errors import AdapterError, ModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations
 from models.gguf import check_gguf, gguf_file
 from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
 from models.presets import PRESETS
@@ -179,6 +179,7 @@ class LlamaCppGenerator:
 
     def continuation_logprobs(self, messages: list[dict[str, str]], continuations: list[str]) -> list[float]:
         """Sum of each continuation's token log-probabilities after the chat prompt (the assistant's turn)."""
+        check_continuations(continuations)
         prompt = self.encode_chat(messages)
         llama = self.lm.llama
         scores = []

@@ -20,7 +20,7 @@ from typing import Any
 from models.config import LLMConfig
 from models.engines.openai_http import RemoteServer
 from models.errors import AdapterError, ModelError, RemoteModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, Usage
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, Usage, check_continuations
 from models.paths import cache_home
 from models.presets import get_preset
 
@@ -131,6 +131,7 @@ class OpenAIGenerator:
 
     def continuation_logprobs(self, messages: list[dict[str, str]], continuations: list[str]) -> list[float]:
         """Summed log-probabilities from `POST /v1/completions` with echo and logprobs (vLLM serves it)."""
+        check_continuations(continuations)
         prompt = self.counter.chat_text(messages)
         if prompt is None:
             raise ModelError(

@@ -16,7 +16,7 @@ import torch
 
 from models.config import LLMConfig
 from models.errors import ModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations
 from models.loading import LoadedLM, load_lm, pad_token_id
 
 
@@ -119,8 +119,7 @@ class TransformersGenerator:
         batched pass scores the continuations' later tokens (none when every continuation is one token).
         Right padding is harmless here: causal attention never lets a real token see a later pad.
         """
-        if not continuations or any(not c for c in continuations):
-            raise ModelError(f"continuations should be non-empty strings, got {continuations!r}")
+        check_continuations(continuations)
         prompt = self.encode_chat(messages)
         tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         longest = max(len(t) for t in tokens)
