@@ -129,3 +129,33 @@ def test_a_chunk_too_long_for_a_milvus_field_is_refused_not_cut(tmp_path: Path) 
         with Writer(index_dir(config), config, 4) as draft:
             ids = draft.store.add_document("long.md", str(tmp_path), "0" * 64, len(text), [("", text, "")])
             draft.index.add([[1.0, 0.0, 0.0, 0.0]], ids)
+
+
+@pytest.mark.slow
+def test_serve_answers_with_sources_from_index_uri_alone(
+    tmp_path: Path, docs: Path, embedder, tiny_lm_path: Path, ragtune_home: Path
+) -> None:
+    import httpx
+
+    from models.generate import load_language_model
+    from ragtune.serve.app import create_app
+    from ragtune.serve.background import running
+    from ragtune.serve.engine import Engine
+
+    lm = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=4"]
+    config = load_config(None, milvus(tmp_path / "m.db", *lm))
+    generation = ingest([docs], config, embedder, progress=False).generation
+    shutil.rmtree(ragtune_home)  # the serving node keeps only index.uri and index.name
+    engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
+    key = "k" * 32
+    with running(create_app(engine, key)) as url:
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert (health["index"], health["index_generation"]) == ("ok", generation)
+        body = {"model": "rag", "messages": [{"role": "user", "content": "How long can I borrow a DVD?"}]}
+        reply = httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+    assert reply.status_code == 200, reply.text
+    first = reply.json()["sources"][0]
+    assert Path(first["path"]).name == "borrowing-rules.txt" and "DVD" in first["text"]
+    assert not ragtune_home.exists()
