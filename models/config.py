@@ -95,7 +95,8 @@ class IndexConfig:
     # Name of the index folder under $RAGTUNE_HOME/indexes.
     name: str = "default"
     # The vector index engine: hnswlib (a file in each index generation) or milvus (a collection per
-    # generation in Milvus Lite or a Milvus server, at index.uri; chunk texts stay in the generation folder).
+    # generation in Milvus Lite or a Milvus server, at index.uri, holding the chunks' texts too: a node
+    # without the index folder serves dense retrieval from index.uri and index.name alone).
     backend: IndexBackend = "hnswlib"
     # milvus only: a local file ending in .db (Milvus Lite, embedded: one process at a time) or a server
     # address such as http://host:19530 (any number of processes and machines).

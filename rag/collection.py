@@ -61,10 +61,15 @@ class Expectation:
 @dataclass
 class Snapshot:
     generation: str
-    folder: Path
+    folder: Path | str  # the generation folder, or where an engine serves it (index.uri and index.name)
     manifest: dict[str, Any]
     index: VectorIndex
-    store: ChunkStore
+    store: ChunkStore  # or, for a generation read from an engine alone, the index (its `chunks`; no lexical)
+
+    @property
+    def stateless(self) -> bool:
+        """Read from the engine alone: no chunks.sqlite, so no lexical index."""
+        return self.store is self.index
 
     def close(self) -> None:
         self.store.close()
@@ -121,6 +126,21 @@ def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
     return Snapshot(generation, folder, manifest, index, store)
 
 
+def served_generation(config: IndexConfig) -> str | None:
+    """The generation an engine serves under index.name (None for a backend of files, or before an ingest)."""
+    return index_class(config.backend).served(config)
+
+
+def open_served(config: IndexConfig, generation: str, expect: Expectation) -> Snapshot:
+    """A generation read from the engine alone: its vectors, chunks and facts, with no folder on this node."""
+    index, facts = index_class(config.backend).open_served(config, generation)
+    manifest = {**facts, "generation": generation, "index": {"backend": config.backend}}
+    where = f"{config.uri} (index.name={config.name})"
+    check_compatible(manifest, expect, where)
+    # No "lexical" section: the lexical index lives in chunks.sqlite, in the generation folder.
+    return Snapshot(generation, where, manifest, index, index)  # type: ignore[arg-type]
+
+
 def _index_info(manifest: Any, path: Path) -> IndexInfo:
     """What the manifest says its index holds; one lacking a field that the checks read is corrupt."""
     try:
@@ -137,7 +157,7 @@ def _index_info(manifest: Any, path: Path) -> IndexInfo:
         raise IndexCorruptError(f"{path} lacks required fields or holds them with the wrong type; {_REBUILD}") from None
 
 
-def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path) -> None:
+def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path | str) -> None:
     if manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{root}: index format {manifest.get('format')!r} is not {FORMAT}; rebuild it")
     if manifest["embedder"] != expect.embedder or manifest["dim"] != expect.dim:
@@ -217,12 +237,19 @@ class Writer:
                 check_contextual(snapshot.manifest, self.config.rag.contextual, self.root)
                 index, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
+            index.attach(store, self._facts())  # an engine that serves chunks stores them with the vectors
             index = index.draft(self.generation)  # readers keep the base; an engine copies it server-side
             # A base written before the lexical index gets it now, from its own chunks (nothing re-embedded).
             upgraded = store.upgrade() and base is not None
             self.draft = Draft(staging, index, store, base, upgraded=upgraded)
             self._release = stack.pop_all()
         return self.draft
+
+    def _facts(self) -> dict[str, Any]:
+        """What a reader without the generation folder checks before using the engine's copy."""
+        config = self.config
+        return {"format": FORMAT, "embedder": config.embedder.model, "dim": self.dim, "space": config.index.space,
+                "contextual": config.rag.contextual}  # fmt: skip
 
     def commit(self) -> str:
         draft = self.draft

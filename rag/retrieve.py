@@ -22,7 +22,15 @@ from models.config import Config
 from models.embedding import Embedder
 from models.errors import ConfigError, IndexCorruptError, IndexMissingError
 from rag import fusion
-from rag.collection import Snapshot, current_generation, expectation, missing_index, open_snapshot
+from rag.collection import (
+    Snapshot,
+    current_generation,
+    expectation,
+    missing_index,
+    open_served,
+    open_snapshot,
+    served_generation,
+)
 from rag.lexical import match_expression
 from rag.rerank import Reranker, load_reranker
 from rag.store import StoredChunk
@@ -59,7 +67,11 @@ class Retriever(Protocol):
 
 
 class CurrentIndex:
-    """Whatever generation CURRENT names, reopened when an ingest has published a newer one."""
+    """Whatever generation CURRENT names, reopened when an ingest has published a newer one.
+
+    Where this node has no index folder and index.backend keeps chunks in an engine (milvus), the generation
+    the engine's alias names instead: the node needs only index.uri and index.name (stateless serving).
+    """
 
     def __init__(self, root: Path, config: Config, dim: int) -> None:
         self.root, self.config, self.dim = root, config, dim
@@ -70,7 +82,7 @@ class CurrentIndex:
         with self._lock:
             generation = current_generation(self.root)
             if generation is None:
-                raise missing_index(self.root)
+                return self._served()
             if self._snapshot is None or self._snapshot.generation != generation:
                 expect = expectation(self.config, self.dim)
                 try:
@@ -84,6 +96,26 @@ class CurrentIndex:
                 # its SQLite connection closes when the last reference goes.
                 self._snapshot = fresh
             return self._snapshot
+
+    def _served(self) -> Snapshot:
+        """The engine's served generation; asked on every call, so an alias switch is seen at the next question."""
+        config = self.config.index
+        generation = served_generation(config)
+        if generation is None:
+            if config.backend == "hnswlib":
+                raise missing_index(self.root)
+            raise IndexMissingError(
+                f"no documents indexed in {self.root}, and index.uri={config.uri} serves no index {config.name!r}; "
+                "run `ragtune ingest DOCS_FOLDER` first"
+            )
+        if self._snapshot is None or self._snapshot.generation != generation:
+            expect = expectation(self.config, self.dim)
+            try:
+                self._snapshot = open_served(config, generation, expect)
+            except IndexMissingError:
+                # Two ingests in quick succession dropped the generation we were opening: take the new one.
+                self._snapshot = open_served(config, served_generation(config) or generation, expect)
+        return self._snapshot
 
 
 class RankingRetriever:
@@ -133,6 +165,12 @@ class RankingRetriever:
 
     def _snapshot(self) -> Snapshot:
         snapshot = self.index.snapshot()
+        if self.lexical and snapshot.stateless:
+            raise ConfigError(
+                f"rag.retriever={self.config.rag.retriever} needs the lexical index, which lives in the index "
+                f"folder ({self.index.root}) that this node lacks; a node serving from index.uri alone supports "
+                "rag.retriever=dense (the node holding the index folder also serves lexical and hybrid)"
+            )
         if self.lexical and "lexical" not in snapshot.manifest:
             raise IndexMissingError(
                 f"index {self.index.root} has no lexical index, which rag.retriever={self.config.rag.retriever} "

@@ -118,6 +118,22 @@ class VectorIndex(ABC):
         """Once `generation` is the current one: point the engine at it and drop what the `keep` ones do not use."""
         return None  # files are published with their folder (rag/collection.py)
 
+    def attach(self, store: Any, facts: dict[str, Any]) -> None:
+        """Give a writer's index its chunk store and the generation's facts (embedder, dim, space, contextual).
+        A backend that serves chunks itself (milvus) stores each added vector's chunk and the facts with it."""
+        return None  # chunks stay in the generation folder
+
+    @classmethod
+    def served(cls, config: IndexConfig) -> str | None:
+        """The generation the engine serves under index.name, read from the engine alone; None where the
+        backend serves nothing without its generation folder (files) or has no such index yet."""
+        return None
+
+    @classmethod
+    def open_served(cls, config: IndexConfig, generation: str) -> tuple[VectorIndex, dict[str, Any]]:
+        """The served `generation`'s index (with `chunks(ids)`) and its facts, without a generation folder."""
+        raise NotImplementedError(f"{cls.__name__} keeps its vectors in a generation folder")
+
     def discard(self) -> None:
         """Drop a draft that will never be published (the writer failed); files need nothing, the folder goes."""
         return None

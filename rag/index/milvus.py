@@ -5,14 +5,18 @@ client code serves both. A writer fills a new collection named after its generat
 using the previous one; publishing points the index's alias at it and drops collections no longer kept,
 so the alias never names a half-written generation and a crash mid-ingest leaves the old one serving.
 Deletes free their space at once (the engine compacts its segments itself): `deleted` is always 0.
+Each row also holds its chunk (path, ordinal, locator, text, context) and each collection the facts a reader
+checks (embedder, dimension, space), so a node that has only index.uri and index.name can answer (`chunks`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from models.config import IndexConfig
-from models.errors import ConfigError, IndexCorruptError, IndexMissingError
+from models.errors import ConfigError, IndexCorruptError, IndexMissingError, InputError
 from rag.index import IndexInfo, VectorIndex, missing_library
+from rag.store import ChunkStore, StoredChunk
 
 try:
     from pymilvus import DataType, MilvusClient, MilvusException
@@ -37,6 +42,11 @@ logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 _METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 _BATCH = 4096  # rows per insert or id query: well under the engine's message size limit at 1024 dims
 _REBUILD = "rebuild with `ragtune ingest --rebuild DOCS`"
+# VARCHAR's largest max_length: a server counts it in UTF-8 bytes (Milvus Lite in characters); the stricter holds.
+_VARCHAR = 65535
+_TEXT_FIELDS = ("path", "locator", "text", "context")
+_CHUNK_FIELDS = ["path", "ordinal", "locator", "text", "context"]
+_FACTS = "ragtune.facts"  # the collection property holding what a reader checks: embedder, dim, space, ...
 _CLIENTS: dict[tuple[str, str], MilvusClient] = {}  # one connection per uri and token, shared by every index
 
 
@@ -53,7 +63,7 @@ def collection_name(index_name: str, generation: str) -> str:
 
 def connect(config: IndexConfig) -> MilvusClient:
     """The client for index.uri, connected now so that a wrong address fails before anything is written."""
-    uri = str(Path(config.uri).expanduser()) if config.uri and config.uri.endswith(".db") else config.uri or ""
+    uri = _address(config)
     token = _token(config.token_file)
     key = (uri, token)
     if key not in _CLIENTS:
@@ -68,6 +78,21 @@ def connect(config: IndexConfig) -> MilvusClient:
                 "fix index.uri and index.token_file (a local .db file is open to one process at a time)"
             ) from None
     return _CLIENTS[key]
+
+
+def disconnect(config: IndexConfig) -> None:
+    """Close index.uri's client: a Milvus Lite file is then free for another process to open."""
+    address = _address(config)
+    for key in [key for key in _CLIENTS if key[0] == address]:
+        _CLIENTS.pop(key).close()
+    if address.endswith(".db"):  # pymilvus leaves Milvus Lite's in-process server holding the file
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(address)
+
+
+def _address(config: IndexConfig) -> str:
+    return str(Path(config.uri).expanduser()) if config.uri and config.uri.endswith(".db") else config.uri or ""
 
 
 def _token(token_file: str | None) -> str:
@@ -106,6 +131,8 @@ class MilvusIndex(VectorIndex):
         self._client, self._config, self.space, self.dim = client, config, config.space, dim
         self.name, self._count = name, count  # the collection, created on first use
         self._exists = count > 0 or client.has_collection(name)
+        self._store: ChunkStore | None = None  # a writer's chunks, stored with each added vector
+        self._facts: dict[str, Any] = {}
 
     @classmethod
     def create(cls, config: IndexConfig, dim: int, capacity: int = 1024) -> MilvusIndex:
@@ -138,6 +165,42 @@ class MilvusIndex(VectorIndex):
         rows, dim, metric = _stored(client, alias)
         space = next((space for space, name in _METRICS.items() if name == metric), config.space)
         return cls(client, replace(config, space=space), dim, alias, rows)  # the space it was built with
+
+    @classmethod
+    def served(cls, config: IndexConfig) -> str | None:
+        collection = _aliased(connect(config), alias_name(config.name))
+        match = re.search(r"__gen_(\d{6,})$", collection or "")
+        return f"gen-{match.group(1)}" if match else None
+
+    @classmethod
+    def open_served(cls, config: IndexConfig, generation: str) -> tuple[MilvusIndex, dict[str, Any]]:
+        client, name = connect(config), collection_name(config.name, generation)
+        where = f"index.uri={config.uri}, index.name={config.name!r}"
+        try:
+            facts = json.loads(client.describe_collection(name).get("properties", {}).get(_FACTS, "null"))
+            rows, dim, metric = _stored(client, name)
+        except MilvusException:  # dropped since the alias named it (two ingests in quick succession)
+            raise IndexMissingError(f"{where}: generation {generation} is no longer served; retry") from None
+        if not isinstance(facts, dict) or facts.get("dim") != dim or _METRICS.get(facts.get("space", "")) != metric:
+            raise IndexMissingError(
+                f"{where}: collection {name} holds no chunk texts (it was built before they were stored there); "
+                "rebuild with `ragtune ingest --rebuild DOCS`, or answer from the node that holds the index folder"
+            )
+        return cls(client, replace(config, space=facts["space"]), dim, name, rows), {**facts, "count": rows}
+
+    def attach(self, store: ChunkStore, facts: dict[str, Any]) -> None:
+        self._store, self._facts = store, facts
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        found: dict[int, StoredChunk] = {}
+        for start in range(0, len(ids), _BATCH):
+            batch = [int(i) for i in ids[start : start + _BATCH]]
+            for row in self._client.query(self.name, ids=batch, output_fields=_CHUNK_FIELDS):
+                found[row["id"]] = StoredChunk(row["id"], *(row[field] for field in _CHUNK_FIELDS))
+        return found
+
+    def close(self) -> None:
+        return None  # the client is shared by every index on this uri
 
     @classmethod
     def verify(cls, folder: Path, info: IndexInfo) -> None:
@@ -187,6 +250,8 @@ class MilvusIndex(VectorIndex):
         if self._client.has_collection(target):  # a dead writer's leftover: it was never published
             self._client.drop_collection(target)
         fresh = MilvusIndex(self._client, self._config, self.dim, target)
+        if self._store is not None:
+            fresh.attach(self._store, self._facts)  # the copies take their chunks from the writer's store
         if self._exists and self.count:
             self._copy_into(fresh)
         if self.name.split("__")[-1].startswith("scratch_"):
@@ -229,10 +294,16 @@ class MilvusIndex(VectorIndex):
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("ordinal", DataType.INT64)
+        for field in _TEXT_FIELDS:
+            schema.add_field(field, DataType.VARCHAR, max_length=_VARCHAR)
         params = self._client.prepare_index_params()
         build = {"M": self._config.m, "efConstruction": self._config.ef_construction}
         params.add_index("vector", index_type="HNSW", metric_type=_METRICS[self.space], params=build)
-        self._client.create_collection(self.name, schema=schema, index_params=params, consistency_level="Strong")
+        facts = {_FACTS: json.dumps(self._facts)} if self._facts else {}
+        self._client.create_collection(
+            self.name, schema=schema, index_params=params, consistency_level="Strong", properties=facts
+        )
         self._exists = True
 
     @property
@@ -247,8 +318,13 @@ class MilvusIndex(VectorIndex):
         self._ensure()
         vectors, labels = np.asarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64)
         for start in range(0, len(labels), _BATCH):
-            rows = zip(labels[start : start + _BATCH].tolist(), vectors[start : start + _BATCH])
-            self._client.insert(self.name, [{"id": label, "vector": vector} for label, vector in rows])
+            batch = labels[start : start + _BATCH].tolist()
+            chunks = self._store.chunks(batch) if self._store is not None else {}
+            rows = [
+                {"id": label, "vector": vector, **_chunk_fields(chunks.get(label))}
+                for label, vector in zip(batch, vectors[start : start + _BATCH])
+            ]
+            self._client.insert(self.name, rows)
         self._count += len(labels)
 
     def delete(self, labels: list[int]) -> None:
@@ -278,3 +354,19 @@ class MilvusIndex(VectorIndex):
                 (row["id"], row["vector"]) for row in self._client.query(self.name, ids=ids, output_fields=["vector"])
             )
         return np.asarray([found[int(label)] for label in labels], dtype=np.float32).reshape(len(labels), self.dim)
+
+
+def _chunk_fields(chunk: StoredChunk | None) -> dict[str, Any]:
+    """A chunk's scalar fields; a text longer than a field holds is refused, never cut (a source shows it whole)."""
+    if chunk is None:  # vectors added without a writer's store (the seam's own tests): no chunk to serve
+        return {"path": "", "ordinal": -1, "locator": "", "text": "", "context": ""}
+    fields = {"path": chunk.path, "ordinal": chunk.ordinal, "locator": chunk.locator, "text": chunk.text}
+    fields["context"] = chunk.context
+    for name in _TEXT_FIELDS:
+        size = len(fields[name].encode("utf-8"))
+        if size > _VARCHAR:
+            raise InputError(
+                f"{chunk.path}: chunk {chunk.ordinal}'s {name} is {size} bytes, more than the {_VARCHAR} a Milvus "
+                "text field holds; lower rag.chunk_tokens, split the document, or set index.backend=hnswlib"
+            )
+    return fields

@@ -195,6 +195,7 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
     from rag.retrieve import RETRIEVERS
     from ragtune.compare.evidence import DEPTH
     from ragtune.compare.questions import read_questions, sample
+    from ragtune.compare.results import backends
     from ragtune.compare.retrieval import score_settings, summary_lines
     from ragtune.compare.settings import retrieval_settings
 
@@ -226,6 +227,7 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
         **scored,
         "seconds": round(time.perf_counter() - started, 2),
         "index": config.index.name,
+        "backends": backends(config),
         "sample": {"file": str(args.questions), "limit": args.limit, "seed": args.seed},
         "config": to_dict(config),
     }
@@ -237,7 +239,8 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
     ran = sum(e["status"] == "done" for e in results["settings"].values())
     print(
         f"retrieval-only: {results['scored_questions']} of {results['questions']} questions name gold documents; "
-        f"index {results['index']}; settings: {ran} scored, {len(results['settings']) - ran} skipped, "
+        f"index {results['index']} ({results['backends']['index']}); "
+        f"settings: {ran} scored, {len(results['settings']) - ran} skipped, "
         f"in {results['seconds']:.0f}s\n"
     )
     print("\n".join(summary_lines(results)))

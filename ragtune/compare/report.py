@@ -37,7 +37,9 @@ def _incomplete(results: dict[str, Any]) -> str:
 def _scope(results: dict[str, Any]) -> str:
     q = results["questions"]
     sample = f", a seeded sample (seed {q['seed']}) of {q['limit']}" if q["limit"] else ""
-    return f"Questions: {q['file']} ({q['asked']} asked{sample}); documents: {results['docs']['folder']}."
+    used = results.get("backends") or {}  # reports written before it named no backends
+    engines = f" Backends: index {used['index']}, llm {used['llm']}." if used else ""
+    return f"Questions: {q['file']} ({q['asked']} asked{sample}); documents: {results['docs']['folder']}.{engines}"
 
 
 def _one_line(text: str, limit: int = 160) -> str:

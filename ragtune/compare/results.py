@@ -170,6 +170,13 @@ def assemble_retrieval(progress: Progress) -> dict[str, Any]:
     }
 
 
+def backends(config: Any) -> dict[str, str]:
+    """The engines a run used: index.backend (and its index.uri), llm.backend (and its llm.base_url)."""
+    index = config.index.backend + (f" ({config.index.uri})" if config.index.backend != "hnswlib" else "")
+    llm = config.llm.backend + (f" ({config.llm.base_url})" if config.llm.backend == "openai" else "")
+    return {"index": index, "llm": llm}
+
+
 def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
     """Everything a script needs, from the phase records and eval folders that exist now."""
     spec = progress.spec
@@ -193,6 +200,7 @@ def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
     return {
         "paths": paths,
         "primary_metric": metric,
+        "backends": backends(progress.config),
         "differences": differences(progress, metric, list(spec.paths)),
         "update": update,
         "retrieval": assemble_retrieval(progress),

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.errors import AdapterError, IndexError_, RagtuneError, RemoteModelError
+from models.errors import AdapterError, ConfigError, IndexError_, RagtuneError, RemoteModelError
 from ragtune import __version__
 from ragtune.serve.answers import (
     END,
@@ -110,6 +110,8 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             index = "ok" if generation else "missing"
         except IndexError_:
             generation, index = None, "damaged"
+        except ConfigError:  # index.uri's engine cannot be reached
+            generation, index = None, "unreachable"
         return {
             "status": "ok",
             "version": __version__,

@@ -18,7 +18,7 @@ from models.errors import InputError, RagtuneError
 from models.generate import AdapterRef, Generator, LanguageModel, SamplingParams, Usage, load_language_model
 from models.modes import MODES
 from models.paths import index_dir
-from rag.collection import current_generation
+from rag.collection import current_generation, served_generation
 from rag.pipeline import Answer, RagPipeline
 from rag.retrieve import Source, build_retriever
 from ragtune.serve.admission import Admission
@@ -80,7 +80,8 @@ class Engine:
         return plain + [f"{name}:{a}" for name, mode in MODES.items() if mode.adapted for a in adapters]
 
     def index_generation(self) -> str | None:
-        return current_generation(index_dir(self.config))
+        # A node without the index folder serves the generation its engine (index.uri) names.
+        return current_generation(index_dir(self.config)) or served_generation(self.config.index)
 
     # -- admission ---------------------------------------------------------------------------------
     def admit(self) -> Callable[[], None]:
