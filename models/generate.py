@@ -237,6 +237,15 @@ def _close(steps: Iterator[Step], name: str) -> None:
         raise ModelError(f"generation failed in {name}: {exc}") from exc
 
 
+def check_prompt_length(tokens: int, context_window: int) -> None:
+    """Every engine refuses a prompt over llm.context_window the same way, before generating anything."""
+    if tokens > context_window:
+        raise ModelError(
+            f"the prompt is {tokens} tokens, over llm.context_window={context_window}; "
+            "lower rag.max_context_tokens or shorten the question"
+        )
+
+
 def check_continuations(continuations: list[str]) -> None:
     """What every engine's continuation_logprobs refuses: nothing to score, or an empty choice."""
     if not continuations or any(not c for c in continuations):

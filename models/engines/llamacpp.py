@@ -20,7 +20,7 @@ import numpy as np
 
 from models.config import LLMConfig
 from models.errors import AdapterError, ModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations, check_prompt_length
 from models.gguf import check_gguf, gguf_file
 from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
 from models.presets import PRESETS
@@ -139,11 +139,7 @@ class LlamaCppGenerator:
         """The chat prompt's tokens, by the template in the GGUF (special tokens parsed, as transformers does)."""
         prompt = self.lm.template(messages=messages).prompt
         ids = self.lm.llama.tokenize(prompt.encode(), add_bos=False, special=True)
-        if len(ids) > self.lm.context_window:
-            raise ModelError(
-                f"the prompt is {len(ids)} tokens, over llm.context_window={self.lm.context_window}; "
-                "lower rag.max_context_tokens or shorten the question"
-            )
+        check_prompt_length(len(ids), self.lm.context_window)
         return ids
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:

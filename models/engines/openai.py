@@ -20,7 +20,15 @@ from typing import Any
 from models.config import LLMConfig
 from models.engines.openai_http import RemoteServer
 from models.errors import AdapterError, ModelError, RemoteModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, Usage, check_continuations
+from models.generate import (
+    AdapterRef,
+    DecodeStream,
+    SamplingParams,
+    Step,
+    Usage,
+    check_continuations,
+    check_prompt_length,
+)
 from models.paths import cache_home
 from models.presets import get_preset
 
@@ -94,11 +102,8 @@ class OpenAIGenerator:
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:
         prompt = self.counter.count_chat(messages)
-        if prompt is not None and prompt > self.context_window:
-            raise ModelError(
-                f"the prompt is {prompt} tokens, over llm.context_window={self.context_window}; "
-                "lower rag.max_context_tokens or shorten the question"
-            )
+        if prompt is not None:  # None: no tokenizer here, the server checks the length itself
+            check_prompt_length(prompt, self.context_window)
         usage = Usage(prompt_tokens=prompt or 0)
         return DecodeStream(self.name, self._steps(messages, params, usage), params, usage)
 

@@ -16,7 +16,7 @@ import torch
 
 from models.config import LLMConfig
 from models.errors import ModelError
-from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations
+from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations, check_prompt_length
 from models.loading import LoadedLM, load_lm, pad_token_id
 
 
@@ -99,11 +99,7 @@ class TransformersGenerator:
         ids = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )["input_ids"]
-        if ids.shape[1] > self.context_window:
-            raise ModelError(
-                f"the prompt is {ids.shape[1]} tokens, over llm.context_window={self.context_window}; "
-                "lower rag.max_context_tokens or shorten the question"
-            )
+        check_prompt_length(int(ids.shape[1]), self.context_window)
         return ids
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:
