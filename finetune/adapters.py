@@ -77,11 +77,21 @@ def base_fingerprint(folder: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def save_adapter(model: Any, name: str, manifest: dict[str, Any], full_model_tokenizer: Any = None) -> Path:
-    """Write a PEFT model's adapter (or, for full fine-tuning, the whole model) atomically under its name."""
+def save_adapter(
+    model: Any,
+    name: str,
+    manifest: dict[str, Any],
+    full_model_tokenizer: Any = None,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
+    """Write a PEFT model's adapter (or, for full fine-tuning, the whole model) atomically under its name.
+
+    state_dict: the model's whole weights when the module itself holds only a shard of them (gathered by
+    accelerator.get_state_dict under ZeRO-3/FSDP); save_pretrained then keeps the adapter's keys of it.
+    """
     final = adapter_path(name)
     with staged_dir(adapters_dir(), name) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
         if full_model_tokenizer is not None:
             full_model_tokenizer.save_pretrained(staging)
         names = sorted(p.name for p in staging.iterdir() if p.is_file())

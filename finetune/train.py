@@ -12,6 +12,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from finetune.data import dataset_sha256
 from finetune.gguf_export import base_gguf_source, export_gguf_lora
 from finetune.methods import check_method, count_params, load_base, method_manifest, wrap_model
+from finetune.strategy import check_strategy
 from models.config import Config, FinetuneConfig, to_dict
 from models.device import resolve_device
 from models.errors import InputError, RagtuneError
@@ -35,6 +37,10 @@ from models.paths import data_home
 
 class TrainingError(RagtuneError):
     """Training cannot go on (the loss diverged, a run would be overwritten)."""
+
+
+class GgufExportWarning(UserWarning):
+    """The adapter was saved, but its GGUF LoRA copy for llama.cpp could not be written."""
 
 
 @dataclass
@@ -124,7 +130,10 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     params = [p for p in model.parameters() if p.requires_grad]
     total_steps = count_steps(ft, len(train_set), accelerator.num_processes)
     optimizer, scheduler = build_optimizer(params, ft, total_steps)
+    check_strategy(accelerator, ft, total_steps, checkpoint)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP replaces the parameters with sharded ones: clip the gradients of those the optimizer steps.
+    params = [p for p in model.parameters() if p.requires_grad]
     run = Run(
         config=config,
         name=name,
@@ -273,9 +282,12 @@ def evaluate(model: Any, examples: list[Example], batch_size: int, pad_id: int, 
 def save(run: Run) -> TrainResult:
     """Metrics on every process; the main one writes the adapter with its manifest and drops the checkpoints."""
     result = summarise(run)
+    # Every process takes part: under ZeRO-3/FSDP this gathers the shards of each weight (a collective);
+    # under DDP it is the unwrapped module's own state dict, no copy.
+    state_dict = run.accelerator.get_state_dict(run.model)
     if run.accelerator.is_main_process:
         tokenizer = run.lm.tokenizer if run.ft.method == "full" else None  # a full fine-tune is a whole model
-        result.path = save_adapter(run.unwrapped, run.name, manifest(run, result), tokenizer)
+        result.path = save_adapter(run.unwrapped, run.name, manifest(run, result), tokenizer, state_dict)
         if run.ft.method != "full":
             write_gguf_lora(run.name, result.path, run.lm.path)
         shutil.rmtree(run.folder, ignore_errors=True)  # the adapter is the product; checkpoints were for resuming
@@ -296,9 +308,10 @@ def write_gguf_lora(name: str, folder: Path, base_folder: Path) -> None:
     try:
         export_gguf_lora(folder, pieces, sha256)
     except (RagtuneError, OSError) as exc:
-        print(
-            f"ragtune: adapter {name!r} is saved (PEFT); its GGUF LoRA for llama.cpp was not written: {exc}",
-            file=sys.stderr,
+        warnings.warn(
+            f"adapter {name!r} is saved (PEFT); its GGUF LoRA for llama.cpp was not written: {exc}",
+            GgufExportWarning,
+            stacklevel=2,
         )
 
 

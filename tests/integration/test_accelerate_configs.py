@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from finetune.adapters import list_adapters, read_adapter
+from finetune.train import train
+from models.config import load_config
 from tests.conftest import REPO
 
 
@@ -38,3 +41,10 @@ def test_the_ddp_config_trains_one_adapter_over_two_processes(
     assert [a.name for a in list_adapters()] == ["ddp"] and done.stdout.count("adapter ddp:") == 1  # main process
     # One epoch of 12 examples at 2 per process and step: 3 steps with 2 processes (one alone would take 6).
     assert read_adapter("ddp").manifest["metrics"]["steps"] == 3
+    # The adapter saved from the gathered state dict holds the same tensors, by name and shape, as one
+    # written by a single process; and it was trained (LoRA B starts at zero).
+    train(load_config(None, [*settings, "finetune.max_steps=1"]), data, "single", progress=False)
+    ddp, single = (load_file(read_adapter(n).path / "adapter_model.safetensors") for n in ("ddp", "single"))
+    assert {k: v.shape for k, v in ddp.items()} == {k: v.shape for k, v in single.items()} and ddp
+    assert all(bool(v.isfinite().all()) for v in ddp.values())
+    assert any(float(v.abs().max()) > 0 for k, v in ddp.items() if "lora_B" in k)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from models.config import FinetuneConfig
+from models.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
@@ -48,3 +50,37 @@ def test_deepspeed_json_matches_what_the_trainer_passes(stage: int) -> None:
     # accumulates nothing under DeepSpeed (the config headers ask for finetune.grad_accum=1).
     assert settings["train_micro_batch_size_per_gpu"] == FinetuneConfig().batch_size
     assert settings["gradient_accumulation_steps"] == 1
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_the_shipped_deepspeed_json_passes_the_trainers_checks(stage: int) -> None:
+    from finetune.strategy import check_deepspeed
+
+    settings = json.loads((REPO / "configs" / "accelerate" / f"zero{stage}.json").read_text())
+    check_deepspeed(settings, FinetuneConfig())  # raises a ConfigError on a mismatch
+    with pytest.raises(ConfigError, match="finetune.batch_size=8 differs from train_micro_batch_size_per_gpu=4"):
+        check_deepspeed(settings, FinetuneConfig(batch_size=8))
+    with pytest.raises(ConfigError, match="finetune.grad_accum=2: under DeepSpeed set finetune.grad_accum=1"):
+        check_deepspeed(settings, FinetuneConfig(grad_accum=2))
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps is 4; set it to 1"):
+        check_deepspeed({**settings, "gradient_accumulation_steps": 4}, FinetuneConfig())
+
+
+@pytest.mark.parametrize("kind", ["DEEPSPEED", "FSDP"])
+def test_sharded_strategies_refuse_checkpoints_before_training(kind: str, tmp_path: Path) -> None:
+    from accelerate.utils import DistributedType
+
+    from finetune.strategy import check_strategy
+
+    # check_strategy reads only these two attributes of the Accelerator (a real one needs GPUs for these).
+    plugin = SimpleNamespace(deepspeed_config={"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1})
+    accelerator = SimpleNamespace(
+        distributed_type=DistributedType[kind], state=SimpleNamespace(deepspeed_plugin=plugin)
+    )
+    with pytest.raises(ConfigError, match=r"finetune.save_every=50: .* set finetune.save_every to at least 120"):
+        check_strategy(accelerator, FinetuneConfig(), 120, None)
+    with pytest.raises(ConfigError, match="--resume: checkpoints in .* cannot be resumed under"):
+        check_strategy(accelerator, FinetuneConfig(save_every=120), 120, tmp_path / "checkpoint-000050")
+    check_strategy(accelerator, FinetuneConfig(save_every=120), 120, None)  # no checkpoint would be written
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
+    check_strategy(ddp, FinetuneConfig(grad_accum=4), 120, tmp_path / "checkpoint-000050")  # DDP checkpoints work
