@@ -230,6 +230,47 @@ def test_older_adapter_is_converted_once_over_a_gguf_base(peft_folder: Path, bas
         usable_adapter("smol-random", base_gguf)
 
 
+def test_a_usable_adapter_over_a_gguf_base_hashes_each_file_once(
+    peft_folder: Path, base_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.storage
+
+    usable_adapter(install(peft_folder, "once").name, base_gguf)  # converted here; then as on every later use
+    hashed: list[str] = []
+    real = models.storage.sha256_file
+    monkeypatch.setattr(models.storage, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    info = usable_adapter("once", base_gguf, gguf_sha256(base_gguf))
+    assert sorted(hashed) == sorted(info.manifest["files"])  # every listed file, each once, the base not at all
+
+
+def test_concurrent_first_loads_of_an_adapter_init_it_once(
+    peft_folder: Path, base_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests that both find the adapter missing must not both load it (the second handle would leak)."""
+    import threading
+    import time
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from models.config import LLMConfig
+    from models.generate import AdapterRef, load_language_model
+
+    info = usable_adapter(install(peft_folder, "racing").name, base_gguf)
+    lm = load_language_model(LLMConfig(model=SMOL, backend="llamacpp", context_window=256), progress=False)
+    inits: list[bytes] = []
+    real = llama_cpp.llama_adapter_lora_init
+    monkeypatch.setattr(
+        llama_cpp, "llama_adapter_lora_init", lambda model, path: inits.append(path) or real(model, path)
+    )
+    with lm.lock:  # both threads pass the first has_adapter check and wait here, as under a running request
+        threads = [threading.Thread(target=lm.load_adapter, args=(AdapterRef(info.name, info.path),)) for _ in "ab"]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # both reach the lock (their checks read two small headers)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(inits) == 1 and lm.has_adapter("racing")
+
+
 def test_adapter_of_another_base_is_refused_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
     folder = install(peft_folder)
     manifest = json.loads((folder / MANIFEST).read_text())
