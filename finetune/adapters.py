@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import AdapterError, IndexCorruptError, InputError, ModelError
-from models.lora_gguf import gguf_sha256
+from models.gguf import gguf_sha256
 from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
@@ -111,6 +111,12 @@ def read_adapter(name: str) -> AdapterInfo:
     return _checked(name, folder, hashes=True)
 
 
+def reread_adapter(info: AdapterInfo) -> AdapterInfo:
+    """`info` again after this process rewrote its manifest (a file added): sizes checked, nothing re-hashed,
+    as every file was hashed when `info` was read and the added one when it was listed."""
+    return _checked(info.name, info.path, hashes=False)
+
+
 def list_adapters() -> list[AdapterInfo]:
     """Every usable adapter; a damaged or unsafe one is reported by name on stderr and left out."""
     root = adapters_dir()
@@ -203,7 +209,7 @@ def check_base_gguf(info: AdapterInfo, sha256: str, gguf: Path) -> None:
     expected = base_gguf_sha256(info)
     if expected is None and str(info.manifest.get("base_model", "")).endswith(".gguf"):
         source = Path(info.manifest["base_model"]).expanduser()
-        expected = sha256_file(source) if source.is_file() else None
+        expected = gguf_sha256(source) if source.is_file() else None  # hashed once per process
     if expected != sha256:
         raise AdapterError(
             f"adapter {info.name!r} was trained on base model {info.manifest.get('base_model')!r} "
@@ -217,15 +223,17 @@ def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None)
 
     Over a GGUF base (llama.cpp) the adapter also has its GGUF LoRA, converted once if it was saved without.
     """
-    info = read_adapter(name)
+    info = read_adapter(name)  # every file hashed, once
+    gguf = _is_gguf(base_folder)
+    if gguf:  # the base's sha256: the caller's (a pinned preset, the server's) or hashed once per process
+        fingerprint = fingerprint or gguf_sha256(base_folder)
     check_base(info, base_folder, fingerprint)
     if info.manifest.get("method") == "full":
         raise AdapterError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
-    if _is_gguf(base_folder):
-        from finetune.gguf_export import ensure_gguf_lora
+    if gguf:
+        from finetune.gguf_export import with_gguf_lora
 
-        ensure_gguf_lora(info, base_folder, fingerprint or gguf_sha256(base_folder))
-        info = read_adapter(name)
+        info = with_gguf_lora(info, base_folder, fingerprint)
     return info
 
 

@@ -16,18 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from finetune.adapters import MANIFEST, AdapterInfo, check_base_gguf, read_adapter
+from finetune.adapters import MANIFEST, AdapterInfo, check_base_gguf, reread_adapter
 from models.errors import AdapterError
-from models.lora_gguf import (
-    BASE_SHA256_KEY,
-    GGUF_LORA_FILE,
-    SOURCE_SHA256_KEY,
-    BaseGGUF,
-    check_lora_gguf,
-    gguf_pieces,
-    gguf_sha256,
-    read_gguf_header,
-)
+from models.gguf import BaseGGUF, GGUFHeader, gguf_pieces, gguf_sha256, read_gguf_header
+from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, SOURCE_SHA256_KEY, check_lora_gguf
 from models.storage import atomic_write_json, describe_files, file_lock, fsync_dir, read_json, sha256_file
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -56,7 +48,7 @@ def export_gguf_lora(adapter_folder: Path, base_gguf: BaseGGUF, base_sha256: str
     """
     folder = Path(adapter_folder)
     base_sha256 = base_sha256 or gguf_sha256(base_gguf)
-    base = read_gguf_header(base_gguf)
+    base = read_gguf_header(base_gguf, AdapterError)
     rank, alpha = _lora_settings(folder)
     tensors = _gguf_tensors(folder, base)
     out = folder / GGUF_LORA_FILE
@@ -87,14 +79,35 @@ def _lora_settings(folder: Path) -> tuple[int, float]:
             )
     if config.get("bias", "none") != "none":
         raise AdapterError(f"{path}: bias={config['bias']!r} trains biases, which a GGUF LoRA cannot carry")
-    rank, alpha = int(config["r"]), float(config["lora_alpha"])
+    rank, alpha = _number(config, "r", path, int), _number(config, "lora_alpha", path, float)
     if config.get("rank_pattern") and config.get("use_rslora"):
         raise AdapterError(f"{path}: rank_pattern with use_rslora has no single llama.cpp alpha")
     # llama.cpp: scale = alpha / r; rsLoRA: lora_alpha / sqrt(r) = (lora_alpha * sqrt(r)) / r.
     return rank, alpha * math.sqrt(rank) if config.get("use_rslora") else alpha
 
 
-def _gguf_tensors(folder: Path, base: Any) -> dict[str, np.ndarray]:
+def _number(config: dict[str, Any], key: str, path: Path, kind: type) -> Any:
+    """config[key] as a positive int or float, else an AdapterError naming the file and the key."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or kind(value) != value:
+        raise AdapterError(
+            f"{path}: {key} should be a positive {kind.__name__}, got {value!r}; "
+            "the file is damaged: retrain the adapter"
+        )
+    return kind(value)
+
+
+def _metadata_int(base: GGUFHeader, key: str) -> int:
+    """An integer the base GGUF's header must hold, else an AdapterError naming the file and the key."""
+    value = base.metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise AdapterError(
+            f"{base.path}: the base GGUF has no usable {key} (got {value!r}); give the whole, original model file"
+        )
+    return value
+
+
+def _gguf_tensors(folder: Path, base: GGUFHeader) -> dict[str, np.ndarray]:
     """PEFT's lora_A/lora_B pairs under their GGUF names, checked against the base's tensors."""
     from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
 
@@ -104,7 +117,7 @@ def _gguf_tensors(folder: Path, base: Any) -> dict[str, np.ndarray]:
             f"{base.path.name}: GGUF LoRA export supports {', '.join(sorted(_ROW_PERMUTED))} models, "
             f"not {arch!r}; use llm.backend=transformers for this adapter"
         )
-    blocks = int(base.metadata[f"{arch}.block_count"])
+    blocks = _metadata_int(base, f"{arch}.block_count")
     names = get_tensor_name_map({v: k for k, v in MODEL_ARCH_NAMES.items()}[arch], blocks)
     pairs = _read_pairs(folder / PEFT_WEIGHTS)
     out: dict[str, np.ndarray] = {}
@@ -117,7 +130,7 @@ def _gguf_tensors(folder: Path, base: Any) -> dict[str, np.ndarray]:
             )
         kind = target.split(".")[-2]
         if kind in _ROW_PERMUTED[arch]:
-            b = _permute_rows(b, int(base.metadata[f"{arch}.attention.{_ROW_PERMUTED[arch][kind]}"]))
+            b = _permute_rows(b, _metadata_int(base, f"{arch}.attention.{_ROW_PERMUTED[arch][kind]}"))
         out[f"{target}.lora_a"], out[f"{target}.lora_b"] = a, b
     return out
 
@@ -167,17 +180,19 @@ def _write_atomic(
     os.close(fd)
     try:
         writer = GGUFWriter(tmp, arch)
-        writer.add_type(GGUFType.ADAPTER)
-        writer.add_string(Keys.Adapter.TYPE, "lora")
-        writer.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
-        writer.add_string(BASE_SHA256_KEY, base_sha256)
-        writer.add_string(SOURCE_SHA256_KEY, source_sha256)
-        for name, array in tensors.items():
-            writer.add_tensor(name, array.astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        try:  # closed on every path: a failed write must not leave its file descriptor open
+            writer.add_type(GGUFType.ADAPTER)
+            writer.add_string(Keys.Adapter.TYPE, "lora")
+            writer.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
+            writer.add_string(BASE_SHA256_KEY, base_sha256)
+            writer.add_string(SOURCE_SHA256_KEY, source_sha256)
+            for name, array in tensors.items():
+                writer.add_tensor(name, array.astype(np.float32))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -202,11 +217,17 @@ def ensure_gguf_lora(info: AdapterInfo, base_gguf: BaseGGUF, base_sha256: str | 
         raise AdapterError(f"adapter {info.name!r} is a full fine-tune: use it as llm.model={info.path}")
     sha = base_sha256 or gguf_sha256(base_gguf)
     check_base_gguf(info, sha, gguf_pieces(base_gguf)[0])
+    return with_gguf_lora(info, base_gguf, sha).path / GGUF_LORA_FILE
+
+
+def with_gguf_lora(info: AdapterInfo, base_gguf: BaseGGUF, base_sha256: str) -> AdapterInfo:
+    """`info` (already verified, and checked against this base) with its GGUF LoRA, converted once when an
+    older adapter has none, and checked against the base as llama.cpp would load it."""
     if GGUF_LORA_FILE not in info.manifest["files"]:
-        export_gguf_lora(info.path, base_gguf, sha)
-        info = read_adapter(info.name)  # the rewritten manifest and every file, hashed again
-    check_lora_gguf(info.path / GGUF_LORA_FILE, base_gguf, sha)
-    return info.path / GGUF_LORA_FILE
+        export_gguf_lora(info.path, base_gguf, base_sha256)
+        info = reread_adapter(info)  # the rewritten manifest; the other files were hashed moments ago
+    check_lora_gguf(info.path / GGUF_LORA_FILE, base_gguf, base_sha256)
+    return info
 
 
 def base_gguf_source(base_folder: Path) -> tuple[list[Path], str] | None:

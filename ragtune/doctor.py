@@ -14,6 +14,7 @@ from pathlib import Path
 
 from models.config import Config
 from models.errors import RagtuneError
+from models.gguf import pieces_sha256
 from models.paths import cache_home, data_home, index_dir
 from models.presets import PRESETS, Preset, piece_paths
 from models.storage import sha256_file
@@ -99,7 +100,7 @@ def _check_preset(key: str, preset: Preset) -> Check:
         if not preset.sha256:
             files = sum(_verify_record(package) for package, _ in preset.pieces)
             return Check("ok", key, f"{preset.name}: {files} files match the hashes pip recorded")
-        digest = _assembled_sha256(pieces)
+        digest = pieces_sha256(pieces)
         if digest != preset.sha256:
             for package, _ in preset.pieces:  # name the damaged piece
                 _verify_record(package)
@@ -127,17 +128,6 @@ def _verify_record(package: str) -> int:
             raise RagtuneError(f"{path} does not match the hash pip recorded at install (damaged or altered)")
         checked += 1
     return checked
-
-
-def _assembled_sha256(pieces: list[Path]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for piece in pieces:
-        with open(piece, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_prepared(config: Config) -> Check:

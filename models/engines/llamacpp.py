@@ -21,7 +21,7 @@ import numpy as np
 from models.config import LLMConfig
 from models.errors import AdapterError, ModelError
 from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations, check_prompt_length
-from models.gguf import check_gguf, gguf_file
+from models.gguf import gguf_file
 from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
 from models.presets import PRESETS
 
@@ -95,9 +95,10 @@ class LlamaCppLM:
                 f"adapter {adapter.name!r}: {file} is missing; llm.backend=llamacpp runs GGUF LoRA adapters "
                 "(export the adapter to GGUF, or use llm.backend=transformers)"
             )
-        check_gguf(file)
-        check_lora_gguf(file, self.path, self.sha256)  # architecture, base hash and shapes, named
+        check_lora_gguf(file, self.path, self.sha256)  # a whole GGUF; architecture, base hash and shapes, named
         with self.lock:  # no request decodes while the adapter set changes
+            if self.has_adapter(adapter.name):  # loaded meanwhile by a concurrent first use: keep that handle
+                return
             handle = llama_cpp.llama_adapter_lora_init(self.llama.model, str(file).encode())
             if not handle:
                 raise AdapterError(f"adapter {adapter.name!r}: llama.cpp cannot load {file} over {self.path}")

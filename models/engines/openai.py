@@ -55,14 +55,22 @@ class OpenAILM:
     def load(cls, config: LLMConfig, progress: bool = True) -> OpenAILM:
         """Connect and check that the server serves llm.served_model; a server that is down fails here."""
         server = RemoteServer(config)
-        served = served_models(server)
-        model = config.served_model or config.model
-        if model not in served:
-            raise ModelError(
-                f"{server.label} does not serve {model!r} (it serves: {', '.join(served) or 'nothing'}); "
-                "set llm.served_model to one of them"
-            )
-        return cls(config, server, served)
+        try:
+            served = served_models(server)
+            model = config.served_model or config.model
+            if model not in served:
+                raise ModelError(
+                    f"{server.label} does not serve {model!r} (it serves: {', '.join(served) or 'nothing'}); "
+                    "set llm.served_model to one of them"
+                )
+            return cls(config, server, served)
+        except BaseException:  # a refused model must not leave its connection pool open
+            server.close()
+            raise
+
+    def close(self) -> None:
+        """Close the HTTP client shared by this model's generators; they cannot be used afterwards."""
+        self.server.close()
 
     def has_adapter(self, name: str) -> bool:
         return name in self._adapters

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,7 +64,7 @@ class RemoteServer:
                     if isinstance(event.get("error"), dict):  # after the headers, errors travel as events
                         raise ModelError(f"{self.label} failed mid-answer: {event['error'].get('message')}")
                     yield event
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 raise self._transport_error(exc, path) from None
 
     @contextmanager
@@ -80,7 +81,7 @@ class RemoteServer:
                     if response.status_code not in RETRIED or attempt == self.max_retries:
                         raise self._status_error(response, method, path, attempt + 1)
                     wait = _backoff(response, attempt)
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 raise self._transport_error(exc, path) from None
             log.warning("%s answered %s to %s; retrying in %.1f s", self.label, response.status_code, path, wait)
             time.sleep(wait)
@@ -88,10 +89,11 @@ class RemoteServer:
     def _json(self, response: httpx.Response, path: str) -> dict[str, Any]:
         try:
             return _parse(response.read().decode("utf-8", "replace"), self.label)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise self._transport_error(exc, path) from None
 
-    def _transport_error(self, exc: httpx.TransportError, path: str) -> RemoteModelError:
+    def _transport_error(self, exc: httpx.HTTPError, path: str) -> RemoteModelError:
+        """Any failure of httpx itself (transport, timeout, a body it cannot decode or stream) as one typed error."""
         if isinstance(exc, httpx.ConnectTimeout):
             return RemoteModelError(f"cannot connect to {self.label} within llm.connect_timeout; is the server up?")
         if isinstance(exc, httpx.TimeoutException):
@@ -99,7 +101,11 @@ class RemoteServer:
                 f"no answer from {self.label} to {path} within llm.read_timeout={self.read_timeout:g} s: the server "
                 "is overloaded or stuck (raise llm.read_timeout if long prompts need longer)"
             )
-        return RemoteModelError(f"cannot reach {self.label} ({exc}): start the server or fix llm.base_url")
+        if isinstance(exc, httpx.TransportError):
+            return RemoteModelError(f"cannot reach {self.label} ({exc}): start the server or fix llm.base_url")
+        return RemoteModelError(  # DecodingError, StreamError, ...: the server's answer could not be read
+            f"cannot read the answer of {self.label} to {path} ({type(exc).__name__}: {exc}); check the server"
+        )
 
     def _status_error(self, response: httpx.Response, method: str, path: str, attempts: int) -> ModelError:
         status, message = response.status_code, _server_message(response)
@@ -113,6 +119,7 @@ class RemoteServer:
         return ModelError(said)
 
     def close(self) -> None:
+        """Close the pooled connections; requests after this fail."""
         self.client.close()
 
 
@@ -129,10 +136,15 @@ def read_key(path: str | None) -> str:
 
 
 def _backoff(response: httpx.Response, attempt: int) -> float:
+    """Seconds before the next try: the server's Retry-After clamped to [0, MAX_BACKOFF_S] (time.sleep raises on a
+    negative one), else doubling; an HTTP date, NaN or other text counts as no Retry-After."""
     try:
-        return min(float(response.headers["retry-after"]), MAX_BACKOFF_S)
+        asked = float(response.headers["retry-after"])
     except (KeyError, ValueError):
+        asked = math.nan
+    if math.isnan(asked):
         return min(FIRST_BACKOFF_S * 2**attempt, MAX_BACKOFF_S)
+    return min(max(asked, 0.0), MAX_BACKOFF_S)
 
 
 def _server_message(response: httpx.Response) -> str:

@@ -12,7 +12,8 @@ import pytest
 from finetune.adapters import MANIFEST, read_adapter, usable_adapter
 from finetune.gguf_export import ensure_gguf_lora, export_gguf_lora
 from models.errors import AdapterError
-from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf, gguf_sha256, read_gguf_header
+from models.gguf import gguf_sha256, read_gguf_header
+from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf
 from models.paths import adapters_dir
 from models.presets import PRESETS, piece_paths
 
@@ -146,6 +147,54 @@ def test_adapters_llama_cpp_cannot_express_are_refused(peft_folder: Path, base_g
         export_gguf_lora(full, base_gguf)
 
 
+@pytest.mark.parametrize("key", ["r", "lora_alpha"])
+def test_an_adapter_config_without_its_rank_or_alpha_is_refused_by_name(
+    peft_folder: Path, base_gguf: Path, key: str
+) -> None:
+    folder = install(peft_folder, f"no-{key.replace('_', '-')}")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    del config[key]
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match=rf"{folder / 'adapter_config.json'}: {key} should be a positive"):
+        export_gguf_lora(folder, base_gguf)
+
+
+def test_a_base_gguf_without_block_count_is_refused_by_name(peft_folder: Path, tmp_path: Path) -> None:
+    from gguf import GGUFWriter
+
+    base = tmp_path / "headless.gguf"
+    writer = GGUFWriter(str(base), "llama")
+    writer.add_tensor("token_embd.weight", np.ones(64, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(AdapterError, match=rf"{base}: the base GGUF has no usable llama.block_count"):
+        export_gguf_lora(install(peft_folder, "no-blocks"), base)
+
+
+def test_a_failed_gguf_write_closes_its_file_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from gguf import GGUFWriter
+
+    from finetune.gguf_export import _write_atomic
+
+    def disk_full(self: GGUFWriter) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(GGUFWriter, "write_kv_data_to_file", disk_full)  # fails after the file was opened
+    before = set(os.listdir("/proc/self/fd"))
+    out = tmp_path / GGUF_LORA_FILE
+    with pytest.raises(OSError, match="No space left") as failed:
+        _write_atomic(out, "llama", 8.0, {"x.lora_a": np.ones((4, 8), np.float32)}, "0" * 64, "1" * 64)
+    # While the error (and its frames, which hold the writer) is alive, its file must already be closed.
+    assert failed.value is not None and set(os.listdir("/proc/self/fd")) <= before
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_lora_on_modules_llama_cpp_cannot_map_is_refused(peft_folder: Path, tmp_path: Path, base_gguf: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
@@ -179,6 +228,47 @@ def test_older_adapter_is_converted_once_over_a_gguf_base(peft_folder: Path, bas
         handle.write(b"\xff" * 10)
     with pytest.raises(AdapterError, match="smol-random.*damaged"):
         usable_adapter("smol-random", base_gguf)
+
+
+def test_a_usable_adapter_over_a_gguf_base_hashes_each_file_once(
+    peft_folder: Path, base_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.storage
+
+    usable_adapter(install(peft_folder, "once").name, base_gguf)  # converted here; then as on every later use
+    hashed: list[str] = []
+    real = models.storage.sha256_file
+    monkeypatch.setattr(models.storage, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    info = usable_adapter("once", base_gguf, gguf_sha256(base_gguf))
+    assert sorted(hashed) == sorted(info.manifest["files"])  # every listed file, each once, the base not at all
+
+
+def test_concurrent_first_loads_of_an_adapter_init_it_once(
+    peft_folder: Path, base_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests that both find the adapter missing must not both load it (the second handle would leak)."""
+    import threading
+    import time
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from models.config import LLMConfig
+    from models.generate import AdapterRef, load_language_model
+
+    info = usable_adapter(install(peft_folder, "racing").name, base_gguf)
+    lm = load_language_model(LLMConfig(model=SMOL, backend="llamacpp", context_window=256), progress=False)
+    inits: list[bytes] = []
+    real = llama_cpp.llama_adapter_lora_init
+    monkeypatch.setattr(
+        llama_cpp, "llama_adapter_lora_init", lambda model, path: inits.append(path) or real(model, path)
+    )
+    with lm.lock:  # both threads pass the first has_adapter check and wait here, as under a running request
+        threads = [threading.Thread(target=lm.load_adapter, args=(AdapterRef(info.name, info.path),)) for _ in "ab"]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # both reach the lock (their checks read two small headers)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(inits) == 1 and lm.has_adapter("racing")
 
 
 def test_adapter_of_another_base_is_refused_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
@@ -220,13 +310,13 @@ def assert_same_adapter(result) -> None:
 def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: Path) -> None:
     """The same check on the default 0.5B LM (Qwen2: no row reordering), whose GGUF comes in six pieces."""
     pytest.importorskip("llama_cpp")
-    from models.loading import _assemble
+    from models.gguf import pieces_sha256
     from tests.gguf_lora_helpers import compare_engines, random_lora_folder
 
     model = "qwen2.5-coder-0.5b-instruct"
     pieces = piece_paths(PRESETS[model])
     base = tmp_path / "base.gguf"
-    assert _assemble(pieces, base) == PRESETS[model].sha256
+    assert pieces_sha256(pieces, base) == PRESETS[model].sha256
     # Milder than on SmolLM2: the engines' own gap is smaller here (bases agree more), and a LoRA as strong
     # as std 0.15 flattens the 0.5B's distributions until greedy picks between near-ties (measured: logit
     # shift cosine 0.998, yet exact 8-token continuations equal on only 4 of 8 prompts).

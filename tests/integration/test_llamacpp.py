@@ -3,7 +3,11 @@ that agree with transformers on the same weights, and llm.backend=auto's choice.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +99,7 @@ def test_a_truncated_gguf_is_refused_before_llama_cpp_loads_it(tmp_path: Path) -
         load_language_model(LLMConfig(model=str(cut), backend="llamacpp"), progress=False)
     text = tmp_path / "notes.gguf"
     text.write_text("not weights\n")
-    with pytest.raises(ModelError, match="is not a GGUF file"):
+    with pytest.raises(ModelError, match=rf"{text}: not a GGUF file"):
         load_language_model(LLMConfig(model=str(text), backend="llamacpp"), progress=False)
 
 
@@ -105,7 +109,7 @@ def test_auto_runs_a_gguf_on_llamacpp_on_the_cpu(tiny_lm_path: Path) -> None:
 
 
 def test_auto_without_llama_cpp_falls_back_and_says_so_once(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import importlib.util
 
@@ -115,9 +119,27 @@ def test_auto_without_llama_cpp_falls_back_and_says_so_once(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     monkeypatch.setattr(generate, "_fallback_said", set())
     config = LLMConfig(model=SMOL, device="cpu")
-    assert resolve_backend(config) == "transformers" and resolve_backend(config) == "transformers"
-    said = capsys.readouterr().err
-    assert said.count("llama-cpp-python is not installed") == 1 and "ragtune[llamacpp]" in said
+    with caplog.at_level(logging.WARNING, logger="ragtune.engine"):
+        assert resolve_backend(config) == "transformers" and resolve_backend(config) == "transformers"
+    said = [r.getMessage() for r in caplog.records if r.name == "ragtune.engine"]
+    assert len(said) == 1 and "llama-cpp-python is not installed" in said[0] and "ragtune[llamacpp]" in said[0]
+
+
+def test_the_fallback_note_reaches_the_terminal_once_as_the_cli_sets_up(tmp_path: Path) -> None:
+    """The CLI configures no logging handler (only quiet_libraries): the note must still reach stderr, once."""
+    script = (
+        "import importlib.util as u; real = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if name == 'llama_cpp' else real(name, *a); "
+        "from ragtune.app import quiet_libraries; quiet_libraries(); "
+        "from models.config import LLMConfig; from models.generate import resolve_backend; "
+        f"c = LLMConfig(model={SMOL!r}, device='cpu'); print(resolve_backend(c), resolve_backend(c))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["transformers", "transformers"]
+    lines = [line for line in done.stderr.splitlines() if "llama-cpp-python is not installed" in line]
+    assert len(lines) == 1 and lines[0].startswith("ragtune: llm.backend=auto runs"), done.stderr
 
 
 def test_speculative_on_transformers_is_a_config_error(tiny_lm_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.errors import ModelError
-from models.lora_gguf import gguf_sha256, read_gguf_header
+from models.gguf import gguf_sha256, read_gguf_header
 from models.presets import PRESETS, piece_paths
 
 PRESET = PRESETS["qwen2.5-coder-1.5b-instruct"]

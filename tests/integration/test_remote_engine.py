@@ -69,6 +69,50 @@ def test_a_server_that_never_answers_times_out(tiny_lm_path: Path) -> None:
         assert time.monotonic() - started < 4
 
 
+@contextmanager
+def garbled_server() -> Iterator[str]:
+    """A real HTTP server whose every answer claims gzip but is not: httpx cannot decode the body."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Garbled(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"this is not gzip at all"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # keep the test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_answer_httpx_cannot_decode_is_a_remote_model_error(tiny_lm_path: Path) -> None:
+    """httpx.DecodingError is no TransportError; it must still become the typed error naming llm.base_url."""
+    with garbled_server() as url:
+        with pytest.raises(
+            RemoteModelError, match=rf"cannot read the answer of llm.base_url={re.escape(url)} to /models"
+        ):
+            load_language_model(LLMConfig(model=str(tiny_lm_path), backend="openai", base_url=url))
+
+
+def test_closing_the_model_closes_its_http_client(served: ServedRagtune) -> None:
+    lm = load_language_model(served.llm())
+    assert not lm.server.client.is_closed
+    lm.close()
+    assert lm.server.client.is_closed
+
+
 def test_a_missing_base_url_and_a_wrong_key_are_named(served: ServedRagtune, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="llm.base_url: llm.backend=openai needs the server's address"):
         load_language_model(LLMConfig(backend="openai"))

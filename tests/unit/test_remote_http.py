@@ -17,6 +17,14 @@ def test_backoff_doubles_and_a_retry_after_header_wins_up_to_a_cap() -> None:
     assert _backoff(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}), 1) == 1.0
 
 
+def test_a_garbage_retry_after_never_reaches_time_sleep_as_an_invalid_wait() -> None:
+    """time.sleep raises on a negative or NaN wait: each becomes a wait it accepts, within [0, the cap]."""
+    said = {"-5": 0.0, "-inf": 0.0, "inf": MAX_BACKOFF_S, "nan": 0.5, "": 0.5, "soon": 0.5}
+    for header, wait in said.items():
+        got = _backoff(httpx.Response(429, headers={"Retry-After": header}), 0)
+        assert got == wait, header
+
+
 def test_the_servers_own_message_is_kept() -> None:
     openai_shape = httpx.Response(400, json={"error": {"message": "maximum context length is 4096 tokens"}})
     assert _server_message(openai_shape) == "maximum context length is 4096 tokens"
