@@ -2,8 +2,9 @@
 
 `index.uri` is a local .db file (Milvus Lite, embedded in this process) or a server address; the same
 client code serves both. A writer fills a new collection named after its generation while readers keep
-using the previous one; publishing points the index's alias at it and drops collections no longer kept,
-so the alias never names a half-written generation and a crash mid-ingest leaves the old one serving.
+using the previous one; publishing points the index's alias at it and drops the generations older than those
+kept (a newer one is another writer's draft), so the alias never names a half-written generation and a crash
+mid-ingest leaves the old one serving. Engine calls fail as IndexUnavailableError (rag/index/milvus_client.py).
 Deletes free their space at once (the engine compacts its segments itself): `deleted` is always 0.
 Each row also holds its chunk (path, ordinal, locator, text, context) and each collection the facts a reader
 checks (embedder, dimension, space), so a node that has only index.uri and index.name can answer (`chunks`).
