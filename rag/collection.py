@@ -12,7 +12,9 @@ so a crash at any point leaves the old generation or the new one, never a mix. R
 The vector index is whichever rag/index backend `index.backend` names; this module only moves its files.
 A backend that keeps vectors in an engine (milvus) writes no files here: the generation's manifest names
 its collection there, the draft is a new collection that readers never see, and publishing switches the
-engine's alias after CURRENT (so both name complete generations; a crash before leaves the old ones).
+engine's alias before CURRENT: if the switch fails nothing is published; a crash between the two leaves the
+alias one complete generation ahead of CURRENT, and the next ingest publishes past both. Generations are
+numbered past the folder's and past those the engine holds (another node, or a lost RAGTUNE_HOME, wrote them).
 """
 
 from __future__ import annotations
@@ -227,7 +229,8 @@ class Writer:
             # An engine that is unreachable, or serves another dimension under this name, fails before any write.
             index_class(self.config.index.backend).prepare(self.config.index, self.dim, self.config.embedder.model)
             staging = stack.enter_context(staged_dir(self.root, "gen"))
-            self.generation = f"gen-{_next_number(self.root):06d}"
+            engine = index_class(self.config.index.backend).generations(self.config.index)
+            self.generation = f"gen-{_next_number(self.root, engine):06d}"
             base = None if self.rebuild else current_generation(self.root)
             if base is None:
                 index = create_index(self.config.index, self.dim)
@@ -288,11 +291,13 @@ class Writer:
             },
         )
         publish_dir(draft.staging, self.root / generation)
+        # The engine first: if it cannot switch (a typed error), CURRENT still names the generation it serves
+        # and the unpublished folder is pruned by the next commit.
+        index_class(self.config.index.backend).publish(self.config.index, generation, keep={generation, draft.base})
         if (self.root / "CURRENT").is_dir():  # damage that --rebuild repairs: a file must take its place
             shutil.rmtree(self.root / "CURRENT")
         atomic_write_text(self.root / "CURRENT", generation + "\n")
         self.published = generation
-        index_class(self.config.index.backend).publish(self.config.index, generation, keep={generation, draft.base})
         _prune(self.root, keep={generation, draft.base})
         return generation
 
@@ -308,9 +313,10 @@ def expectation(config: Config, dim: int) -> Expectation:
     return Expectation(config.embedder.model, dim, config.index)
 
 
-def _next_number(root: Path) -> int:
+def _next_number(root: Path, engine: list[int]) -> int:
+    """Past the folder's generations and the engine's: an engine's generation is never written over."""
     numbers = [int(p.name[4:]) for p in root.glob("gen-*") if p.name[4:].isdigit()]
-    return max(numbers, default=0) + 1
+    return max([*numbers, *engine], default=0) + 1
 
 
 def _prune(root: Path, keep: set[str | None]) -> None:

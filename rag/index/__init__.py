@@ -114,8 +114,15 @@ class VectorIndex(ABC):
         return self
 
     @classmethod
+    def generations(cls, config: IndexConfig) -> list[int]:
+        """The generation numbers the engine holds for index.name, whoever wrote them: a writer numbers its
+        generation past them as well as past its own folder's (none for a backend of files)."""
+        return []
+
+    @classmethod
     def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
-        """Once `generation` is the current one: point the engine at it and drop what the `keep` ones do not use."""
+        """Point the engine at `generation` (before CURRENT names it) and drop generations older than the `keep`
+        ones; raise IndexError_ if the engine was not switched, so the writer publishes nothing."""
         return None  # files are published with their folder (rag/collection.py)
 
     def attach(self, store: Any, facts: dict[str, Any]) -> None:

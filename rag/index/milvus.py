@@ -2,8 +2,9 @@
 
 `index.uri` is a local .db file (Milvus Lite, embedded in this process) or a server address; the same
 client code serves both. A writer fills a new collection named after its generation while readers keep
-using the previous one; publishing points the index's alias at it and drops collections no longer kept,
-so the alias never names a half-written generation and a crash mid-ingest leaves the old one serving.
+using the previous one; publishing points the index's alias at it and drops the generations older than those
+kept (a newer one is another writer's draft), so the alias never names a half-written generation and a crash
+mid-ingest leaves the old one serving. Engine calls fail as IndexUnavailableError (rag/index/milvus_client.py).
 Deletes free their space at once (the engine compacts its segments itself): `deleted` is always 0.
 Each row also holds its chunk (path, ordinal, locator, text, context) and each collection the facts a reader
 checks (embedder, dimension, space), so a node that has only index.uri and index.name can answer (`chunks`).
@@ -11,9 +12,7 @@ checks (embedder, dimension, space), so a node that has only index.uri and index
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -24,20 +23,25 @@ from typing import Any
 import numpy as np
 
 from models.config import IndexConfig
-from models.errors import ConfigError, IndexCorruptError, IndexMissingError, InputError
+from models.errors import ConfigError, IndexCorruptError, IndexLockedError, IndexMissingError, InputError
 from rag.index import IndexInfo, VectorIndex, missing_library
 from rag.store import ChunkStore, StoredChunk
 
 try:
-    from pymilvus import DataType, MilvusClient, MilvusException
+    from pymilvus import DataType, MilvusClient
 except ImportError as exc:  # only a config that chooses index.backend=milvus gets here
     raise missing_library("milvus", "'ragtune[milvus]' (pymilvus==3.0.2 milvus-lite==3.2.2)") from exc
 
-# pymilvus logs every failed call before raising it; the typed errors below already say what failed.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-# Milvus Lite serves gRPC in this process and logs a traceback for the one call it lacks (AllocTimestamp,
-# which pymilvus's wait for a new collection's index tries first and then does without).
-logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+from rag.index.milvus_client import (  # noqa: F401  (connect and disconnect: this backend's public names)
+    Engine,
+    IndexUnavailableError,
+    alias_name,
+    aliased,
+    collection_name,
+    connect,
+    disconnect,
+    generation_numbers,
+)
 
 _METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 _BATCH = 4096  # rows per insert or id query: well under the engine's message size limit at 1024 dims
@@ -47,75 +51,9 @@ _VARCHAR = 65535
 _TEXT_FIELDS = ("path", "locator", "text", "context")
 _CHUNK_FIELDS = ["path", "ordinal", "locator", "text", "context"]
 _FACTS = "ragtune.facts"  # the collection property holding what a reader checks: embedder, dim, space, ...
-_CLIENTS: dict[tuple[str, str], MilvusClient] = {}  # one connection per uri and token, shared by every index
 
 
-def alias_name(index_name: str) -> str:
-    """The alias serving index `index_name`: Milvus names allow [A-Za-z0-9_], so a hash keeps `a-b` and `a_b` apart."""
-    slug = re.sub(r"\W", "_", index_name, flags=re.ASCII)[:80]
-    return f"ragtune_{slug}_{hashlib.sha256(index_name.encode()).hexdigest()[:8]}"
-
-
-def collection_name(index_name: str, generation: str) -> str:
-    """The collection holding `generation` (gen-000007) of index `index_name`."""
-    return f"{alias_name(index_name)}__{generation.replace('-', '_')}"
-
-
-def connect(config: IndexConfig) -> MilvusClient:
-    """The client for index.uri, connected now so that a wrong address fails before anything is written."""
-    uri = _address(config)
-    token = _token(config.token_file)
-    key = (uri, token)
-    if key not in _CLIENTS:
-        if uri.endswith(".db"):
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # No call timeout: loading a large collection on a server can take minutes (connecting fails fast).
-            _CLIENTS[key] = MilvusClient(uri=uri, token=token)
-        except MilvusException as exc:
-            raise ConfigError(
-                f"index.uri={config.uri}: Milvus cannot be reached or opened ({exc.message}); start the server or "
-                "fix index.uri and index.token_file (a local .db file is open to one process at a time)"
-            ) from None
-    return _CLIENTS[key]
-
-
-def disconnect(config: IndexConfig) -> None:
-    """Close index.uri's client: a Milvus Lite file is then free for another process to open."""
-    address = _address(config)
-    for key in [key for key in _CLIENTS if key[0] == address]:
-        _CLIENTS.pop(key).close()
-    if address.endswith(".db"):  # pymilvus leaves Milvus Lite's in-process server holding the file
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(address)
-
-
-def _address(config: IndexConfig) -> str:
-    return str(Path(config.uri).expanduser()) if config.uri and config.uri.endswith(".db") else config.uri or ""
-
-
-def _token(token_file: str | None) -> str:
-    if token_file is None:
-        return ""
-    path = Path(token_file).expanduser()
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"index.token_file={token_file}: cannot be read ({exc}); point it at the token's file"
-        ) from None
-
-
-def _aliased(client: MilvusClient, alias: str) -> str | None:
-    """The collection `alias` names, or None where there is no such alias yet."""
-    try:
-        return client.describe_alias(alias)["collection_name"]
-    except MilvusException:
-        return None
-
-
-def _stored(client: MilvusClient, name: str) -> tuple[int, int, str]:
+def _stored(client: Engine, name: str) -> tuple[int, int, str]:
     """Rows, dimension and metric of collection `name` as the engine reports them."""
     fields = client.describe_collection(name)["fields"]
     dim = next((int(f["params"]["dim"]) for f in fields if f["type"] == DataType.FLOAT_VECTOR), -1)
@@ -127,7 +65,7 @@ def _stored(client: MilvusClient, name: str) -> tuple[int, int, str]:
 
 
 class MilvusIndex(VectorIndex):
-    def __init__(self, client: MilvusClient, config: IndexConfig, dim: int, name: str, count: int = 0) -> None:
+    def __init__(self, client: Engine, config: IndexConfig, dim: int, name: str, count: int = 0) -> None:
         self._client, self._config, self.space, self.dim = client, config, config.space, dim
         self.name, self._count = name, count  # the collection, created on first use
         self._exists = count > 0 or client.has_collection(name)
@@ -143,7 +81,7 @@ class MilvusIndex(VectorIndex):
     def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
         client = connect(config)
         alias = alias_name(config.name)
-        if _aliased(client, alias) is None:
+        if aliased(client, alias) is None:
             return
         # Another ingest (another machine, another embedder) may serve this index name already: never replace
         # vectors of another dimension under it.
@@ -158,7 +96,7 @@ class MilvusIndex(VectorIndex):
     def serving(cls, config: IndexConfig) -> MilvusIndex:
         """The generation index.name's alias serves now, read from the engine alone (no generation folder)."""
         client, alias = connect(config), alias_name(config.name)
-        if _aliased(client, alias) is None:
+        if aliased(client, alias) is None:
             raise IndexMissingError(
                 f"index.uri={config.uri} serves no index {config.name!r}; run `ragtune ingest DOCS`"
             )
@@ -168,7 +106,7 @@ class MilvusIndex(VectorIndex):
 
     @classmethod
     def served(cls, config: IndexConfig) -> str | None:
-        collection = _aliased(connect(config), alias_name(config.name))
+        collection = aliased(connect(config), alias_name(config.name))
         match = re.search(r"__gen_(\d{6,})$", collection or "")
         return f"gen-{match.group(1)}" if match else None
 
@@ -176,15 +114,19 @@ class MilvusIndex(VectorIndex):
     def open_served(cls, config: IndexConfig, generation: str) -> tuple[MilvusIndex, dict[str, Any]]:
         client, name = connect(config), collection_name(config.name, generation)
         where = f"index.uri={config.uri}, index.name={config.name!r}"
-        try:
-            facts = json.loads(client.describe_collection(name).get("properties", {}).get(_FACTS, "null"))
-            rows, dim, metric = _stored(client, name)
-        except MilvusException:  # dropped since the alias named it (two ingests in quick succession)
-            raise IndexMissingError(f"{where}: generation {generation} is no longer served; retry") from None
-        if not isinstance(facts, dict) or facts.get("dim") != dim or _METRICS.get(facts.get("space", "")) != metric:
+        if not client.has_collection(name):  # dropped since the alias named it (two ingests in quick succession)
+            raise IndexMissingError(f"{where}: generation {generation} is no longer served; retry")
+        facts = json.loads(client.describe_collection(name).get("properties", {}).get(_FACTS, "null"))
+        rows, dim, metric = _stored(client, name)
+        if not isinstance(facts, dict):
             raise IndexMissingError(
                 f"{where}: collection {name} holds no chunk texts (it was built before they were stored there); "
                 "rebuild with `ragtune ingest --rebuild DOCS`, or answer from the node that holds the index folder"
+            )
+        if facts.get("dim") != dim or _METRICS.get(facts.get("space", "")) != metric:
+            raise IndexCorruptError(
+                f"{where}: collection {name} holds {dim}-dimensional vectors with metric {metric or 'none'}, but "
+                f"its stored facts say {facts.get('dim')} dimensions in space {facts.get('space')!r}; {_REBUILD}"
             )
         return cls(client, replace(config, space=facts["space"]), dim, name, rows), {**facts, "count": rows}
 
@@ -244,16 +186,25 @@ class MilvusIndex(VectorIndex):
             "ef_construction": self._config.ef_construction,
         }
 
+    @classmethod
+    def generations(cls, config: IndexConfig) -> list[int]:
+        return sorted(generation_numbers(connect(config), config.name))
+
     def draft(self, generation: str) -> MilvusIndex:
         # Readers keep this collection; the writer fills a new one, named for its generation, from it.
         target = collection_name(self._config.name, generation)
-        if self._client.has_collection(target):  # a dead writer's leftover: it was never published
-            self._client.drop_collection(target)
+        if self._client.has_collection(target):  # numbered past every collection listed: a writer elsewhere
+            raise IndexLockedError(
+                f"index.uri={self._config.uri}: collection {target} was created meanwhile by another writer of "
+                f"index {self._config.name!r}; retry once its ingest has finished"
+            )
         fresh = MilvusIndex(self._client, self._config, self.dim, target)
         if self._store is not None:
             fresh.attach(self._store, self._facts)  # the copies take their chunks from the writer's store
+        fresh._ensure()  # created now: a writer elsewhere that numbers its generation next sees it
         if self._exists and self.count:
-            self._copy_into(fresh)
+            with self._client.guard():
+                self._copy_into(fresh)
         if self.name.split("__")[-1].startswith("scratch_"):
             self.discard()
         return fresh
@@ -271,20 +222,27 @@ class MilvusIndex(VectorIndex):
     def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
         client, alias = connect(config), alias_name(config.name)
         target = collection_name(config.name, generation)
-        if _aliased(client, alias) is not None:
+        if aliased(client, alias) is not None:
             client.alter_alias(target, alias)  # one metadata change: readers of the alias switch at once
         else:
             client.create_alias(target, alias)
-        kept = {collection_name(config.name, g) for g in keep if g}
-        for name in client.list_collections():
-            if name.startswith(alias + "__") and name not in kept:
-                client.drop_collection(name)
+        # Only what is older than every kept generation goes: a newer one is another writer's draft (or what
+        # it published), and the collection the alias names now is never dropped, whoever switched it.
+        oldest = min(int(g.removeprefix("gen-")) for g in keep if g)
+        try:
+            serving = aliased(client, alias)
+            for number, name in generation_numbers(client, config.name).items():
+                if number < oldest and name != serving:
+                    client.drop_collection(name)
+        except IndexUnavailableError:
+            pass  # the alias is switched (published); the next publish drops what is left
 
     def discard(self) -> None:
         try:
-            if self._client.has_collection(self.name):
+            serving = aliased(self._client, alias_name(self._config.name))
+            if self.name != serving and self._client.has_collection(self.name):
                 self._client.drop_collection(self.name)
-        except MilvusException:
+        except IndexUnavailableError:
             pass  # the writer is failing already (that error is raised); the next publish drops the leftover
         self._exists, self._count = False, 0
 
@@ -328,11 +286,15 @@ class MilvusIndex(VectorIndex):
         self._count += len(labels)
 
     def delete(self, labels: list[int]) -> None:
-        if not labels:
+        if not labels or not self._exists:
             return
         for start in range(0, len(labels), _BATCH):
-            self._client.delete(self.name, ids=[int(label) for label in labels[start : start + _BATCH]])
-        self._count -= len(labels)
+            batch = [int(label) for label in labels[start : start + _BATCH]]
+            # Only ids stored here count: the count must stay what the engine holds, or the next load refuses it.
+            found = [row["id"] for row in self._client.query(self.name, ids=batch, output_fields=["id"])]
+            if found:
+                self._client.delete(self.name, ids=found)
+                self._count -= len(found)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.count)

@@ -152,10 +152,16 @@ def test_serve_answers_with_sources_from_index_uri_alone(
         health = httpx.get(f"{url}/health", timeout=30).json()
         assert (health["index"], health["index_generation"]) == ("ok", generation)
         body = {"model": "rag", "messages": [{"role": "user", "content": "How long can I borrow a DVD?"}]}
-        reply = httpx.post(
-            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
-        )
-    assert reply.status_code == 200, reply.text
-    first = reply.json()["sources"][0]
-    assert Path(first["path"]).name == "borrowing-rules.txt" and "DVD" in first["text"]
+        ask = {"json": body, "headers": {"Authorization": f"Bearer {key}"}, "timeout": 120}
+        reply = httpx.post(f"{url}/v1/chat/completions", **ask)
+        assert reply.status_code == 200, reply.text
+        first = reply.json()["sources"][0]
+        assert Path(first["path"]).name == "borrowing-rules.txt" and "DVD" in first["text"]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(str(tmp_path / "m.db"))  # the engine goes down; serve stays up
+        down = httpx.post(f"{url}/v1/chat/completions", **ask)
+    assert down.status_code == 503, down.text  # an index error naming index.uri, not a 500
+    # serve names no directory: index.uri's file alone
+    assert down.json()["error"]["code"] == "index_unavailable" and "index.uri=m.db" in down.text
     assert not ragtune_home.exists()
