@@ -170,7 +170,8 @@ async def stream_events(
     try:
         yield chunk({"role": "assistant", "content": ""})
         while piece is not END:
-            yield chunk({"content": piece})
+            if piece:  # an empty piece is a held-back step (rag.refuse_unsupported): nothing to send yet
+                yield chunk({"content": piece})
             if await request.is_disconnected():
                 return
             piece = await run_in_threadpool(next, pieces, END)
