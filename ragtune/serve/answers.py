@@ -112,6 +112,9 @@ def finish_reason(reply: Reply) -> str:
 
 
 def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
+    # rag and hybrid: the record's text, so a refusal reads in its one fixed form even when it streamed as the
+    # model's words (rag.refuse_unsupported off).
+    text = reply.answer.text if reply.answer is not None else text
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
