@@ -359,11 +359,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     lines: dict[str, str] = {}
     if path is not None:
         raw, lines = _read_yaml(Path(path))
+    lines.update(_set_overrides(raw, overrides))
+    return _build(Config, raw, "", lines)
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """`key.sub=value` overrides on top of an existing Config, validated as a whole as `--set` is."""
+    if not overrides:
+        return config
+    raw = yaml.safe_load(to_yaml(config))  # the plain values a config file holds (lists, not tuples)
+    return _build(Config, raw, "", _set_overrides(raw, overrides))
+
+
+def _set_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Apply `overrides` to `raw` in place; where each key was set, for error messages."""
+    lines: dict[str, str] = {}
     for override in overrides:
         key, value = _parse_override(override)
         _set_dotted(raw, key, value)
         lines[key] = f"--set {override}"
-    return _build(Config, raw, "", lines)
+    return lines
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:

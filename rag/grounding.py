@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rag.prompt import CITATION
+
 # Share of the answer's key content words (not numbers or names) that must appear in the text.
 SUPPORT_SHARE = 0.6
 
@@ -34,7 +36,6 @@ _STOP = set(
     answer question based provided text states say says said mentioned listed given cited cite information
     first second third following""".split()
 )
-_CITATION = re.compile(r"\[\s*(?:doc(?:ument)?|source)?\s*\d+(?:\s*[,;]\s*(?:doc(?:ument)?|source)?\s*\d+)*\s*\]", re.I)
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 
@@ -60,7 +61,7 @@ class Support:
 
 
 def strip_citations(text: str) -> str:
-    return _CITATION.sub(" ", text)
+    return CITATION.sub(" ", text)
 
 
 def _stem(word: str) -> str:

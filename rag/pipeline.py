@@ -4,19 +4,23 @@
 given when no chunk scores above rag.min_score, when the model says so, and (rag.refuse_unsupported) when
 the retrieved text does not support the model's answer (rag.grounding); the model's words are then kept
 in `draft`. With that check on, the answer is held back until it is complete, so nothing unsupported is
-ever shown: the first piece arrives with the last.
+ever shown: the text arrives in the last piece, and each step before it (a generated token, a citation
+scoring pass) yields an empty piece, so a server can notice a client that hung up and close the stream,
+which stops generation. Callers skip empty pieces. With the check off the model's words stream as they
+come; a refusal still ends as the fixed form in the Answer.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Generator as Steps
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.config import Config
-from models.errors import ModelError
+from models.errors import ModelError, RemoteModelError
 from models.generate import Generator, SamplingParams, TokenStream, Usage
 from rag.grounding import check_support
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
@@ -89,6 +93,15 @@ def refuse(answer: Answer) -> None:
     answer.cited, answer.supports, answer.grounded = [], [], False
 
 
+def settle(answer: Answer, held: bool) -> None:
+    """After generation: check the answer, and give the one fixed form when the model refused or (`held`,
+    rag.refuse_unsupported) when nothing retrieved supports it. Before citing: a refusal cites nothing."""
+    answer.refused = is_refusal(answer.text)
+    check_answer(answer)
+    if answer.refused or (held and not answer.grounded):
+        refuse(answer)
+
+
 def sampling_params(config: Config) -> SamplingParams:
     llm = config.llm
     return SamplingParams(
@@ -117,13 +130,9 @@ class RagPipeline:
         stream = self.generator.stream(messages, params or sampling_params(self.config))
         held = self.config.rag.refuse_unsupported  # held back until the support check has run
         for piece in record_stream(stream, answer, started):
-            if not held:
-                yield piece
-        answer.refused = is_refusal(answer.text)
-        check_answer(answer)
-        if held and (answer.refused or not answer.grounded):
-            refuse(answer)  # before citing: a refusal cites nothing
-        marker = self._cite(question, passages, answer)
+            yield "" if held else piece  # held: an empty piece per token keeps a hang-up noticeable
+        settle(answer, held)
+        marker = yield from self._cite(question, passages, answer)
         check_answer(answer)  # again: the marker may have been added
         if held:
             answer.timings["first_token_s"] = time.perf_counter() - started
@@ -142,8 +151,9 @@ class RagPipeline:
         answer.sources = retrieval.sources[: len(passages)]
         return passages
 
-    def _cite(self, question: str, passages: list[Passage], answer: Answer) -> str:
-        """The marker appended when the model cited no retrieved source itself ("" when none is).
+    def _cite(self, question: str, passages: list[Passage], answer: Answer) -> Steps[str, None, str]:
+        """Return the marker appended when the model cited no retrieved source itself ("" when none is),
+        yielding an empty piece after each scoring pass.
 
         The model still chooses: its answer is scored after a prompt holding each retrieved passage alone,
         and the passage that makes the answer likeliest is cited (attribution by the model's likelihood, not
@@ -157,12 +167,16 @@ class RagPipeline:
         base = answer.text.rstrip()
         best = passages[0].number
         if len(passages) > 1:
-            try:
-                scores = [
-                    self.generator.continuation_logprobs(build_messages(question, [p]), [base])[0] for p in passages
-                ]
-            except ModelError:  # an engine without log-probabilities: the answer stays uncited
-                return ""
+            scores = []
+            for passage in passages:
+                try:
+                    messages = build_messages(question, [passage])
+                    scores.append(self.generator.continuation_logprobs(messages, [base])[0])
+                except RemoteModelError:  # a server that is down is an error to report, not a missing feature
+                    raise
+                except ModelError:  # an engine without log-probabilities: the answer stays uncited
+                    return ""
+                yield ""
             best = passages[max(range(len(passages)), key=scores.__getitem__)].number
         answer.text, answer.citation = f"{base} [{best}]", "chosen"
         return f" [{best}]"

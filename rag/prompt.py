@@ -63,15 +63,16 @@ def is_refusal(answer: str) -> bool:
     return NOT_FOUND.lower().rstrip(".") in answer.lower()
 
 
-# [1], [1, 2], [1][2], and the forms small models drift into: [Document 1], [doc 2], [source 3].
+# [1], [1, 2], [1][2], and the forms small models drift into: [Document 1], [doc 2], [source 3]. The one
+# definition of a citation marker: rag.grounding strips the same markers before checking support.
 _NUMBER = r"(?:(?:doc(?:ument)?|source)\s*)?\d+"
-_CITATION = re.compile(rf"\[\s*({_NUMBER}(?:\s*[,;]\s*{_NUMBER})*)\s*\]", re.I)
+CITATION = re.compile(rf"\[\s*({_NUMBER}(?:\s*[,;]\s*{_NUMBER})*)\s*\]", re.I)
 
 
 def cited_numbers(answer: str) -> list[int]:
     """Source numbers the answer cites as [n] or [n, m] (or [Document n]), in order of first mention."""
     seen: list[int] = []
-    for group in _CITATION.findall(answer):
+    for group in CITATION.findall(answer):
         for number in re.findall(r"\d+", group):
             if int(number) not in seen:
                 seen.append(int(number))

@@ -15,11 +15,12 @@ Models load on first use and stay loaded: a second `ask` answers without loading
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.config import Config, load_config
+from models.config import Config, apply_overrides, load_config
 from models.embedding import Embedder
 from rag.ingest import IngestSummary
 from rag.pipeline import Answer
@@ -52,7 +53,7 @@ class Ragtune:
 
     def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
         """The answer's text piece by piece as it is generated; `answer` (if given) holds sources and timings."""
-        return self._answering().stream(question, answer if answer is not None else Answer(question))
+        return _non_empty(self._answering().stream(question, answer if answer is not None else Answer(question)))
 
     def ask(self, question: str) -> Answer:
         """Answer one question: text, numbered sources (path, chunk, score), cited numbers, timings."""
@@ -81,31 +82,31 @@ class Ragtune:
             from ragtune.app import build_pipeline
 
             embedder = self.embedder if answer_mode(self.config.mode).retrieves else None
-            self._pipeline = build_pipeline(self.config, embedder=embedder, progress=self.progress is not False)
+            # Model loading takes a plain bool: None is decided here, as ingest's bars decide it.
+            progress = sys.stderr.isatty() if self.progress is None else self.progress
+            self._pipeline = build_pipeline(self.config, embedder=embedder, progress=progress)
         return self._pipeline
 
 
 def open(  # noqa: A001 - `ragtune.open(...)` reads as opening a ragtune setup, like `sqlite3.connect`
-    config: str | os.PathLike | Config | None = None, overrides: Sequence[str] = (), progress: bool = False
+    config: str | os.PathLike | Config | None = None, overrides: Sequence[str] = (), progress: bool | None = False
 ) -> Ragtune:
     """A Ragtune for `config`: a YAML file, a Config, or None for $RAGTUNE_CONFIG else the built-in defaults.
 
     `overrides` are `key.sub=value` strings, exactly as `--set` takes them. A bad file, key or value raises
-    ConfigError naming it.
+    ConfigError naming it. `progress`: see Ragtune.
     """
     if isinstance(config, Config):
-        return Ragtune(_apply(config, overrides) if overrides else config, progress)
+        return Ragtune(apply_overrides(config, list(overrides)), progress)
     path = config if config is not None else os.environ.get("RAGTUNE_CONFIG")
     return Ragtune(load_config(str(path) if path is not None else None, list(overrides)), progress)
 
 
-def _apply(config: Config, overrides: Sequence[str]) -> Config:
-    """`overrides` on top of an existing Config, validated as a whole (as a config file would be)."""
-    import tempfile
-
-    from models.config import to_yaml
-
-    with tempfile.TemporaryDirectory(prefix="ragtune-config-") as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(to_yaml(config), encoding="utf-8")
-        return load_config(path, list(overrides))
+def _non_empty(pieces: Generator[str, None, None]) -> Iterator[str]:
+    """The pieces that hold text: a held-back answer yields empty ones while it is being generated."""
+    try:
+        for piece in pieces:
+            if piece:
+                yield piece
+    finally:
+        pieces.close()  # stopping early stops generation

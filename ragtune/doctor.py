@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.config import Config
-from models.errors import RagtuneError
+from models.errors import ConfigError, RagtuneError
 from models.gguf import pieces_sha256
 from models.paths import cache_home, data_home, index_dir
 from models.presets import PRESETS, Preset, piece_paths
@@ -25,7 +25,9 @@ DISK_WARN, DISK_FAIL = 5 * GiB, 1 * GiB
 # Available memory below which the default LM (about 2.5 GB loaded) will not fit beside the embedder.
 MEMORY_WARN, MEMORY_FAIL = 4 * GiB, 1.5 * GiB
 # The library each engine needs, to say which `pip install` a missing one takes.
-ENGINE_LIBRARIES = {"transformers": "transformers", "llamacpp": "llama_cpp", "llama.cpp": "llama_cpp"}
+ENGINE_LIBRARIES = {"transformers": "transformers", "llamacpp": "llama_cpp", "openai": "httpx"}
+# Seconds doctor waits for a remote server (llm.base_url) to answer: a check, not a request to queue behind.
+REMOTE_TIMEOUT_S = 3.0
 _VERSIONS = ("ragtune", "torch", "transformers", "sentence-transformers", "hnswlib", "peft", "llama-cpp-python")
 
 
@@ -49,12 +51,10 @@ def versions(config: Config) -> list[Check]:
 
 def backend_choice(config: Config) -> tuple[str, str]:
     """(engine, why): the engine generation will use for this config, and the reason it was chosen."""
-    from models import generate
+    from models.generate import resolve_backend
 
     configured = config.llm.backend
-    # Where the generation layer resolves `auto` to an engine, ask it; otherwise the configured name is the engine.
-    resolve = getattr(generate, "resolve_backend", None)
-    engine = resolve(config.llm) if resolve is not None else configured
+    engine = resolve_backend(config.llm)
     if configured != "auto":
         return engine, f"llm.backend={configured} in the config"
     llamacpp = importlib.util.find_spec("llama_cpp") is not None
@@ -76,9 +76,13 @@ def backend(config: Config) -> list[Check]:
 
 
 def models(config: Config) -> list[Check]:
-    """The configured embedder and LM: present, every packaged file against pip's RECORD hashes, GGUF sha256."""
-    checks = []
-    for key, name in (("embedder.model", config.embedder.model), ("llm.model", config.llm.model)):
+    """The configured embedder and LM: present, every packaged file against pip's RECORD hashes, GGUF sha256.
+
+    With llm.backend=openai the LM runs on llm.base_url: that server is asked instead of local files."""
+    remote = backend_choice(config)[0] == "openai"
+    checks = [_check_remote(config)] if remote else []
+    named = [("embedder.model", config.embedder.model)] + ([] if remote else [("llm.model", config.llm.model)])
+    for key, name in named:
         preset = PRESETS.get(name)
         if preset is None:
             exists = Path(name).expanduser().exists()
@@ -86,9 +90,34 @@ def models(config: Config) -> list[Check]:
             checks.append(Check(status, key, f"{name} (a local path{'' if exists else ', missing'})", fix))
             continue
         checks.append(_check_preset(key, preset))
-    if config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
+    if not remote and config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
         checks.append(_check_prepared(config))
     return checks
+
+
+def _check_remote(config: Config) -> Check:
+    """llm.base_url answers GET /v1/models within REMOTE_TIMEOUT_S and lists the model generation asks for."""
+    from dataclasses import replace
+
+    from models.engines.openai import served_models
+    from models.engines.openai_http import RemoteServer
+
+    short = min(REMOTE_TIMEOUT_S, config.llm.connect_timeout)
+    llm = replace(config.llm, connect_timeout=short, read_timeout=REMOTE_TIMEOUT_S, max_retries=0)
+    wanted = llm.served_model or llm.model
+    try:
+        server = RemoteServer(llm)
+        try:
+            served = served_models(server)
+        finally:
+            server.close()
+    except RagtuneError as exc:
+        return Check("fail", "llm.base_url", str(exc), "start the server, or fix llm.base_url and llm.api_key_file")
+    if wanted not in served:
+        listed = ", ".join(served) or "nothing"
+        fix = "set llm.served_model to one of the models it serves"
+        return Check("fail", "llm.base_url", f"{llm.base_url} serves {listed}, not {wanted!r}", fix)
+    return Check("ok", "llm.base_url", f"{llm.base_url} answers /v1/models and serves {wanted!r}")
 
 
 def _check_preset(key: str, preset: Preset) -> Check:
@@ -146,19 +175,51 @@ def _check_prepared(config: Config) -> Check:
 
 
 def index(config: Config) -> list[Check]:
-    from models.embedding import build_embedder
+    """The index this node answers from: its folder's current generation, or (index.backend=milvus and no
+    folder) the generation index.uri serves under index.name's alias."""
     from rag.collection import current_generation
-    from rag.retrieve import CurrentIndex
 
     root = index_dir(config)
+    milvus = config.index.backend == "milvus"
     try:
-        if current_generation(root) is None:
-            return [Check("warn", "index", f"no index yet in {root}", "ragtune ingest DOCS_FOLDER")]
-        snapshot = CurrentIndex(root, config, build_embedder(config.embedder).dim).snapshot()
+        if milvus:
+            from rag.index.milvus import connect
+
+            connect(config.index)  # unreachable: said as such, not as a missing index
+        local = current_generation(root)
+        if local is None and (not milvus or _served(config) is None):
+            where = f"{root}" + (
+                f", and index.uri={config.index.uri} serves no {config.index.name!r}" if milvus else ""
+            )
+            return [Check("warn", "index", f"no index yet in {where}", "ragtune ingest DOCS_FOLDER")]
+        snapshot = _snapshot(config, root)
+    except ConfigError as exc:  # index.uri cannot be reached or its token read
+        return [Check("fail", "index", str(exc), "start the Milvus server, or fix index.uri and index.token_file")]
     except RagtuneError as exc:
         return [Check("fail", "index", str(exc), "ragtune ingest --rebuild DOCS_FOLDER")]
+    finally:
+        if milvus:
+            from rag.index.milvus import disconnect
+
+            disconnect(config.index)  # a Milvus Lite file opens in one process at a time: free it
+    if local is None:
+        where = f"index.uri={config.index.uri} (index.name={config.index.name}; no index folder on this node)"
+        return [Check("ok", "index", f"{snapshot.generation} served by {where}: {snapshot.index.count} chunks")]
     detail = f"{snapshot.generation} in {root}: {snapshot.index.count} chunks, every file matches its manifest"
     return [Check("ok", "index", detail)]
+
+
+def _served(config: Config) -> str | None:
+    from rag.collection import served_generation
+
+    return served_generation(config.index)
+
+
+def _snapshot(config: Config, root: Path):  # noqa: ANN202 - rag.collection.Snapshot, imported lazily
+    from models.embedding import build_embedder
+    from rag.retrieve import CurrentIndex
+
+    return CurrentIndex(root, config, build_embedder(config.embedder).dim).snapshot()
 
 
 def disk(config: Config) -> list[Check]:

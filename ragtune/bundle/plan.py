@@ -9,8 +9,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pip._vendor.packaging.requirements import Requirement
-from pip._vendor.packaging.utils import canonicalize_name
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from models.errors import InputError
 from models.presets import PRESETS, Preset

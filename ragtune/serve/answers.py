@@ -112,6 +112,9 @@ def finish_reason(reply: Reply) -> str:
 
 
 def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
+    # rag and hybrid: the record's text, so a refusal reads in its one fixed form even when it streamed as the
+    # model's words (rag.refuse_unsupported off).
+    text = reply.answer.text if reply.answer is not None else text
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -170,7 +173,8 @@ async def stream_events(
     try:
         yield chunk({"role": "assistant", "content": ""})
         while piece is not END:
-            yield chunk({"content": piece})
+            if piece:  # an empty piece is a held-back step (rag.refuse_unsupported): nothing to send yet
+                yield chunk({"content": piece})
             if await request.is_disconnected():
                 return
             piece = await run_in_threadpool(next, pieces, END)

@@ -26,6 +26,7 @@ def test_open_ingest_ask_and_stream(tiny_lm_path: Path, docs: Path) -> None:
     pipeline = rt._answering()
     pieces = list(rt.stream("How long can I borrow a DVD?"))
     assert rt._answering() is pipeline  # the models loaded once serve every question
+    assert pieces and all(pieces)  # the held-back answer's empty steps are not handed on
     assert "".join(pieces) == rt.ask("How long can I borrow a DVD?").text
     assert rt.ingest([docs]).unchanged == 6
 

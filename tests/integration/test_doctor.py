@@ -15,6 +15,7 @@ from models.paths import index_dir
 from rag.collection import current_generation
 from ragtune.cli import main
 from ragtune.doctor import _verify_record, run_checks
+from tests.remote import free_port
 
 
 def doctor(capsys: pytest.CaptureFixture, *overrides: str) -> tuple[int, dict[str, dict]]:
@@ -41,7 +42,7 @@ def test_a_healthy_setup_passes_and_names_what_it_checked(tiny, docs: Path, caps
     assert code == 0, checks
     assert set(checks) >= {"versions", "backend", "embedder.model", "llm.model", "index", "memory", "threads", "gpu"}
     assert "torch " in checks["versions"]["detail"] and "transformers" in checks["backend"]["detail"]
-    assert "llm.backend=transformers" in checks["backend"]["detail"]  # the reason it was chosen
+    assert "llm.backend=auto: the model is no GGUF" in checks["backend"]["detail"]  # the reason it was chosen
     assert checks["embedder.model"]["status"] == "ok" and "match the hashes" in checks["embedder.model"]["detail"]
     assert checks["index"]["status"] == "ok" and "gen-" in checks["index"]["detail"]
     assert all(c["status"] in ("ok", "warn") for c in checks.values())
@@ -136,3 +137,51 @@ def test_a_check_that_crashes_is_a_failure_not_a_silence(tiny, monkeypatch: pyte
     monkeypatch.setattr(module, "CHECKS", (broken,))
     (check,) = run_checks(load_config(None, tiny))
     assert check.status == "fail" and "disk on fire" in check.detail
+
+
+def test_a_remote_llm_is_checked_at_its_server_not_as_a_local_path(
+    tiny_lm_path: Path, embedder, tmp_path: Path, capsys
+) -> None:
+    from models.generate import load_language_model
+    from ragtune.serve.app import create_app
+    from ragtune.serve.background import running
+    from ragtune.serve.engine import Engine
+    from tests.remote import KEY
+
+    served = load_config(None, [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu"])
+    engine = Engine(served, embedder=embedder, lm=load_language_model(served.llm, progress=False))
+    (tmp_path / "key").write_text(KEY)
+    remote = ["llm.backend=openai", f"llm.api_key_file={tmp_path / 'key'}", "llm.model=base"]  # a name, no path
+    with running(create_app(engine, KEY)) as url:
+        _, checks = doctor(capsys, *remote, f"llm.base_url={url}/v1")
+        assert checks["backend"]["status"] == "ok" and checks["backend"]["detail"].startswith("openai ")
+        assert "llm.model" not in checks  # not looked for on this machine
+        assert checks["llm.base_url"]["status"] == "ok" and "serves 'base'" in checks["llm.base_url"]["detail"]
+        code, checks = doctor(capsys, *remote, f"llm.base_url={url}/v1", "llm.served_model=ghost")
+        assert code == 1 and "not 'ghost'" in checks["llm.base_url"]["detail"]
+    code, checks = doctor(capsys, *remote, f"llm.base_url=http://127.0.0.1:{free_port()}/v1")
+    assert code == 1 and checks["llm.base_url"]["status"] == "fail"
+    assert "start the server" in checks["llm.base_url"]["fix"]
+
+
+def test_a_milvus_node_without_the_index_folder_reports_the_served_generation(
+    tiny, docs: Path, embedder, tmp_path: Path, ragtune_home: Path, capsys
+) -> None:
+    import shutil
+
+    from rag.index.milvus import disconnect
+    from rag.ingest import ingest
+
+    milvus = ["index.backend=milvus", f"index.uri={tmp_path / 'm.db'}", "index.name=lib", "rag.retriever=dense"]
+    _, checks = doctor(capsys, *tiny, *milvus)
+    assert checks["index"]["status"] == "warn" and "serves no 'lib'" in checks["index"]["detail"]
+    config = load_config(None, [*tiny, *milvus])
+    generation = ingest([docs], config, embedder, progress=False).generation
+    disconnect(config.index)  # Milvus Lite: one process... and one client at a time
+    shutil.rmtree(ragtune_home)  # this node keeps only index.uri
+    code, checks = doctor(capsys, *tiny, *milvus)
+    assert checks["index"]["status"] == "ok", checks["index"]
+    assert checks["index"]["detail"].startswith(f"{generation} served by index.uri=")
+    code, checks = doctor(capsys, *tiny, "index.backend=milvus", f"index.uri=http://127.0.0.1:{free_port()}")
+    assert code == 1 and checks["index"]["status"] == "fail" and "cannot be reached" in checks["index"]["detail"]
+    assert "start the Milvus server" in checks["index"]["fix"]

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from models.engines.openai import OpenAILM
+from models.engines.openai_http import RemoteServer
+from models.errors import RemoteModelError
 from rag.ingest import ingest
-from rag.pipeline import Answer
+from rag.pipeline import Answer, RagPipeline, settle
 from rag.prompt import NOT_FOUND, build_messages
 from ragtune.app import build_pipeline
 from ragtune.cli import main
 from tests.conftest import EXAMPLES
+from tests.remote import KEY, ServedRagtune, free_port
 
 QUESTION = "How much does a non-resident library card cost?"
 
@@ -26,7 +30,9 @@ def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config
     pipeline = pipeline_for(tiny_config, embedder, docs, refuse=True)
     answer = Answer(QUESTION)
     pieces = list(pipeline.stream(QUESTION, answer))
-    assert pieces == [NOT_FOUND]  # held back whole: nothing unsupported was shown first
+    assert [p for p in pieces if p] == [NOT_FOUND]  # held back whole: nothing unsupported was shown first
+    # ...but each generated piece still yielded (empty), so a server can notice a client that left.
+    assert pieces[-1] == NOT_FOUND and len(pieces) > 2 and not any(pieces[:-1])
     assert answer.refused and answer.text == NOT_FOUND and answer.cited == [] and not answer.grounded
     assert answer.draft and answer.draft != NOT_FOUND and answer.sources  # the model's words are kept
     data = answer.to_json()
@@ -48,6 +54,30 @@ def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path,
     scores = [pipeline.generator.continuation_logprobs(build_messages(QUESTION, [p]), [base])[0] for p in passages]
     assert answer.cited[0] == passages[scores.index(max(scores))].number
     assert answer.supports == [] and answer.grounded is False  # random words support nothing, and say so
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_a_model_refusal_takes_the_one_fixed_form_whether_held_or_not(held: bool) -> None:
+    answer = Answer(QUESTION, text=f"Sorry, {NOT_FOUND.lower()} Ask at the desk.")
+    settle(answer, held)
+    assert (
+        answer.refused and answer.text == NOT_FOUND and answer.draft == f"Sorry, {NOT_FOUND.lower()} Ask at the desk."
+    )
+
+
+def test_a_remote_server_that_is_down_while_citing_is_an_error(
+    docs: Path, tiny_config, embedder, tiny_lm_path: Path, tmp_path: Path
+) -> None:
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    (tmp_path / "key").write_text(KEY)
+    down = ServedRagtune(f"http://127.0.0.1:{free_port()}", tmp_path / "key", tmp_path, tiny_lm_path).llm()
+    remote = RagPipeline(pipeline.config, pipeline.retriever, OpenAILM(down, RemoteServer(down), ["base"]).generator())
+    answer = Answer(QUESTION, text="It costs forty dollars.")  # uncited: the model is asked which source to cite
+    passages = pipeline._retrieve(QUESTION, answer)
+    assert len(passages) > 1
+    with pytest.raises(RemoteModelError, match="start the server|is the server up"):
+        list(remote._cite(QUESTION, passages, answer))  # not left silently uncited
+    assert answer.citation is None
 
 
 def _passage(source):

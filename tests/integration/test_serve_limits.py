@@ -22,6 +22,7 @@ from fastapi import APIRouter
 
 from models.config import Config, load_config
 from models.generate import load_language_model
+from rag.ingest import ingest
 from ragtune.cli import main
 from ragtune.serve.app import create_app
 from ragtune.serve.background import running
@@ -79,6 +80,28 @@ def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(serve) ->
     response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
     assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
     assert time.monotonic() - hung_up < 6  # not queued behind the abandoned 1500 tokens
+
+
+def test_a_client_that_hangs_up_on_a_held_back_rag_stream_stops_its_generation(serve, docs: Path, embedder) -> None:
+    # rag.refuse_unsupported (the default) holds the text back until it is complete: the stream must still
+    # start at once and notice the hang-up, not generate 1500 tokens for nobody while holding the model.
+    # Those take the tiny LM over five seconds here: the bounds below are well under that.
+    url, _, engine, _ = serve("llm.max_new_tokens=1500", "serve.max_tokens_limit=1500")
+    assert engine.config.rag.refuse_unsupported
+    ingest([docs], engine.config, embedder, progress=False)
+    question = [{"role": "user", "content": "How long can I borrow a DVD?"}]
+    body = {"model": "rag", "messages": question, "max_tokens": 1500, "temperature": 0, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=AUTH, timeout=2) as response:
+        assert response.status_code == 200  # the headers went out while the answer is still being generated
+        assert '"role": "assistant"' in next(response.iter_lines())
+    hung_up = time.monotonic()
+    while engine.queued and time.monotonic() - hung_up < 3:
+        time.sleep(0.02)
+    assert engine.queued == 0  # its place in the queue is free
+    short = {"model": "base", "messages": HELLO, "max_tokens": 2}
+    response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
+    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
+    assert time.monotonic() - hung_up < 3  # not queued behind the abandoned 1500 tokens
 
 
 def test_stop_sequences_are_bounded_in_count_and_length(serve) -> None:

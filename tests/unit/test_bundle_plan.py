@@ -93,3 +93,12 @@ def test_the_target_picks_the_torch_build() -> None:
     assert cuda.software["torch"] == installed.split("+")[0]
     with pytest.raises(InputError, match="--target 'rocm': should be one of cpu, cuda"):
         make_plan(["torch"], "rocm", [], REPO / "requirements", "no")
+
+
+def test_packaging_is_a_pinned_dependency_not_pips_private_copy() -> None:
+    # pip._vendor is pip's internal copy and may change under us; only verify.py, which runs before anything
+    # is installed (standard library and pip alone), may reach for it.
+    users = [p.name for p in (REPO / "ragtune").rglob("*.py") if "pip._vendor" in p.read_text(encoding="utf-8")]
+    assert users == ["verify.py"]
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"packaging=={metadata.version("packaging")}"' in pyproject

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
-from models.config import Config, load_config, to_dict
+from models.config import Config, apply_overrides, load_config, to_dict
 from models.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +73,16 @@ def test_unknown_key_names_the_dotted_key_the_line_and_a_suggestion(tmp_path: Pa
         ConfigError, match=r"unknown key rag\.chunk_size \(.*c\.yaml:4\); did you mean rag\.chunk_tokens"
     ):
         load_config(path)
+
+
+def test_overrides_apply_on_top_of_a_config_object() -> None:
+    base = load_config(None, ["rag.top_k=3", "finetune.lora.target_modules=q,v"])
+    config = apply_overrides(base, ["llm.temperature=0.5"])
+    assert config.llm.temperature == 0.5 and config.rag.top_k == 3  # the rest of `base` is kept
+    assert config == load_config(None, ["rag.top_k=3", "finetune.lora.target_modules=q,v", "llm.temperature=0.5"])
+    assert apply_overrides(base, []) is base
+    with pytest.raises(ConfigError, match=r"unknown key llm\.modle \(--set llm\.modle=x\)"):
+        apply_overrides(base, ["llm.modle=x"])
 
 
 def test_unknown_override_key() -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from rag.grounding import SUPPORT_SHARE, answer_terms, check_support, strip_citations
-from rag.prompt import NOT_FOUND
+from rag.prompt import NOT_FOUND, cited_numbers
 
 CARDS = (
     "People who live outside Millbrook pay $45 per year for a non-resident card. Visitors can choose a "
@@ -59,3 +59,10 @@ def test_words_the_answer_shares_with_the_question_must_all_be_found() -> None:
     assert check_support(answer, text).supported  # three of four key words and the number: enough alone
     verdict = check_support(answer, text, question)
     assert not verdict.supported and "museum" in verdict.missing  # but the museum is what was asked about
+
+
+def test_the_markers_stripped_are_the_markers_cited() -> None:
+    # One definition of a citation marker: what rag.prompt counts as a citation is what support ignores.
+    for marker in ("[1]", "[1, 2]", "[Document 3]", "[doc 2; source 4]", "[ 5 ]", "[a]", "[1-2]", "[x 1]"):
+        text = f"The fee is 40 {marker}."
+        assert bool(cited_numbers(text)) == (strip_citations(text) != text), marker
