@@ -87,7 +87,7 @@ def test_a_bundle_installs_and_answers_with_no_network(tmp_path: Path) -> None:
     # A short answer is enough to show the price; the cap keeps the test quick on 2 cores.
     out, ask_s = run([*prefix, ragtune, "ask", "--json", QUESTION, "--set", "llm.max_new_tokens=48"], env=env, cwd=far)
     answer = json.loads(out)
-    assert "$45" in answer["text"], answer["text"]
+    assert "$45" in answer["answer"], answer["answer"]
     assert any(s["path"].endswith("library-cards.md") for s in answer["sources"])
 
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())

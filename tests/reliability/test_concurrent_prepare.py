@@ -15,7 +15,10 @@ from tests.conftest import REPO
 def test_two_prepares_of_one_model_at_once_both_succeed(tmp_path: Path) -> None:
     gguf = piece_paths(PRESETS["smollm2-135m-instruct"])[0]
     env = {**os.environ, "RAGTUNE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    # transformers: the engine whose preparation writes a dequantised copy into the shared cache (llamacpp
+    # reads a single-file GGUF where it lies).
     command = [sys.executable, "-m", "ragtune.cli", "models", "prepare", "--set", f"llm.model={gguf}"]
+    command += ["--set", "llm.backend=transformers"]
     runs = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     runs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = [(run.wait(timeout=600), *run.communicate()) for run in runs]
