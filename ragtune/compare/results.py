@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import to_dict
+from models.generate import resolve_backend
 from models.modes import answer_mode
 from models.storage import read_json, sha256_file
 from ragtune.compare.metrics import paired_difference
@@ -173,7 +174,9 @@ def assemble_retrieval(progress: Progress) -> dict[str, Any]:
 def backends(config: Any) -> dict[str, str]:
     """The engines a run used: index.backend (and its index.uri), llm.backend (and its llm.base_url)."""
     index = config.index.backend + (f" ({config.index.uri})" if config.index.backend != "hnswlib" else "")
-    llm = config.llm.backend + (f" ({config.llm.base_url})" if config.llm.backend == "openai" else "")
+    engine = resolve_backend(config.llm)  # what ran: `auto` names the engine it chose on this machine
+    llm = engine + (" (llm.backend=auto)" if config.llm.backend == "auto" else "")
+    llm += f" ({config.llm.base_url})" if engine == "openai" else ""
     return {"index": index, "llm": llm}
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from models.config import load_config
+from models.generate import resolve_backend
 from ragtune.compare.report import _scope
 from ragtune.compare.results import backends
 
 
 def test_backends_name_the_engines_and_their_addresses() -> None:
-    assert backends(load_config(None, [])) == {"index": "hnswlib", "llm": "transformers"}
+    assert backends(load_config(None, ["llm.backend=transformers"])) == {"index": "hnswlib", "llm": "transformers"}
+    auto = load_config(None, [])  # the default: the engine auto chose on this machine, and that it was auto
+    assert backends(auto)["llm"] == f"{resolve_backend(auto.llm)} (llm.backend=auto)"
     remote = load_config(
         None,
         ["index.backend=milvus", "index.uri=http://milvus:19530", "llm.backend=openai",
