@@ -119,7 +119,7 @@ def test_eval_retrieval_only_scores_settings_without_the_lm(
     results = json.loads(capsys.readouterr().out)
     assert results == json.loads((out / "results.json").read_text())
     assert results["questions"] == 8 and results["scored_questions"] == 7 and results["depth"] == 10
-    assert results["backends"] == {"index": "hnswlib", "llm": "transformers (llm.backend=auto)"}  # a folder LM: auto -> transformers
+    assert results["backends"] == {"index": "hnswlib", "llm": "transformers (llm.backend=auto)"}
     assert results["missing_gold_files"] == 0
     dense = results["settings"]["dense"]
     assert dense["status"] == "done" and dense["overrides"] == ["rag.retriever=dense"]
