@@ -81,7 +81,7 @@ def test_a_failed_publish_is_typed_and_leaves_folder_and_alias_on_the_old_genera
 ) -> None:
     root = tmp_path / "home"
     publish(root, config)
-    client = next(iter(milvus_client._CLIENTS.values()))
+    client = milvus_client.connect(config.index)._client  # this index's connection (other tests keep theirs open)
 
     def lost(*args, **kwargs):  # the engine goes away just as the alias is switched
         raise MilvusException(code=2, message="connection lost")
