@@ -72,14 +72,7 @@ def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(serve) ->
     long = {"model": "base", "messages": HELLO, "max_tokens": 1500, "temperature": 0}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/chat/completions", json=long, headers=AUTH, timeout=0.5)
-    hung_up = time.monotonic()
-    while engine.queued and time.monotonic() - hung_up < 6:
-        time.sleep(0.02)
-    assert engine.queued == 0  # its place in the queue is free
-    short = {"model": "base", "messages": HELLO, "max_tokens": 2}
-    response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
-    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
-    assert time.monotonic() - hung_up < 6  # not queued behind the abandoned 1500 tokens
+    _assert_the_model_is_free(url, engine, within_s=6)
 
 
 def test_a_client_that_hangs_up_on_a_held_back_rag_stream_stops_its_generation(serve, docs: Path, embedder) -> None:
@@ -94,14 +87,7 @@ def test_a_client_that_hangs_up_on_a_held_back_rag_stream_stops_its_generation(s
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=AUTH, timeout=2) as response:
         assert response.status_code == 200  # the headers went out while the answer is still being generated
         assert '"role": "assistant"' in next(response.iter_lines())
-    hung_up = time.monotonic()
-    while engine.queued and time.monotonic() - hung_up < 3:
-        time.sleep(0.02)
-    assert engine.queued == 0  # its place in the queue is free
-    short = {"model": "base", "messages": HELLO, "max_tokens": 2}
-    response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
-    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
-    assert time.monotonic() - hung_up < 3  # not queued behind the abandoned 1500 tokens
+    _assert_the_model_is_free(url, engine, within_s=3)
 
 
 def test_stop_sequences_are_bounded_in_count_and_length(serve) -> None:
@@ -290,3 +276,15 @@ def test_an_unexpected_error_is_a_500_in_the_openai_shape_without_details() -> N
         "param": None,
         "code": None,
     }
+
+
+def _assert_the_model_is_free(url: str, engine, within_s: float) -> None:
+    """After a client hung up: its queue place frees and a short request answers within `within_s`."""
+    hung_up = time.monotonic()
+    while engine.queued and time.monotonic() - hung_up < within_s:
+        time.sleep(0.02)
+    assert engine.queued == 0  # its place in the queue is free
+    short = {"model": "base", "messages": HELLO, "max_tokens": 2}
+    response = httpx.post(url + "/v1/chat/completions", json=short, headers=AUTH, timeout=60)
+    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
+    assert time.monotonic() - hung_up < within_s  # not queued behind the abandoned 1500 tokens
