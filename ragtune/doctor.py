@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.config import Config
-from models.errors import ConfigError, RagtuneError
-from models.gguf import pieces_sha256
+from models.errors import ConfigError, ModelError, RagtuneError
+from models.gguf import check_gguf, is_gguf_model, pieces_sha256
 from models.paths import cache_home, data_home, index_dir
 from models.presets import PRESETS, Preset, piece_paths
 from models.storage import sha256_file
@@ -85,14 +85,25 @@ def models(config: Config) -> list[Check]:
     for key, name in named:
         preset = PRESETS.get(name)
         if preset is None:
-            exists = Path(name).expanduser().exists()
-            status, fix = ("ok", "") if exists else ("fail", f"set {key} to a preset or an existing path")
-            checks.append(Check(status, key, f"{name} (a local path{'' if exists else ', missing'})", fix))
+            checks.append(_check_local(key, name))
             continue
         checks.append(_check_preset(key, preset))
     if not remote and config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
         checks.append(_check_prepared(config))
     return checks
+
+
+def _check_local(key: str, name: str) -> Check:
+    """A local model path: present, and a .gguf file checked whole as the engine checks it before loading."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return Check("fail", key, f"{name} (a local path, missing)", f"set {key} to a preset or an existing path")
+    if is_gguf_model(name):
+        try:
+            check_gguf(path)
+        except ModelError as exc:
+            return Check("fail", key, f"{name} (a local GGUF): {exc}", f"re-copy the file, or set {key} to a preset")
+    return Check("ok", key, f"{name} (a local path)", "")
 
 
 def _check_remote(config: Config) -> Check:

@@ -89,6 +89,14 @@ def test_a_missing_local_model_fails(capsys, tmp_path: Path) -> None:
     assert code == 1 and checks["llm.model"]["status"] == "fail"
 
 
+def test_a_truncated_local_gguf_fails_as_the_engine_would_refuse_it(capsys, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (272).to_bytes(8, "little") + (33).to_bytes(8, "little"))
+    code, checks = doctor(capsys, f"llm.model={cut}")
+    assert code == 1 and checks["llm.model"]["status"] == "fail"
+    assert "truncated" in checks["llm.model"]["detail"] and "re-copy" in checks["llm.model"]["fix"]
+
+
 def test_the_text_report_is_one_line_per_check_with_fixes(tiny, capsys) -> None:
     assert main(["doctor", "--set", tiny[0]]) == 0
     out = capsys.readouterr().out
