@@ -107,6 +107,7 @@ def _bare(config: Any) -> Any:
         n_ctx=config.context_window + config.max_new_tokens,
         n_threads=config.threads,
         n_threads_batch=config.threads,
+        flash_attn=True,  # as llama.cpp's own tools run on the CPU, and as the engine does
         verbose=False,
     )
     template = _chat_template(llama, config.model)

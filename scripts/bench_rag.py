@@ -11,10 +11,15 @@
 5. Generation engines side by side (ragtune/bench_generation.py): transformers bf16 and fp32, the llamacpp
    engine (prompt_lookup off and on) and bare llama_cpp.Llama as its ceiling, each in its own process, on
    the prompts `ask` builds for the example questions and one ~1,000-token prompt; same model, same threads.
+6. llama.cpp settings (ragtune/bench_weights.py): the packaged GGUF against re-quantised copies (Q8_0, Q4_0,
+   IQ4_NL), flash attention off/on and micro-batch sizes, taking turns in one process on the same prompts
+   (prompt and decode tokens/s, perplexity, agreement with the packaged file), and the KV-cache reuse of the
+   prompt's fixed start across questions.
 
     python scripts/bench_rag.py                                # full size, writes BENCHMARKS.md
     python scripts/bench_rag.py --quick --out /tmp/bench.md    # small sizes, a smoke test
     python scripts/bench_rag.py --gen-only                     # section 5 alone (its own BENCHMARKS.md section)
+    python scripts/bench_rag.py --weights --answers 3          # section 6 alone, one section per --model
 
 Indexes go to a fresh temporary RAGTUNE_HOME (the user's indexes are never touched); models are read
 from RAGTUNE_CACHE as usual. PubMedQA documents are the CONTEXTS paragraphs only, never LONG_ANSWER.
@@ -394,17 +399,10 @@ def bench_answers(args: argparse.Namespace, embedder: Embedder, overrides: list[
     )
 
 
-def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: list[str]) -> str:
-    from ragtune.bench_generation import ENGINES, build_prompts, report, run_child
+def bench_generation(args: argparse.Namespace, embedder: Embedder) -> str:
+    from ragtune.bench_generation import ENGINES, report, run_child
 
-    model = ["llm.model=" + args.model] if args.model else []
-    config = load_config(None, ["index.name=examples-gen", *overrides, *model])
-    ingest([ROOT / "examples" / "docs"], config, embedder, progress=False)
-    lines = (ROOT / "examples" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    questions = [json.loads(line) for line in lines if line.strip()][: args.answers]
-    prompts = build_prompts(config, embedder, questions, ROOT / "examples" / "docs")
-    path = Path(os.environ["RAGTUNE_HOME"]) / "gen-prompts.json"
-    path.write_text(json.dumps(prompts), encoding="utf-8")
+    config, path, count = generation_prompts(args, embedder)
     threads = config.llm.threads or len(os.sched_getaffinity(0))
     engines = args.gen_engines or list(ENGINES)
     load = os.getloadavg()
@@ -419,7 +417,7 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder, overrides: li
         say(f"[gen] {line}")
     return (
         f"### 5. Generation engines side by side\n\n`{config.llm.model}`, {threads} threads for every engine, greedy, "
-        f"at most {args.gen_tokens} new tokens; {len(questions)} RAG prompts built as `ask` builds them "
+        f"at most {args.gen_tokens} new tokens; {count} RAG prompts built as `ask` builds them "
         f"(examples/docs, default retrieval) plus one {runs[0].get('prompts', [{}])[-1].get('prompt_tokens', '?')}"
         "-token prompt (the example documents). Each engine in its own process (its peak RSS is its own), one "
         "warm-up generation first. llamacpp keeps the previous prompt in its KV cache, so the RAG prompts "
@@ -475,6 +473,9 @@ def parse_args() -> argparse.Namespace:
     add("--model", help="LM for section 5 (default llm.model)")
     add("--gen-tokens", type=int, default=128, help="most new tokens per answer in section 5 (default 128)")
     add("--gen-engines", nargs="*", help="engines for section 5 (default all: see ragtune/bench_generation.py)")
+    add("--weights", action="store_true", help="run section 6 (llama.cpp weight types and settings) alone")
+    add("--weight-types", nargs="*", default=["Q8_0", "Q4_0", "IQ4_NL"], help="types to re-quantise to (section 6)")
+    add("--weight-rounds", type=int, default=3, help="turns each setting takes on the prompts (section 6)")
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -482,13 +483,57 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def generation_prompts(args: argparse.Namespace, embedder: Embedder) -> tuple[Config, Path, int]:
+    """The prompts `ask` builds for the example questions plus a ~1,000-token one, in a JSON file."""
+    from ragtune.bench_generation import build_prompts
+
+    model = ["llm.model=" + args.model] if args.model else []
+    config = load_config(None, ["index.name=examples-gen", *args.overrides, *model])
+    ingest([ROOT / "examples" / "docs"], config, embedder, progress=False)
+    lines = (ROOT / "examples" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line) for line in lines if line.strip()][: args.answers]
+    path = Path(os.environ["RAGTUNE_HOME"]) / "gen-prompts.json"
+    path.write_text(
+        json.dumps(build_prompts(config, embedder, questions, ROOT / "examples" / "docs")), encoding="utf-8"
+    )
+    return config, path, len(questions)
+
+
+def weights_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
+    """Section 6 alone: llama.cpp weight types, attention and batch sizes, in one child process."""
+    import subprocess
+
+    from ragtune.bench_weights import render
+
+    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
+        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
+        config, prompts, count = generation_prompts(args, build_embedder(load_config(None, args.overrides).embedder))
+        threads = config.llm.threads or len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+        child = [sys.executable, "-m", "ragtune.bench_weights", config.llm.model, str(threads), str(prompts)]
+        child += [str(args.weight_rounds), *args.weight_types]
+        done = subprocess.run(child, stdout=subprocess.PIPE, text=True, cwd=ROOT, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = f"{load:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
+    result["questions"] = count
+    report = "\n\n".join(
+        [
+            f"## llama.cpp settings: {config.llm.model} (`scripts/bench_rag.py --weights`)",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```",
+            "### Machine\n\n" + table("item | value", rows),
+            render(result),
+        ]
+    )
+    write_section(args.out, "bench_weights_" + config.llm.model.replace(".", "_"), report, title="# ragtune benchmarks")
+    say(f"wrote {args.out}")
+    return 0
+
+
 def gen_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
     """Section 5 alone, written to its own section of the report."""
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
         os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
-        generation_md = bench_generation(
-            args, build_embedder(load_config(None, args.overrides).embedder), args.overrides
-        )
+        generation_md = bench_generation(args, build_embedder(load_config(None, args.overrides).embedder))
     report = "\n\n".join(
         [
             "## Generation engines (`scripts/bench_rag.py --gen-only`)",
@@ -515,6 +560,8 @@ def main() -> int:
         say(f"[machine] {name}: {value}")
     if args.gen_only:
         return gen_only(args, command, rows)
+    if args.weights:
+        return weights_only(args, command, rows)
     records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
         os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
@@ -522,7 +569,7 @@ def main() -> int:
         search_md = bench_search(args, records, retriever)
         retrieval_md = bench_retrieval(args, records, retriever)
         answers_md = bench_answers(args, retriever.embedder, args.overrides)
-        generation_md = bench_generation(args, retriever.embedder, args.overrides)
+        generation_md = bench_generation(args, retriever.embedder)
     report = "\n\n".join(
         [
             "## Retrieval-augmented answering (`scripts/bench_rag.py`)",

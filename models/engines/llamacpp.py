@@ -71,6 +71,9 @@ class LlamaCppLM:
                 n_ctx=config.context_window + config.max_new_tokens,
                 n_threads=threads,
                 n_threads_batch=threads,
+                # llama.cpp's own default on the CPU (llama-cpp-python's is off): prompts evaluate 1.04-1.1x faster
+                # here (BENCHMARKS.md, "llama.cpp settings"), with the same next-token distribution.
+                flash_attn=True,
                 seed=config.seed,
                 draft_model=draft,
                 # Drafts are verified against logits of every position; llama-cpp-python 0.3.36 sizes its logits
@@ -190,18 +193,39 @@ class LlamaCppGenerator:
         return scores
 
     def _score(self, prompt: list[int], ids: list[int]) -> float:
-        """Evaluate prompt + ids one token at a time past the shared prompt (its KV cache is kept)."""
-        llama_cpp, llama = import_llama_cpp(), self.lm.llama
-        common = _common_prefix(llama.eval_tokens, prompt)
-        llama.n_tokens = min(common, len(prompt) - 1)  # re-evaluate at least the prompt's last token
-        llama.eval(prompt[llama.n_tokens :])
-        total = 0.0
-        for i, token in enumerate(ids):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),))
-            total += float(logits[token] - _logsumexp(logits))
-            if i + 1 < len(ids):
-                llama.eval([token])
-        return total
+        """log P(ids | prompt): the prompt's cached prefix is kept; the rest and the continuation go in batches."""
+        llama = self.lm.llama
+        full = prompt + ids
+        first = len(prompt) - 1  # the position whose logits predict the continuation's first token
+        start = min(_common_prefix(llama.eval_tokens, prompt), first)  # re-evaluate at least that position
+        return _logprob_sum(llama, full, start, first)
+
+
+def _logprob_sum(llama: Any, full: list[int], start: int, first: int) -> float:
+    """Evaluate full[start:-1] in llama.cpp batches; return the sum of log P(full[p + 1]) for positions p >= first.
+
+    Logits are kept only for the positions that score a token: one batched pass over the continuation instead
+    of a decode step per token, without llama-cpp-python's logits_all buffer (a vocabulary row per prompt token).
+    """
+    llama_cpp = import_llama_cpp()
+    batch, n_vocab, end = llama._batch.batch, llama.n_vocab(), len(full) - 1
+    llama._ctx.kv_cache_seq_rm(-1, start, -1)
+    total = 0.0
+    for chunk in range(start, end, llama.n_batch):
+        span = full[chunk : min(end, chunk + llama.n_batch)]
+        batch.n_tokens = len(span)
+        for i, token in enumerate(span):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, chunk + i, 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = chunk + i >= first
+        batch.logits[len(span) - 1] = True  # llama.cpp returns at least the last position's logits
+        llama._ctx.decode(llama._batch)
+        llama.input_ids[chunk : chunk + len(span)] = span  # llama-cpp-python's record of the KV cache
+        llama.n_tokens = chunk + len(span)
+        for i in range(max(0, first - chunk), len(span)):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, i), shape=(n_vocab,))
+            total += float(logits[full[chunk + i + 1]] - _logsumexp(logits))
+    return total
 
 
 def _text(llama: Any, ids: list[int]) -> str:
