@@ -206,3 +206,21 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None}
     p50, p95 = np.percentile(array, [50, 95])
     return {"p50": float(p50), "p95": float(p95)}
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's kappa of two yes/no raters on the same items: (observed - chance agreement) / (1 - chance).
+
+    Chance agreement is what two raters with these yes-rates would reach by luck; 1 is full agreement,
+    0 no better than chance. None when chance agreement is 1 (both raters always gave the one same verdict):
+    kappa is then undefined, whatever the observed agreement.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts need the same items: {len(a)} against {len(b)}")
+    if not a:
+        return None
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    yes_a, yes_b = sum(map(bool, a)) / n, sum(map(bool, b)) / n
+    chance = yes_a * yes_b + (1 - yes_a) * (1 - yes_b)
+    return None if chance >= 1 else (observed - chance) / (1 - chance)
