@@ -170,3 +170,29 @@ def test_a_judge_that_cannot_load_names_the_key_and_the_fix(
 def test_a_blank_judge_model_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="eval.judge.model: should be a model or null"):
         load_config(None, ["eval.judge.model=' '"])
+
+
+def test_the_report_shows_judge_figures_only_for_the_paths_a_judge_rated(capsys: pytest.CaptureFixture) -> None:
+    from ragtune.cli.compare import print_summary
+    from ragtune.compare.figures import _metric_rows
+
+    share = {"mean": 0.75, "ci95": [0.5, 1.0], "n": 4}
+    judged = {
+        "judged_faithfulness": share,
+        "judge_agreement": share,
+        "judge_kappa": None,
+        "judge_model": "m (llamacpp)",
+    }
+    base = {"contains": {"mean": 1.0, "ci95": [1.0, 1.0], "n": 4}, "refusals": 0}
+    rows = dict(_metric_rows([{"metrics": base}, {"metrics": {**base, **judged}}], "contains"))
+    assert rows["judged faithfulness (answers the judge model finds supported)"] == ["", "75.0% (50.0%-100.0%)"]
+    assert rows["judge agrees with the lexical check (answers and held-back drafts)"][1] == "75.0% (50.0%-100.0%)"
+    assert rows["judge-lexical Cohen's kappa"] == ["", "undefined"]
+    assert rows["judge model"] == ["", "m (llamacpp)"]
+    rows = dict(_metric_rows([{"metrics": {**base, **judged, "judge_kappa": 0.25}}], "contains"))
+    assert rows["judge-lexical Cohen's kappa"] == ["0.25"]
+    assert "judge model" not in dict(_metric_rows([{"metrics": base}], "contains"))
+    results = {"path": "rag", "questions": 4, "seconds": 1.0, "metrics": {**base, **judged}}
+    print_summary({**results, "latency": {"total_s": {"p50": None}}})
+    printed = capsys.readouterr().out
+    assert "judge_kappa      undefined" in printed and "judged_faithfulness 0.750  (95% CI 0.500-1.000)" in printed
