@@ -219,8 +219,9 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
         raise ValueError(f"paired verdicts need the same items: {len(a)} against {len(b)}")
     if not a:
         return None
+    # In counts over n items (times n * n), so equal rates give exactly 0 and full agreement exactly 1.
     n = len(a)
-    observed = sum(x == y for x, y in zip(a, b)) / n
-    yes_a, yes_b = sum(map(bool, a)) / n, sum(map(bool, b)) / n
-    chance = yes_a * yes_b + (1 - yes_a) * (1 - yes_b)
-    return None if chance >= 1 else (observed - chance) / (1 - chance)
+    agree = sum(bool(x) == bool(y) for x, y in zip(a, b))
+    yes_a, yes_b = sum(map(bool, a)), sum(map(bool, b))
+    chance = yes_a * yes_b + (n - yes_a) * (n - yes_b)
+    return None if chance == n * n else (agree * n - chance) / (n * n - chance)

@@ -35,6 +35,7 @@ def test_cohen_kappa_on_hand_made_tables(a, b, kappa) -> None:
 
 
 def test_cohen_kappa_is_undefined_when_both_raters_never_vary() -> None:
+    assert cohen_kappa([F] * 11, [T] * 6 + [F] * 5) == 0.0  # exactly: one rater never varies
     assert cohen_kappa([T, T, T], [T, T, T]) is None
     assert cohen_kappa([F, F], [F, F]) is None
     assert cohen_kappa([], []) is None
