@@ -197,3 +197,11 @@ def test_the_report_shows_judge_figures_only_for_the_paths_a_judge_rated(capsys:
     print_summary({**results, "latency": {"total_s": {"p50": None}}})
     printed = capsys.readouterr().out
     assert "judge_kappa      undefined" in printed and "judged_faithfulness 0.750  (95% CI 0.500-1.000)" in printed
+
+
+def test_the_readme_shows_the_judge_prompt_as_the_code_has_it() -> None:
+    from ragtune.compare.judge import JUDGE_QUESTION, JUDGE_SYSTEM
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").split())
+    assert "system: " + " ".join(JUDGE_SYSTEM.split()) in readme
+    assert " ".join(JUDGE_QUESTION.split("{context}")[1].split()) in readme  # the part after the passages
