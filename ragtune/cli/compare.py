@@ -151,14 +151,12 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     else:
         config = replace(config, mode=path)
         require_adapter(config)  # before any model loads
-        if mode.retrieves:  # a judge that cannot load fails now, before any question is answered
-            from ragtune.compare.judge import load_judge
-
-            judge = load_judge(config, progress=not args.json)
         embedder = None
         if mode.retrieves:  # one embedder for the answer's retriever and the deeper one scored
             from models.embedding import build_embedder
+            from ragtune.compare.judge import load_judge
 
+            judge = load_judge(config, progress=not args.json)  # first: one that cannot load fails before all else
             embedder = build_embedder(config.embedder)
             rank = scoring_retriever(config, embedder).retrieve
         pipeline = build_pipeline(config, embedder=embedder, progress=not args.json)
