@@ -323,12 +323,25 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    # A local LM that judges whether each written rag/hybrid answer is supported by the passages it read
+    # (the likelihood of "yes" against "no" after a fixed prompt, ragtune/compare/judge.py): a preset name, a
+    # local Hugging Face folder or a .gguf file, run by llm.backend (auto where that is openai: the judge is
+    # local). null: no judge.
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.model is None or bool(self.model.strip()), "eval.judge.model", "should be a model or null")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     # How `eval` and `compare` answer closed-set questions (`choices` in the question file). loglik: each
     # path scores every choice's log-probability as the start of its reply to its own prompt (retrieved text
     # for rag/hybrid, adapter for finetune/hybrid) and picks the likeliest, as reference harnesses do;
     # generate: the path writes a free-text answer and the choice is parsed from it.
     closed_set: Literal["loglik", "generate"] = "loglik"
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ def load_lm(config: LLMConfig, progress: bool = True, quantization: Any = None, 
     `quantization` (a transformers quantization config) quantises the weights while they load, straight
     onto `device` (quantised weights cannot be moved afterwards); `device` defaults to llm.device.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if config.threads:
@@ -122,7 +123,7 @@ def load_lm(config: LLMConfig, progress: bool = True, quantization: Any = None, 
         model = AutoModelForCausalLM.from_pretrained(
             folder, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype, **placement
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # SafetensorError: a damaged weights file
         raise ModelError(f"llm.model={config.model!r}: cannot load {folder}: {exc}") from None
     if tokenizer.chat_template is None:
         raise ModelError(f"llm.model={config.model!r}: the tokenizer in {folder} has no chat template")

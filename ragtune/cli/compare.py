@@ -90,7 +90,8 @@ def add_parsers(sub: Subcommands) -> None:
         description="Answer every question of a JSONL question set (question, answers, optional doc or docs, "
         "choices, id; `answers: []` for a question the documents do not answer) with the configured mode and report "
         "exact match, token F1, answer-contained, choice accuracy and macro-F1 (closed sets, scored by the likeliest "
-        "choice or by parsing a written answer: eval.closed_set), citation rate and precision, groundedness, refusal "
+        "choice or by parsing a written answer: eval.closed_set), citation rate and precision, groundedness (and, "
+        "with eval.judge.model, judged faithfulness and its agreement with the lexical check), refusal "
         "precision and recall, and latency; when gold documents are known, retrieval per chunk: "
         "document hit@1/5/10, evidence hit@1/5/10 (a top-k chunk from a gold document holds an accepted answer) "
         "and MRR, scored on a second retrieval of 10 chunks beside the answer's own rag.top_k. Each mean has "
@@ -141,7 +142,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     docs_root = args.docs or args.questions.parent / "docs"
     path = args.path or config.mode
     mode = answer_mode(path)
-    rank = None
+    rank = judge = None
     if not (mode.retrieves or mode.adapted):  # base: the LM alone, closed book
         from ragtune.app import build_generator
         from ragtune.closed_book import ClosedBookPipeline
@@ -153,7 +154,9 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         embedder = None
         if mode.retrieves:  # one embedder for the answer's retriever and the deeper one scored
             from models.embedding import build_embedder
+            from ragtune.compare.judge import load_judge
 
+            judge = load_judge(config, progress=not args.json)  # first: one that cannot load fails before all else
             embedder = build_embedder(config.embedder)
             rank = scoring_retriever(config, embedder).retrieve
         pipeline = build_pipeline(config, embedder=embedder, progress=not args.json)
@@ -165,9 +168,10 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         retrieves=mode.retrieves,
         rank=rank,
         choose=pipeline.choose if config.eval.closed_set == "loglik" else None,
+        judge=judge.rate if judge else None,
     )
     results = {
-        **aggregate(questions, scored, config.rag.top_k),
+        **aggregate(questions, scored, config.rag.top_k, f"{judge.model} ({judge.backend})" if judge else None),
         "path": path,
         "seconds": round(time.perf_counter() - started, 2),
         "sample": {"file": str(args.questions), "limit": args.limit, "seed": args.seed},
@@ -269,6 +273,8 @@ def print_summary(results: dict[str, Any]) -> None:
             print(f"  {name:16} {value:.3f}")
         elif isinstance(value, int):
             print(f"  {name:16} {value}")
+        elif value is None:  # a figure that is undefined on this sample (judge_kappa: one verdict throughout)
+            print(f"  {name:16} undefined")
         elif isinstance(value, list):
             print(f"  {name:16} {len(value)} ({', '.join(value[:5])}{'...' if len(value) > 5 else ''})")
     latency = results["latency"]["total_s"]

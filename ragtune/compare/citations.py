@@ -11,13 +11,17 @@ chosen by likelihood, which write no text):
 - groundedness: answers (not refusals) whose content is found in the retrieved text taken together;
 - refusal precision: refusals made on questions the documents do not answer (`answers: []`);
 - refusal recall: unanswerable questions that were refused.
+With a judge model (ragtune.compare.judge), over the texts it ruled on (`judge_supported` not None):
+- judged faithfulness: answers (not refusals) the judge finds supported by the passages they read;
+- judge agreement: texts (answers, and drafts the lexical check replaced by the refusal) where the judge's
+  verdict equals the lexical one (`grounded`), with Cohen's kappa (agreement beyond chance; None: undefined).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ragtune.compare.metrics import summary
+from ragtune.compare.metrics import cohen_kappa, summary
 
 
 def _get(row: Any, key: str) -> Any:
@@ -50,4 +54,17 @@ def refusal_metrics(rows: list[Any]) -> dict[str, Any]:
     return {
         "refusal_precision": summary([float(not _get(r, "answers")) for r in refused]),
         "refusal_recall": summary([float(bool(_get(r, "refused"))) for r in unanswerable]),
+    }
+
+
+def judge_metrics(rows: list[Any]) -> dict[str, Any]:
+    """Judged faithfulness, and the judge's agreement (share and Cohen's kappa) with the lexical check."""
+    judged = [r for r in rows if _get(r, "judge_supported") is not None]
+    shown = [r for r in judged if not _get(r, "refused")]
+    judge = [bool(_get(r, "judge_supported")) for r in judged]
+    lexical = [bool(_get(r, "grounded")) for r in judged]
+    return {
+        "judged_faithfulness": summary([float(bool(_get(r, "judge_supported"))) for r in shown]),
+        "judge_agreement": summary([float(j == x) for j, x in zip(judge, lexical)]),
+        "judge_kappa": cohen_kappa(judge, lexical),
     }

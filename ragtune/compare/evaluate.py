@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ragtune.compare.citations import citation_metrics, refusal_metrics
+from ragtune.compare.citations import citation_metrics, judge_metrics, refusal_metrics
 from ragtune.compare.evidence import DEPTH, ks_within, score_ranking, summarise
 from ragtune.compare.metrics import (
     contains,
@@ -54,6 +54,10 @@ class Scored:
     grounded: bool | None = None
     citation: str | None = None  # "written" by the model, "chosen" (appended by likelihood) or None
     draft: str | None = None  # the model's answer when the support check replaced it by the refusal
+    # eval.judge.model's verdict on the written text the lexical check ruled on (the answer, or the held-back
+    # draft: ragtune.compare.judge), and log P of "yes" and "no"; None where nothing was judged.
+    judge_supported: bool | None = None
+    judge_logprobs: dict[str, float] | None = None
     em: float = 0.0
     f1: float = 0.0
     contains: float = 0.0
@@ -164,12 +168,15 @@ def evaluate(
     progress: bool | None = None,
     rank: Callable[[str], Any] | None = None,
     choose: Callable[[str, tuple[str, ...]], Any] | None = None,
+    judge: Callable[[Scored, list[Any]], None] | None = None,
 ) -> list[Scored]:
     """Answer every question with `answer(text) -> Answer` and score it; gold docs resolve under docs_root.
 
     With `rank(text) -> Retrieval` (a `scoring_retriever`'s retrieve), retrieval is scored on its ranking,
     else on the sources the answer read. With `choose(text, choices) -> Answer` (a pipeline's `choose`),
     closed-set questions are answered by the likeliest choice instead of free text (eval.closed_set=loglik).
+    With `judge(scored, sources)` (a `ragtune.compare.judge.Judge`'s rate), each written answer is judged
+    against the sources it read.
     """
     scored = []
     for question in tqdm(
@@ -182,7 +189,10 @@ def evaluate(
             result = answer(prompt)
         gold = gold_paths(question, docs_root)
         ranking = rank(prompt).sources if rank is not None and retrieves and gold else None
-        scored.append(score(question, result, gold, retrieves, ranking))
+        item = score(question, result, gold, retrieves, ranking)
+        if judge is not None and retrieves:
+            judge(item, result.sources)
+        scored.append(item)
     return scored
 
 
@@ -191,8 +201,12 @@ def gold_paths(question: Question, docs_root: Path | None) -> list[str]:
     return [str((docs_root / doc).resolve()) for doc in question.docs] if docs_root else []
 
 
-def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None = None) -> dict[str, Any]:
+def aggregate(
+    questions: list[Question], scored: list[Scored], top_k: int | None = None, judge: str | None = None
+) -> dict[str, Any]:
     """Metrics with bootstrap 95% intervals, latency percentiles and what could not be parsed.
+
+    `judge` names the judge model that rated the answers (its figures are reported only then).
 
     hit@TOP_K: a gold document among the chunks the answer read. doc_hit@k, evidence_hit@k and mrr score
     the deeper ranking per chunk (ragtune.compare.evidence), over the questions that name gold documents.
@@ -216,6 +230,8 @@ def aggregate(questions: list[Question], scored: list[Scored], top_k: int | None
         label, count = Counter(q.answers[0] for q, _ in closed).most_common(1)[0]
         metrics["majority_baseline"] = {"label": label, "accuracy": count / len(closed)}
     metrics.update(citation_metrics(scored))
+    if judge is not None:
+        metrics.update({"judge_model": judge, **judge_metrics(scored)})
     metrics.update(refusal_metrics(scored))
     hits = [s.hit for s in scored if s.hit is not None]
     if hits:

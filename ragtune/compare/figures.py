@@ -47,9 +47,17 @@ CHECK_LABELS = {
     "citation_precision": "citation precision (cited sources that support the answer)",
     "supported_citation_on_correct": "right answers citing a supporting source",
     "groundedness": "groundedness (answer found in the retrieved text)",
+    "judged_faithfulness": "judged faithfulness (answers the judge model finds supported)",
+    "judge_agreement": "judge agrees with the lexical check (answers and held-back drafts)",
     "refusal_precision": "refusal precision (refusals on unanswerable questions)",
     "refusal_recall": "refusal recall (unanswerable questions refused)",
 }
+
+
+def kappa(value: float | None, metrics: dict[str, Any]) -> str:
+    if "judge_model" not in metrics:
+        return ""
+    return "undefined" if value is None else f"{value:.2f}"
 
 
 def _measured(entries: list[dict[str, Any]], name: str) -> bool:
@@ -72,6 +80,9 @@ def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
         rows.append(plain("macro-F1", lambda m: f"{m['macro_f1']:.3f}"))
         rows.append(plain("unparseable answers", lambda m: str(len(m["unparseable"]))))
     rows += [row(n, label) for n, label in CHECK_LABELS.items() if _measured(entries, n)]
+    if any((e["metrics"] or {}).get("judge_model") for e in entries):
+        rows.append(plain("judge-lexical Cohen's kappa", lambda m: kappa(m.get("judge_kappa"), m)))
+        rows.append(plain("judge model", lambda m: m.get("judge_model", "")))
     hit = next((k for e in entries for k in (e["metrics"] or {}) if k.startswith("hit@")), None)
     if hit:
         rows.append(row(hit, f"{hit} (a gold document among the chunks read)"))

@@ -206,3 +206,22 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None}
     p50, p95 = np.percentile(array, [50, 95])
     return {"p50": float(p50), "p95": float(p95)}
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's kappa of two yes/no raters on the same items: (observed - chance agreement) / (1 - chance).
+
+    Chance agreement is what two raters with these yes-rates would reach by luck; 1 is full agreement,
+    0 no better than chance. None when chance agreement is 1 (both raters always gave the one same verdict):
+    kappa is then undefined, whatever the observed agreement.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts need the same items: {len(a)} against {len(b)}")
+    if not a:
+        return None
+    # In counts over n items (times n * n), so equal rates give exactly 0 and full agreement exactly 1.
+    n = len(a)
+    agree = sum(bool(x) == bool(y) for x, y in zip(a, b))
+    yes_a, yes_b = sum(map(bool, a)), sum(map(bool, b))
+    chance = yes_a * yes_b + (n - yes_a) * (n - yes_b)
+    return None if chance == n * n else (agree * n - chance) / (n * n - chance)

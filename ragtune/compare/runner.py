@@ -33,6 +33,7 @@ from models.storage import (
 )
 from ragtune.compare import keys
 from ragtune.compare.choice import choose_retrieval
+from ragtune.compare.judge import check_judge
 from ragtune.compare.phases import CompareError, PhaseLog, run_cli, tree_digest
 from ragtune.compare.progress import Progress
 from ragtune.compare.report import write_report
@@ -313,6 +314,7 @@ def _join_jsonl(*files: Path) -> str:
 def run_compare(spec: CompareSpec, config: Config) -> Progress:
     """Run what is missing, then write the report; Ctrl-C still writes the report of what finished."""
     spec.check()
+    check_judge(config, spec.paths)
     runner = Runner(spec, config)
     try:
         runner.run()

@@ -83,11 +83,22 @@ def test_eval_closed_set_questions_report_choice_metrics(
     assert closed_book["path"] == "base" and closed_book["questions"] == 2 and "hit@3" not in closed_book["metrics"]
 
 
-def test_eval_bad_question_file_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"question": "no answers"}', "missing the 'answers' field"),
+        ('{"question": "open?", "answers": ["sometimes"], "choices": ["yes", "no"]}', "not one of the choices"),
+        ('{"question": "open?", "answers": ["yes"], "choices": []}', "'choices' is an empty list"),
+    ],
+)
+def test_eval_bad_question_file_names_the_line(
+    line: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     bad = tmp_path / "q.jsonl"
-    bad.write_text('{"question": "ok?", "answers": ["yes"]}\n{"question": "no answers"}\n')
+    bad.write_text('{"question": "ok?", "answers": ["yes"], "choices": ["yes", "no"]}\n' + line + "\n")
     assert main(["eval", "--questions", str(bad)]) == 2
-    assert "q.jsonl:2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{bad}:2: " in err and message in err
 
 
 def test_eval_retrieval_only_scores_settings_without_the_lm(
