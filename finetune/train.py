@@ -1,8 +1,9 @@
 """Train a LoRA or QLoRA adapter (or the whole model) on a training file.
 
 setup (checks, model, data, optimizer, resume) -> fit (accumulated steps, eval loss, checkpoints) -> save
-(adapter + manifest). Runs as one process or under `accelerate launch` (DDP, gloo on CPU); data order
-depends only on the seed, so a resumed run replays exactly the batches an uninterrupted one would have seen.
+(adapter + manifest). Runs as one process or under `accelerate launch` (DDP, FSDP, DeepSpeed ZeRO; gloo on
+CPUs); data order depends only on the seed and the process count, so a resumed run replays exactly the
+batches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
