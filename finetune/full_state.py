@@ -12,12 +12,18 @@ from typing import Any
 
 import torch
 
+from models.errors import InputError
+
 SLOTS = ("exp_avg", "exp_avg_sq")
 
 
 @dataclass
 class FullState:
-    """What a checkpoint holds of the model and the optimizer (complete on the main process)."""
+    """What a checkpoint holds of the model and the optimizer (complete on the main process).
+
+    On a CPU the tensors may be the live weights and moments themselves (nothing is copied): write them
+    before the next optimizer step.
+    """
 
     weights: dict[str, torch.Tensor]
     slots: dict[str, torch.Tensor]
@@ -38,6 +44,9 @@ def gather(model: torch.nn.Module, optimizer: Any, engine: Any = None) -> FullSt
     # all-gathered here, DDP and single-process weights are copied as they are.
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     weights, optim = get_state_dict(model, _torch_optimizer(optimizer), options=options)
+    # The state dict also holds buffers (e.g. a 4-bit base's quantization state): keep what is trained.
+    trained = set(trainable_names(model))
+    weights = {k: v for k, v in weights.items() if k in trained}
     slots = {f"{name}:{key}": value for name, slot in optim.get("state", {}).items() for key, value in slot.items()}
     groups = [dict(g) for g in optim.get("param_groups", [])]
     return FullState({k: v.float().contiguous() for k, v in weights.items()}, _fp32(slots), groups)
@@ -45,6 +54,7 @@ def gather(model: torch.nn.Module, optimizer: Any, engine: Any = None) -> FullSt
 
 def restore(model: torch.nn.Module, optimizer: Any, state: FullState, engine: Any = None) -> None:
     """Set the full state back on every process (each one passes the whole state it read)."""
+    check_names(model, state)
     if engine is not None:
         _restore_deepspeed(model, engine, state)
         return
@@ -65,6 +75,20 @@ def restore(model: torch.nn.Module, optimizer: Any, state: FullState, engine: An
         optim_state_dict={"state": slots, "param_groups": state.groups},
         options=options,
     )
+
+
+def check_names(model: torch.nn.Module, state: FullState) -> None:
+    """The checkpoint trained exactly this model's trainable weights (same method, LoRA rank and targets)."""
+    # ZeRO-3 leaves each parameter empty between uses; its whole shape is ds_shape.
+    shapes = {n: tuple(getattr(p, "ds_shape", p.shape)) for n, p in model.named_parameters() if p.requires_grad}
+    saved = {n: tuple(v.shape) for n, v in state.weights.items()}
+    if shapes != saved:
+        example = sorted(n for n in shapes.keys() | saved.keys() if shapes.get(n) != saved.get(n))[0]
+        raise InputError(
+            f"the checkpoint's trained weights differ from this model's ({example}: {saved.get(example)} in the "
+            f"checkpoint, {shapes.get(example)} here): it was written with other finetune.method / finetune.lora "
+            "settings; resume with those, or train under a new --name"
+        )
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:

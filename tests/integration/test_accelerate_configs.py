@@ -98,9 +98,11 @@ def run_interrupted(command: list[str], home: Path) -> None:
     assert not (home / "adapters" / "x").exists()
 
 
-def trainer(config: str, data: Path, model: Path, script: str = "scripts/train_adapter.py") -> list[str]:
+def trainer(
+    config: str, data: Path, model: Path, script: str = "scripts/train_adapter.py", precision: str = "no"
+) -> list[str]:
     settings = [f"llm.model={model}", *RESUME_SETTINGS]
-    command = [*LAUNCH, config, script, "--data", str(data), "--name", "x"]
+    command = [*LAUNCH, config, "--mixed_precision", precision, script, "--data", str(data), "--name", "x"]
     return command + [arg for s in settings for arg in ("--set", s)]
 
 
@@ -117,20 +119,22 @@ def assert_same_adapter(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_a_run_resumed_under_deepspeed_ends_as_an_uninterrupted_one(
-    stage: int, tiny_lm_path: Path, resume_data: Path, tmp_path: Path
+@pytest.mark.parametrize(("name", "precision"), [("ddp", "no"), ("zero2", "no"), ("zero3", "bf16")])
+def test_a_resumed_run_ends_as_an_uninterrupted_one(
+    name: str, precision: str, tiny_lm_path: Path, resume_data: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
-    config = f"configs/accelerate/zero{stage}.yaml"
+    if name.startswith("zero"):
+        pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
+    config = f"configs/accelerate/{name}.yaml"
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_ok(trainer(config, resume_data, tiny_lm_path), straight)
-    run_interrupted(trainer(config, resume_data, tiny_lm_path, INTERRUPTED), resumed)
-    out = run_ok([*trainer(config, resume_data, tiny_lm_path), "--resume"], resumed)
+    run_ok(trainer(config, resume_data, tiny_lm_path, precision=precision), straight)
+    run_interrupted(trainer(config, resume_data, tiny_lm_path, INTERRUPTED, precision), resumed)
+    out = run_ok([*trainer(config, resume_data, tiny_lm_path, precision=precision), "--resume"], resumed)
     assert "adapter x: 4 steps" in out
     manifests = [json.loads((h / "adapters" / "x" / "ragtune-adapter.json").read_text()) for h in (straight, resumed)]
     assert manifests[1]["metrics"]["resumed_from"] == 2 and manifests[0]["losses"] == manifests[1]["losses"]
-    # Gathered and set back in fp32 on the same partitions: the same bits (measured: identical on CPU).
+    # Gathered and set back in fp32 on the same partitions (under bf16: the fp32 master weights, and the bf16
+    # copy the forward pass reads cast from them): the same bits (measured: identical on CPU).
     assert_same_adapter(adapter_of(straight), adapter_of(resumed), atol=1e-7)
 
 
