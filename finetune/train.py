@@ -124,6 +124,7 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     ft = config.finetune
     checkpoint = check_inputs(config, data_path, name, resume)
     accelerator = build_accelerator(config.llm.device)
+    check_strategy(accelerator, ft)  # before the base loads
     torch.manual_seed(ft.seed)
     lm = load_base(config, str(accelerator.device), accelerator.is_main_process)
     # Tokenizers without a pad token pad with eos: padded positions are masked out of attention and loss.
@@ -135,7 +136,6 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     params = [p for p in model.parameters() if p.requires_grad]
     total_steps = count_steps(ft, len(train_set), accelerator.num_processes)
     optimizer, scheduler = build_optimizer(params, ft, total_steps)
-    check_strategy(accelerator, ft)
     model, optimizer = accelerator.prepare(model, optimizer)
     # FSDP replaces the parameters with sharded ones: clip the gradients of those the optimizer steps.
     params = [p for p in model.parameters() if p.requires_grad]

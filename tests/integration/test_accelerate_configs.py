@@ -174,3 +174,16 @@ def test_fsdp_checkpoints_resume_exactly_and_under_ddp(tiny_lm_path: Path, resum
     run_ok([*trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path), "--resume"], home)
     ddp = {k.replace(".weight", ".default.weight"): v for k, v in adapter_of(home).items()}
     assert_same_adapter(fsdp, ddp, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_fsdp_launch_on_cpus_is_refused_before_training(
+    tiny_lm_path: Path, resume_data: Path, tmp_path: Path
+) -> None:
+    # accelerate turns FSDP on only over GPUs: on CPUs the trainer says so instead of training unsharded.
+    command = trainer("configs/accelerate/fsdp.yaml", resume_data, tiny_lm_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAGTUNE_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "train_adapter: error: configs/accelerate/fsdp.yaml: accelerate runs FSDP on GPUs only" in done.stderr
+    assert not (tmp_path / "adapters").exists() and not (tmp_path / "runs").exists()
