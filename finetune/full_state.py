@@ -35,7 +35,7 @@ def trainable_names(model: torch.nn.Module) -> list[str]:
 
 
 def gather(model: torch.nn.Module, optimizer: Any, engine: Any = None) -> FullState:
-    """The full state; `model` is the unwrapped module, `engine` the DeepSpeed engine (None otherwise)."""
+    """The full state on rank 0 (empty elsewhere); `model` is the unwrapped module, `engine` DeepSpeed's or None."""
     if engine is not None:
         return _gather_deepspeed(model, engine)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -108,11 +108,14 @@ def _gather_deepspeed(model: torch.nn.Module, engine: Any) -> FullState:
     params = dict(model.named_parameters())
     weights, slots = {}, {}
     step = _deepspeed_step(engine)
+    keep = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     for name in names:  # each call all-gathers one parameter's partitions: same order on every process
-        weights[name] = safe_get_full_fp32_param(params[name]).detach()
-        for key in SLOTS:
-            slots[f"{name}:{key}"] = safe_get_full_optimizer_state(params[name], key).detach()
-        slots[f"{name}:step"] = step.clone()
+        weight = safe_get_full_fp32_param(params[name])
+        moments = {key: safe_get_full_optimizer_state(params[name], key) for key in SLOTS}
+        if keep:  # every process receives the whole tensors; only the one that writes keeps them
+            weights[name] = weight.detach()
+            slots.update({f"{name}:{key}": value.detach() for key, value in moments.items()})
+            slots[f"{name}:step"] = step.clone()
     groups = [{**_hyper(g), "params": names} for g in engine.optimizer.param_groups]
     return FullState(_fp32(weights), _fp32(slots), groups)
 
