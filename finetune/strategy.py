@@ -1,34 +1,51 @@
-"""What the trainer cannot honour under DeepSpeed or FSDP, refused with a ConfigError before training starts."""
+"""The Accelerator for the launch at hand (DDP, FSDP, DeepSpeed, one process) and what the trainer refuses there."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
+
+import torch
 
 from models.config import FinetuneConfig
 from models.errors import ConfigError
 
 
-def check_strategy(accelerator: Any, ft: FinetuneConfig, total_steps: int, checkpoint: Path | None) -> None:
-    """Refuse, under DeepSpeed or FSDP, the settings this trainer cannot honour there (before any weight moves)."""
+def launched_with(kind: str) -> bool:
+    """Whether `accelerate launch` was given a config of this kind ("DEEPSPEED" or "FSDP")."""
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
+
+
+def build_accelerator(device: str) -> Any:
+    """accelerate's Accelerator; DeepSpeed without a GPU runs on its CPU accelerator over gloo."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    if launched_with("DEEPSPEED") and not torch.cuda.is_available():
+        # Without a GPU accelerate picks no process-group backend, so each process would believe it is alone
+        # while DeepSpeed partitions across all of them; naming gloo makes both agree on ranks and world size.
+        return Accelerator(gradient_accumulation_steps=1, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    return Accelerator(gradient_accumulation_steps=1, cpu=device == "cpu")
+
+
+def deepspeed_engine(accelerator: Any, model: Any) -> Any:
+    """The DeepSpeed engine accelerate prepared (None under any other strategy)."""
+    from accelerate.utils import DistributedType
+
+    return model if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+
+
+def check_strategy(accelerator: Any, ft: FinetuneConfig) -> None:
+    """Refuse, before any weight moves, what this launch cannot honour."""
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
-    if kind not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        return
-    strategy = "DeepSpeed" if kind == DistributedType.DEEPSPEED else "FSDP"
-    # Checkpoints hold the local trainable weights and a plain PyTorch optimizer state: under DeepSpeed the
-    # optimizer state is DeepSpeed's own (partitioned), under ZeRO-3/FSDP the weights are shards. Refuse
-    # rather than write checkpoints that would resume wrongly; the final adapter is saved from gathered weights.
-    if checkpoint is not None:
+    if launched_with("FSDP") and kind != DistributedType.FSDP:
+        # accelerate turns FSDP on only over GPUs (or other accelerators): on a CPU the processes would
+        # silently train as plain DDP, or each alone, under a config that promises sharding.
         raise ConfigError(
-            f"--resume: checkpoints in {checkpoint.parent} cannot be resumed under {strategy}; "
-            "resume them with configs/accelerate/ddp.yaml or a single process"
-        )
-    if ft.save_every < total_steps:
-        raise ConfigError(
-            f"finetune.save_every={ft.save_every}: mid-run checkpoints need DDP or a single process, "
-            f"not {strategy}; set finetune.save_every to at least {total_steps} (this run's steps) to write none"
+            f"configs/accelerate/fsdp.yaml: accelerate runs FSDP on GPUs only, and this launch got {kind.value}; "
+            "on CPUs use configs/accelerate/ddp.yaml (or zero2.yaml / zero3.yaml, which DeepSpeed runs on CPUs)"
         )
     if kind == DistributedType.DEEPSPEED:
         check_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, ft)

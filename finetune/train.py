@@ -1,8 +1,9 @@
 """Train a LoRA or QLoRA adapter (or the whole model) on a training file.
 
 setup (checks, model, data, optimizer, resume) -> fit (accumulated steps, eval loss, checkpoints) -> save
-(adapter + manifest). Runs as one process or under `accelerate launch` (DDP, gloo on CPU); data order
-depends only on the seed, so a resumed run replays exactly the batches an uninterrupted one would have seen.
+(adapter + manifest). Runs as one process or under `accelerate launch` (DDP, FSDP, DeepSpeed ZeRO; gloo on
+CPUs); data order depends only on the seed and the process count, so a resumed run replays exactly the
+batches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from tqdm import tqdm
 
 from finetune.adapters import base_fingerprint, check_name, save_adapter
 from finetune.batches import Example, collate, load_examples, micro_batches, split
-from finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from finetune.checkpoint import latest_checkpoint, read_checkpoint, restore_rng, save_checkpoint
 from finetune.data import dataset_sha256
+from finetune.full_state import gather, restore
 from finetune.gguf_export import base_gguf_source, export_gguf_lora
 from finetune.methods import check_method, count_params, load_base, method_manifest, wrap_model
-from finetune.strategy import check_strategy
+from finetune.strategy import build_accelerator, check_strategy, deepspeed_engine
 from models.config import Config, FinetuneConfig, to_dict
 from models.device import resolve_device
 from models.errors import InputError, RagtuneError
@@ -93,6 +95,11 @@ class Run:
         return self.accelerator.unwrap_model(self.model)
 
     @property
+    def engine(self) -> Any:
+        """The DeepSpeed engine (the prepared model) under DeepSpeed, else None."""
+        return deepspeed_engine(self.accelerator, self.model)
+
+    @property
     def folder(self) -> Path:
         """runs/NAME: the checkpoints, until the adapter is saved."""
         return run_dir(self.name)
@@ -114,11 +121,10 @@ def train(
 # -- setup ------------------------------------------------------------------------------------------------
 def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     """Check the inputs, load the base for finetune.method, tokenize, build the optimizer, restore a checkpoint."""
-    from accelerate import Accelerator
-
     ft = config.finetune
     checkpoint = check_inputs(config, data_path, name, resume)
-    accelerator = Accelerator(gradient_accumulation_steps=1, cpu=config.llm.device == "cpu")
+    accelerator = build_accelerator(config.llm.device)
+    check_strategy(accelerator, ft)  # before the base loads
     torch.manual_seed(ft.seed)
     lm = load_base(config, str(accelerator.device), accelerator.is_main_process)
     # Tokenizers without a pad token pad with eos: padded positions are masked out of attention and loss.
@@ -130,7 +136,6 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
     params = [p for p in model.parameters() if p.requires_grad]
     total_steps = count_steps(ft, len(train_set), accelerator.num_processes)
     optimizer, scheduler = build_optimizer(params, ft, total_steps)
-    check_strategy(accelerator, ft, total_steps, checkpoint)
     model, optimizer = accelerator.prepare(model, optimizer)
     # FSDP replaces the parameters with sharded ones: clip the gradients of those the optimizer steps.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -151,9 +156,17 @@ def setup(config: Config, data_path: Path, name: str, resume: bool) -> Run:
         total_steps=total_steps,
     )
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, run.unwrapped, optimizer, scheduler)
-        run.step, run.losses, run.resumed_from = state["step"], state["losses"], state["step"]
+        resume_from(run, checkpoint)
     return run
+
+
+def resume_from(run: Run, checkpoint: Path) -> None:
+    """Every process reads the whole checkpoint and sets back its part: weights, optimizer, scheduler, RNG."""
+    full, state = read_checkpoint(checkpoint)
+    restore(run.unwrapped, run.optimizer, full, run.engine)
+    run.scheduler.load_state_dict(state["scheduler"])
+    restore_rng(checkpoint)
+    run.step, run.losses, run.resumed_from = state["step"], state["losses"], state["step"]
 
 
 def check_inputs(config: Config, data_path: Path, name: str, resume: bool) -> Path | None:
@@ -256,8 +269,10 @@ def evaluate_and_checkpoint(run: Run, bar: tqdm) -> float:
     seconds = time.perf_counter() - started
     if run.eval_loss is not None:
         bar.write(f"step {run.step}: train loss {run.losses[-1]:.4f}, eval loss {run.eval_loss:.4f}")
-    if run.accelerator.is_main_process and run.step < run.total_steps:
-        save_checkpoint(run.folder, run.step, run.unwrapped, run.optimizer, run.scheduler, {"losses": run.losses})
+    if run.step < run.total_steps:
+        full = gather(run.unwrapped, run.optimizer, run.engine)  # a collective: every process takes part
+        if run.accelerator.is_main_process:
+            save_checkpoint(run.folder, run.step, full, run.scheduler, {"losses": run.losses})
     run.accelerator.wait_for_everyone()
     return seconds
 

@@ -39,5 +39,9 @@ class IndexCorruptError(IndexError_):
     """An index file does not match its manifest (size, hash, dimension)."""
 
 
+class IndexUnavailableError(IndexError_):
+    """The engine at index.uri (a Milvus server, or Milvus Lite) is down, unreachable or refused a call."""
+
+
 class IndexLockedError(IndexError_):
     """Another process is writing the same index."""

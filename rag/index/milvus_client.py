@@ -18,7 +18,9 @@ from typing import Any
 import grpc
 
 from models.config import IndexConfig
-from models.errors import ConfigError, IndexError_
+
+# IndexUnavailableError lives with the other typed errors: `serve` tells it from a damaged index without pymilvus.
+from models.errors import ConfigError, IndexUnavailableError
 from rag.index import missing_library
 
 try:
@@ -35,10 +37,6 @@ logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 _CLIENTS: dict[tuple[str, str], MilvusClient] = {}  # one connection per uri and token, shared by every index
 # Serve threads connect at once: two clients on one Milvus Lite file would each start a server on it.
 _LOCK = threading.Lock()
-
-
-class IndexUnavailableError(IndexError_):
-    """The engine at index.uri is down, unreachable or refused a call."""
 
 
 def alias_name(index_name: str) -> str:

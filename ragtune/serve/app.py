@@ -18,7 +18,14 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from models.errors import AdapterError, ConfigError, IndexError_, RagtuneError, RemoteModelError
+from models.errors import (
+    AdapterError,
+    ConfigError,
+    IndexError_,
+    IndexUnavailableError,
+    RagtuneError,
+    RemoteModelError,
+)
 from ragtune import __version__
 from ragtune.serve.answers import (
     END,
@@ -104,14 +111,16 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        # Answers without a key, so it names no path; a damaged index is reported, not a 500.
+        # Answers without a key, so it names no path or address (the key to check, index.uri, instead);
+        # a damaged or unreachable index is reported, not a 500.
+        generation, problem = None, None
         try:
             generation = engine.index_generation()
             index = "ok" if generation else "missing"
+        except (IndexUnavailableError, ConfigError):  # index.uri's engine is down, or was never reached
+            index, problem = "unreachable", "the index engine at index.uri does not answer; check that it is up"
         except IndexError_:
-            generation, index = None, "damaged"
-        except ConfigError:  # index.uri's engine cannot be reached
-            generation, index = None, "unreachable"
+            index = "damaged"
         return {
             "status": "ok",
             "version": __version__,
@@ -119,6 +128,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             "embedder": model_label(engine.config.embedder.model),
             "index": index,
             "index_generation": generation,
+            **({"index_error": problem} if problem else {}),
         }
 
     @api.get("/models")

@@ -161,6 +161,10 @@ def test_serve_answers_with_sources_from_index_uri_alone(
 
         server_manager_instance.release_server(str(tmp_path / "m.db"))  # the engine goes down; serve stays up
         down = httpx.post(f"{url}/v1/chat/completions", **ask)
+        health = httpx.get(f"{url}/health", timeout=30)
+    # Unreachable, not damaged; the key to check, not the address, for a caller without a key.
+    assert health.status_code == 200 and health.json()["index"] == "unreachable", health.text
+    assert "index.uri" in health.json()["index_error"] and "m.db" not in health.text
     assert down.status_code == 503, down.text  # an index error naming index.uri, not a 500
     # serve names no directory: index.uri's file alone
     assert down.json()["error"]["code"] == "index_unavailable" and "index.uri=m.db" in down.text
