@@ -103,6 +103,12 @@ class VectorIndex(ABC):
         """The stored float32 vectors of live `labels` (cosine spaces may store them unit-length)."""
 
     @classmethod
+    def reach(cls, config: IndexConfig) -> None:
+        """Raise ConfigError naming index.uri if the engine cannot be reached now, and hold no connection after:
+        a command checks this before it writes anything (`compare`)."""
+        return None  # a folder of files is always there
+
+    @classmethod
     def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
         """Before a writer writes anything: raise ConfigError if the engine cannot take this index of `dim`
         dimensions from `embedder` (unreachable, or serving another dimension under the same name)."""

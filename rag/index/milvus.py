@@ -78,6 +78,11 @@ class MilvusIndex(VectorIndex):
         return cls(connect(config), config, dim, f"{alias_name(config.name)}__scratch_{uuid.uuid4().hex[:12]}")
 
     @classmethod
+    def reach(cls, config: IndexConfig) -> None:
+        connect(config)  # a ConfigError naming index.uri when Milvus cannot be reached or opened
+        disconnect(config)  # a local .db file is open to one process at a time: free it for the steps that follow
+
+    @classmethod
     def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
         client = connect(config)
         alias = alias_name(config.name)

@@ -101,8 +101,14 @@ def connect(config: IndexConfig) -> Engine:
 
 
 def _open(config: IndexConfig, uri: str, token: str) -> MilvusClient:
-    if uri.endswith(".db"):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if uri.endswith(".db"):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"index.uri={config.uri}: cannot make the folder for the Milvus Lite file ({exc.strerror}: "
+            f"{exc.filename}); set index.uri to a .db path in a folder you can write, or a server address"
+        ) from None
     try:
         # No call timeout: loading a large collection on a server can take minutes (connecting fails fast).
         return MilvusClient(uri=uri, token=token)

@@ -33,6 +33,7 @@ from models.storage import (
 )
 from ragtune.compare import keys
 from ragtune.compare.choice import choose_retrieval
+from ragtune.compare.engines import check_engines, check_served_adapters
 from ragtune.compare.judge import check_judge
 from ragtune.compare.phases import CompareError, PhaseLog, run_cli, tree_digest
 from ragtune.compare.progress import Progress
@@ -271,6 +272,7 @@ class Runner:
         if "hybrid" in paths:
             # Without pairs that name their source there is no RAFT data: hybrid reads with the finetune adapter.
             adapters["hybrid"] = self.adapter("train:hybrid", "raft", raft) if raft else adapters["finetune"]
+        check_served_adapters(self.config, [a["adapter"] for a in adapters.values()])
         for path in paths:
             self.evaluate(path, path, spec.questions, spec.docs, self.sets(path, index, adapters.get(path)))
         if spec.update_docs is not None:
@@ -299,6 +301,7 @@ class Runner:
                 # and let the old ones fade, which is the forgetting this experiment measures.
                 atomic_write_text(merged, _join_jsonl(pairs, extra))
             new_adapters["finetune"] = self.adapter("update:train:finetune", "finetune", merged)
+            check_served_adapters(self.config, [new_adapters["finetune"]["adapter"]])
         for path in paths:
             sets = self.sets(path, new_index, new_adapters.get(path))
             if uses_documents(path):  # else the model does not change: its old answers stand
@@ -314,6 +317,7 @@ def _join_jsonl(*files: Path) -> str:
 def run_compare(spec: CompareSpec, config: Config) -> Progress:
     """Run what is missing, then write the report; Ctrl-C still writes the report of what finished."""
     spec.check()
+    check_engines(config, spec.paths)
     check_judge(config, spec.paths)
     runner = Runner(spec, config)
     try:
