@@ -536,13 +536,15 @@ def gen_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]
         generation_md = bench_generation(args, build_embedder(load_config(None, args.overrides).embedder))
     report = "\n\n".join(
         [
-            "## Generation engines (`scripts/bench_rag.py --gen-only`)",
+            f"## Generation engines{f': {args.model}' if args.model else ''} (`scripts/bench_rag.py --gen-only`)",
             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```",
             "### Machine\n\n" + table("item | value", rows),
             generation_md,
         ]
     )
-    write_section(args.out, "bench_generation", report, title="# ragtune benchmarks")
+    # One section per model: the default LM's keeps its name, another model's (--model) gets its own.
+    section = "bench_generation" + (f"_{args.model.replace('.', '_')}" if args.model else "")
+    write_section(args.out, section, report, title="# ragtune benchmarks")
     say(f"wrote {args.out}")
     return 0
 

@@ -71,8 +71,8 @@ class LlamaCppLM:
                 n_ctx=config.context_window + config.max_new_tokens,
                 n_threads=threads,
                 n_threads_batch=threads,
-                # llama.cpp's own default on the CPU (llama-cpp-python's is off): prompts evaluate 1.04-1.1x faster
-                # here (BENCHMARKS.md, "llama.cpp settings"), with the same next-token distribution.
+                # llama.cpp's own default on the CPU (llama-cpp-python's is off): prompts evaluate faster here, in
+                # every run of BENCHMARKS.md's "llama.cpp settings" (scripts/bench_rag.py --weights).
                 flash_attn=True,
                 seed=config.seed,
                 draft_model=draft,
