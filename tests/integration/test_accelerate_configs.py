@@ -74,9 +74,9 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
 INTERRUPTED = str(REPO / "tests" / "integration" / "interrupted_train.py")
 
 
-@pytest.fixture
-def resume_data(tmp_path: Path) -> Path:
-    data = tmp_path / "train.jsonl"
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("resume-data") / "train.jsonl"
     pairs = [("When does the library open?", "At nine."), ("What does a card cost?", "45 dollars.")] * 6
     data.write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n" for q, a in pairs))
     return data
@@ -118,17 +118,35 @@ def assert_same_adapter(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
     assert any(float(v.abs().max()) > 1e-3 for k, v in a.items() if "lora_B" in k)  # trained (B starts at 0)
 
 
+@pytest.fixture(scope="module")
+def ddp_runs(tiny_lm_path: Path, resume_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One uninterrupted DDP run, and one stopped dead after its step-2 checkpoint (copy it before resuming):
+    shared by the tests that resume a DDP checkpoint, each launch taking ~10 s of two processes."""
+    straight, stopped = tmp_path_factory.mktemp("ddp-straight"), tmp_path_factory.mktemp("ddp-stopped")
+    run_ok(trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path), straight)
+    run_interrupted(trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path, INTERRUPTED), stopped)
+    return straight, stopped
+
+
+def stopped_copy(ddp_runs: tuple[Path, Path], home: Path) -> Path:
+    shutil.copytree(ddp_runs[1], home)
+    return home
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "precision"), [("ddp", "no"), ("zero2", "no"), ("zero3", "bf16")])
 def test_a_resumed_run_ends_as_an_uninterrupted_one(
-    name: str, precision: str, tiny_lm_path: Path, resume_data: Path, tmp_path: Path
+    name: str, precision: str, tiny_lm_path: Path, resume_data: Path, tmp_path: Path, ddp_runs: tuple[Path, Path]
 ) -> None:
     if name.startswith("zero"):
         pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
     config = f"configs/accelerate/{name}.yaml"
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_ok(trainer(config, resume_data, tiny_lm_path, precision=precision), straight)
-    run_interrupted(trainer(config, resume_data, tiny_lm_path, INTERRUPTED, precision), resumed)
+    if name == "ddp":
+        straight, resumed = ddp_runs[0], stopped_copy(ddp_runs, tmp_path / "resumed")
+    else:
+        straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+        run_ok(trainer(config, resume_data, tiny_lm_path, precision=precision), straight)
+        run_interrupted(trainer(config, resume_data, tiny_lm_path, INTERRUPTED, precision), resumed)
     out = run_ok([*trainer(config, resume_data, tiny_lm_path, precision=precision), "--resume"], resumed)
     assert "adapter x: 4 steps" in out
     manifests = [json.loads((h / "adapters" / "x" / "ragtune-adapter.json").read_text()) for h in (straight, resumed)]
@@ -139,14 +157,14 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(
 
 
 @pytest.mark.slow
-def test_a_ddp_checkpoint_resumes_under_zero3(tiny_lm_path: Path, resume_data: Path, tmp_path: Path) -> None:
+def test_a_ddp_checkpoint_resumes_under_zero3(
+    tiny_lm_path: Path, resume_data: Path, tmp_path: Path, ddp_runs: tuple[Path, Path]
+) -> None:
     pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
-    straight, crossed = tmp_path / "straight", tmp_path / "crossed"
-    run_ok(trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path), straight)
-    run_interrupted(trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path, INTERRUPTED), crossed)
+    crossed = stopped_copy(ddp_runs, tmp_path / "crossed")
     run_ok([*trainer("configs/accelerate/zero3.yaml", resume_data, tiny_lm_path), "--resume"], crossed)
     # DeepSpeed reduces gradients in another order than DDP: equal to float rounding (measured: 1.5e-8).
-    assert_same_adapter(adapter_of(straight), adapter_of(crossed), atol=1e-6)
+    assert_same_adapter(adapter_of(ddp_runs[0]), adapter_of(crossed), atol=1e-6)
 
 
 def fsdp_worker(data: Path, model: Path) -> list[str]:
@@ -182,10 +200,11 @@ def test_fsdp_checkpoints_resume_exactly_and_under_ddp(tiny_lm_path: Path, resum
 
 
 @pytest.mark.slow
-def test_a_ddp_checkpoint_resumes_under_fsdp(tiny_lm_path: Path, resume_data: Path, tmp_path: Path) -> None:
-    worker, home = fsdp_worker(resume_data, tiny_lm_path), tmp_path / "home"
+def test_a_ddp_checkpoint_resumes_under_fsdp(
+    tiny_lm_path: Path, resume_data: Path, tmp_path: Path, ddp_runs: tuple[Path, Path]
+) -> None:
+    worker, home = fsdp_worker(resume_data, tiny_lm_path), stopped_copy(ddp_runs, tmp_path / "home")
     run_ok([*worker, "--run-dir", str(tmp_path / "straight"), "--out", str(tmp_path / "a.safetensors")], home)
-    run_interrupted(trainer("configs/accelerate/ddp.yaml", resume_data, tiny_lm_path, INTERRUPTED), home)
     resume = ["--run-dir", str(home / "runs" / "x"), "--out", str(tmp_path / "b.safetensors"), "--resume"]
     run_ok([*worker, *resume], home)
     fsdp, crossed = (load_file(tmp_path / f"{n}.safetensors") for n in ("a", "b"))
