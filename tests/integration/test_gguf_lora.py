@@ -16,6 +16,7 @@ from models.gguf import gguf_sha256, read_gguf_header
 from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf
 from models.paths import adapters_dir
 from models.presets import PRESETS, piece_paths
+from tests.gguf_files import write_out
 
 SMOL = "smollm2-135m-instruct"
 
@@ -119,10 +120,7 @@ def test_lora_for_another_architecture_is_refused(base_gguf: Path, tmp_path: Pat
     writer.add_string(BASE_SHA256_KEY, gguf_sha256(base_gguf))
     writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((8, 896), np.float32))
     writer.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((896, 8), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     with pytest.raises(AdapterError, match=rf"{path}: a LoRA for architecture 'qwen2' but the base .* is 'llama'"):
         check_lora_gguf(path, base_gguf)
 
@@ -165,10 +163,7 @@ def test_a_base_gguf_without_block_count_is_refused_by_name(peft_folder: Path, t
     base = tmp_path / "headless.gguf"
     writer = GGUFWriter(str(base), "llama")
     writer.add_tensor("token_embd.weight", np.ones(64, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     with pytest.raises(AdapterError, match=rf"{base}: the base GGUF has no usable llama.block_count"):
         export_gguf_lora(install(peft_folder, "no-blocks"), base)
 

@@ -8,6 +8,7 @@ import pytest
 
 from models.errors import ModelError
 from models.gguf import check_gguf, gguf_file, is_gguf_model
+from tests.gguf_files import write_out
 
 
 def _write_gguf(path: Path, tensors: int = 3, size: int = 4096) -> Path:
@@ -19,10 +20,7 @@ def _write_gguf(path: Path, tensors: int = 3, size: int = 4096) -> Path:
     writer.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(50)])
     for i in range(tensors):
         writer.add_tensor(f"blk.{i}.weight", np.full(size, i, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return path
 
 
@@ -87,10 +85,7 @@ def test_a_gguf_with_a_bad_alignment_is_refused_by_name(tmp_path: Path, alignmen
     else:
         writer.add_string("general.alignment", alignment)
     writer.add_tensor("blk.0.weight", np.ones(64, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     with pytest.raises(ModelError, match=rf"{path}: .*general.alignment={alignment!r} should be a positive integer"):
         check_gguf(path)
 
