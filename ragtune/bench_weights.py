@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from models.engines.llamacpp import common_prefix
+
 DECODE_TOKENS = 16  # greedy tokens decoded after each prompt
 QUALITY_TOKENS = 512  # tokens of the example documents scored for perplexity
 
@@ -78,7 +80,7 @@ def timed(llama: Any, ids: list[int], keep_cache: bool = False) -> tuple[float, 
     if not keep_cache:
         llama.reset()
     started = time.perf_counter()
-    llama.n_tokens = min(len(_common(list(llama.eval_tokens), ids)), len(ids) - 1)
+    llama.n_tokens = min(common_prefix(llama.eval_tokens, ids), len(ids) - 1)
     llama.eval(ids[llama.n_tokens :])
     first = llama.sample(temp=0.0)
     prefill = time.perf_counter() - started
@@ -135,7 +137,7 @@ def prefix_reuse(row: dict[str, Any], prompts: dict[str, list[int]], threads: in
     """First-token time of the RAG prompts asked one after another, the cache kept (as the engine does) or cleared."""
     llama = load(row, threads)
     rag = [ids for name, ids in prompts.items() if name != "long"]
-    shared = min(len(_common(rag[0], ids)) for ids in rag[1:])
+    shared = min(common_prefix(rag[0], ids) for ids in rag[1:])
     kept, cleared = [], []
     for _ in range(rounds):
         for previous, ids in zip(rag, rag[1:]):
@@ -144,16 +146,6 @@ def prefix_reuse(row: dict[str, Any], prompts: dict[str, list[int]], threads: in
                 into.append(timed(llama, ids, keep_cache=keep)[0])
     llama.close()
     return {"shared_tokens": shared, "kept_s": statistics.median(kept), "cleared_s": statistics.median(cleared)}
-
-
-def _common(a: list[int], b: list[int]) -> list[int]:
-    """The tokens two prompts start with."""
-    count = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        count += 1
-    return a[:count]
 
 
 def measure(model: str, threads: int, prompts_file: Path, rounds: int, kinds: list[str]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -499,15 +500,44 @@ def generation_prompts(args: argparse.Namespace, embedder: Embedder) -> tuple[Co
     return config, path, len(questions)
 
 
+@contextlib.contextmanager
+def bench_home() -> Iterator[Path]:
+    """A fresh temporary RAGTUNE_HOME for the indexes a benchmark builds (the user's are never touched)."""
+    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
+        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
+        yield Path(tmp)
+
+
+def write_report(args: argparse.Namespace, section: str, heading: str, header: list[str], parts: list[str]) -> int:
+    """One section of the report: its heading, how it was measured (`header`), then its parts; atomic."""
+    write_section(args.out, section, "\n\n".join([heading, *header, *parts]), title="# ragtune benchmarks")
+    say(f"wrote {args.out}")
+    return 0
+
+
+def measured(command: str, rows: list[tuple[str, str]], note: str = "") -> list[str]:
+    """When and with which command the figures were measured, and the machine."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return [f"Measured {when} with:\n\n```\n{command}\n```{note}", "### Machine\n\n" + table("item | value", rows)]
+
+
+def model_section(name: str, model: str | None) -> str:
+    """One report section per model: the default LM's keeps `name`, another model's gets its own."""
+    return name + (f"_{model.replace('.', '_')}" if model else "")
+
+
+def default_embedder(args: argparse.Namespace) -> Embedder:
+    return build_embedder(load_config(None, args.overrides).embedder)
+
+
 def weights_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
     """Section 6 alone: llama.cpp weight types, attention and batch sizes, in one child process."""
     import subprocess
 
     from ragtune.bench_weights import render
 
-    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
-        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
-        config, prompts, count = generation_prompts(args, build_embedder(load_config(None, args.overrides).embedder))
+    with bench_home():
+        config, prompts, count = generation_prompts(args, default_embedder(args))
         threads = config.llm.threads or len(os.sched_getaffinity(0))
         load = os.getloadavg()[0]
         child = [sys.executable, "-m", "ragtune.bench_weights", config.llm.model, str(threads), str(prompts)]
@@ -516,37 +546,18 @@ def weights_only(args: argparse.Namespace, command: str, rows: list[tuple[str, s
         result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load"] = f"{load:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
     result["questions"] = count
-    report = "\n\n".join(
-        [
-            f"## llama.cpp settings: {config.llm.model} (`scripts/bench_rag.py --weights`)",
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```",
-            "### Machine\n\n" + table("item | value", rows),
-            render(result),
-        ]
-    )
-    write_section(args.out, "bench_weights_" + config.llm.model.replace(".", "_"), report, title="# ragtune benchmarks")
-    say(f"wrote {args.out}")
-    return 0
+    heading = f"## llama.cpp settings: {config.llm.model} (`scripts/bench_rag.py --weights`)"
+    section = model_section("bench_weights", config.llm.model)
+    return write_report(args, section, heading, measured(command, rows), [render(result)])
 
 
 def gen_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
     """Section 5 alone, written to its own section of the report."""
-    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
-        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
-        generation_md = bench_generation(args, build_embedder(load_config(None, args.overrides).embedder))
-    report = "\n\n".join(
-        [
-            f"## Generation engines{f': {args.model}' if args.model else ''} (`scripts/bench_rag.py --gen-only`)",
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```",
-            "### Machine\n\n" + table("item | value", rows),
-            generation_md,
-        ]
-    )
-    # One section per model: the default LM's keeps its name, another model's (--model) gets its own.
-    section = "bench_generation" + (f"_{args.model.replace('.', '_')}" if args.model else "")
-    write_section(args.out, section, report, title="# ragtune benchmarks")
-    say(f"wrote {args.out}")
-    return 0
+    with bench_home():
+        generation_md = bench_generation(args, default_embedder(args))
+    heading = f"## Generation engines{f': {args.model}' if args.model else ''} (`scripts/bench_rag.py --gen-only`)"
+    section = model_section("bench_generation", args.model)
+    return write_report(args, section, heading, measured(command, rows), [generation_md])
 
 
 def main() -> int:
@@ -565,29 +576,16 @@ def main() -> int:
     if args.weights:
         return weights_only(args, command, rows)
     records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
-        os.environ["RAGTUNE_HOME"] = str(Path(tmp) / "home")
-        ingest_md, retriever = bench_ingest(args, records, Path(tmp), args.overrides)
+    with bench_home() as tmp:
+        ingest_md, retriever = bench_ingest(args, records, tmp, args.overrides)
         search_md = bench_search(args, records, retriever)
         retrieval_md = bench_retrieval(args, records, retriever)
         answers_md = bench_answers(args, retriever.embedder, args.overrides)
         generation_md = bench_generation(args, retriever.embedder)
-    report = "\n\n".join(
-        [
-            "## Retrieval-augmented answering (`scripts/bench_rag.py`)",
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with:\n\n```\n{command}\n```"
-            + ("\n\nQuick mode: small sizes, a smoke test, not representative figures." if args.quick else ""),
-            "### Machine\n\n" + table("item | value", rows),
-            ingest_md,
-            search_md,
-            retrieval_md,
-            answers_md,
-            generation_md,
-        ]
-    )
-    write_section(args.out, "bench_rag", report, title="# ragtune benchmarks")
-    say(f"wrote {args.out}")
-    return 0
+    quick = "\n\nQuick mode: small sizes, a smoke test, not representative figures." if args.quick else ""
+    heading = "## Retrieval-augmented answering (`scripts/bench_rag.py`)"
+    parts = [ingest_md, search_md, retrieval_md, answers_md, generation_md]
+    return write_report(args, "bench_rag", heading, measured(command, rows, quick), parts)
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ class LlamaCppGenerator:
         llama = self.lm.llama
         full = prompt + ids
         first = len(prompt) - 1  # the position whose logits predict the continuation's first token
-        start = min(_common_prefix(llama.eval_tokens, prompt), first)  # re-evaluate at least that position
+        start = min(common_prefix(llama.eval_tokens, prompt), first)  # re-evaluate at least that position
         return _logprob_sum(llama, full, start, first)
 
 
@@ -234,7 +234,8 @@ def _text(llama: Any, ids: list[int]) -> str:
     return llama.detokenize(ids).decode("utf-8", errors="replace")
 
 
-def _common_prefix(cached: Any, prompt: list[int]) -> int:
+def common_prefix(cached: Any, prompt: list[int]) -> int:
+    """How many tokens `prompt` shares with the start of `cached` (what llama.cpp's KV cache holds)."""
     count = 0
     for a, b in zip(cached, prompt):
         if a != b:
