@@ -24,6 +24,8 @@ import numpy as np
 
 from models.engines.llamacpp import common_prefix
 
+# Types llama.cpp's quantiser writes without an importance matrix (the IQ2/IQ3 types need one).
+WEIGHT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_S", "Q4_0", "IQ4_NL", "F16", "BF16")
 DECODE_TOKENS = 16  # greedy tokens decoded after each prompt
 QUALITY_TOKENS = 512  # tokens of the example documents scored for perplexity
 

@@ -59,6 +59,7 @@ from rag.index import create_index  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.retrieve import CurrentIndex, DenseRetriever  # noqa: E402
 from ragtune.app import build_pipeline, quiet_libraries  # noqa: E402
+from ragtune.bench_weights import WEIGHT_TYPES  # noqa: E402
 from ragtune.benchmark import machine_rows, ms, pct, say, table  # noqa: E402
 
 PUBMEDQA = ROOT.parent / "shared" / "datasets" / "pubmedqa" / "ori_pqal.json"  # ../shared beside the checkout
@@ -475,9 +476,18 @@ def parse_args() -> argparse.Namespace:
     add("--gen-tokens", type=int, default=128, help="most new tokens per answer in section 5 (default 128)")
     add("--gen-engines", nargs="*", help="engines for section 5 (default all: see ragtune/bench_generation.py)")
     add("--weights", action="store_true", help="run section 6 (llama.cpp weight types and settings) alone")
-    add("--weight-types", nargs="*", default=["Q8_0", "Q4_0", "IQ4_NL"], help="types to re-quantise to (section 6)")
+    add(
+        "--weight-types",
+        nargs="*",
+        default=["Q8_0", "Q4_0", "IQ4_NL"],
+        choices=WEIGHT_TYPES,
+        metavar="TYPE",
+        help=f"types to re-quantise to (section 6): {', '.join(WEIGHT_TYPES)}",
+    )
     add("--weight-rounds", type=int, default=3, help="turns each setting takes on the prompts (section 6)")
     args = parser.parse_args()
+    if args.weight_rounds < 1:
+        parser.error(f"--weight-rounds must be at least 1, not {args.weight_rounds}")
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
