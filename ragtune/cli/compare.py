@@ -261,8 +261,14 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
 def print_summary(results: dict[str, Any]) -> None:
     """Each metric on one line (mean and 95% interval where it has one), then the latency percentiles."""
     print(f"{results['path']}: {results['questions']} questions in {results['seconds']:.0f}s")
-    for name, value in results["metrics"].items():
-        if name == "majority_baseline":
+    metrics = results["metrics"]
+    for name, value in metrics.items():
+        if name.endswith("_ci95"):
+            continue  # printed with its figure (judge_kappa, judge_auc)
+        if isinstance(value, float) and metrics.get(f"{name}_ci95"):
+            low, high = metrics[f"{name}_ci95"]
+            print(f"  {name:16} {value:.3f}  (95% CI {low:.3f} to {high:.3f})")
+        elif name == "majority_baseline":
             print(f"  {name:16} {value['accuracy']:.3f}  (always {value['label']!r})")
         elif isinstance(value, dict) and value.get("mean") is not None:
             low, high = value["ci95"]

@@ -14,14 +14,17 @@ chosen by likelihood, which write no text):
 With a judge model (ragtune.compare.judge), over the texts it ruled on (`judge_supported` not None):
 - judged faithfulness: answers (not refusals) the judge finds supported by the passages they read;
 - judge agreement: texts (answers, and drafts the lexical check replaced by the refusal) where the judge's
-  verdict equals the lexical one (`grounded`), with Cohen's kappa (agreement beyond chance; None: undefined).
+  verdict equals the lexical one (`grounded`), with Cohen's kappa (agreement beyond chance; None: undefined);
+- judge AUC: how often a text the lexical check finds supported gets a larger yes-over-no margin from the
+  judge than one it does not (0.5: chance; None unless the check gave both verdicts).
+Kappa and AUC carry bootstrap intervals over the judged texts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ragtune.compare.metrics import cohen_kappa, summary
+from ragtune.compare.metrics import bootstrap_statistic, cohen_kappa, ranking_auc, summary
 
 
 def _get(row: Any, key: str) -> Any:
@@ -58,13 +61,19 @@ def refusal_metrics(rows: list[Any]) -> dict[str, Any]:
 
 
 def judge_metrics(rows: list[Any]) -> dict[str, Any]:
-    """Judged faithfulness, and the judge's agreement (share and Cohen's kappa) with the lexical check."""
+    """Judged faithfulness, and the judge's agreement with the lexical check: the share of equal verdicts,
+    Cohen's kappa, and the AUC of the judge's yes-over-no margin against the check's verdicts (threshold-free:
+    a judge leaning to one word can still rank the texts well)."""
     judged = [r for r in rows if _get(r, "judge_supported") is not None]
     shown = [r for r in judged if not _get(r, "refused")]
     judge = [bool(_get(r, "judge_supported")) for r in judged]
     lexical = [bool(_get(r, "grounded")) for r in judged]
+    margins = [_get(r, "judge_logprobs")["yes"] - _get(r, "judge_logprobs")["no"] for r in judged]
     return {
         "judged_faithfulness": summary([float(bool(_get(r, "judge_supported"))) for r in shown]),
         "judge_agreement": summary([float(j == x) for j, x in zip(judge, lexical)]),
         "judge_kappa": cohen_kappa(judge, lexical),
+        "judge_kappa_ci95": bootstrap_statistic(cohen_kappa, judge, lexical),
+        "judge_auc": ranking_auc(margins, lexical),
+        "judge_auc_ci95": bootstrap_statistic(ranking_auc, margins, lexical),
     }

@@ -54,10 +54,14 @@ CHECK_LABELS = {
 }
 
 
-def kappa(value: float | None, metrics: dict[str, Any]) -> str:
+def judge_figure(name: str, metrics: dict[str, Any]) -> str:
+    """A judge statistic without a share's summary (kappa, AUC) and its interval; "undefined" where it is."""
     if "judge_model" not in metrics:
         return ""
-    return "undefined" if value is None else f"{value:.2f}"
+    value, ci = metrics.get(name), metrics.get(f"{name}_ci95")
+    if value is None:
+        return "undefined"
+    return f"{value:.2f} ({ci[0]:.2f} to {ci[1]:.2f})" if ci else f"{value:.2f}"
 
 
 def _measured(entries: list[dict[str, Any]], name: str) -> bool:
@@ -81,7 +85,8 @@ def _metric_rows(entries: list[dict[str, Any]], metric: str) -> list[Row]:
         rows.append(plain("unparseable answers", lambda m: str(len(m["unparseable"]))))
     rows += [row(n, label) for n, label in CHECK_LABELS.items() if _measured(entries, n)]
     if any((e["metrics"] or {}).get("judge_model") for e in entries):
-        rows.append(plain("judge-lexical Cohen's kappa", lambda m: kappa(m.get("judge_kappa"), m)))
+        rows.append(plain("judge-lexical Cohen's kappa", lambda m: judge_figure("judge_kappa", m)))
+        rows.append(plain("judge margin AUC against the lexical check", lambda m: judge_figure("judge_auc", m)))
         rows.append(plain("judge model", lambda m: m.get("judge_model", "")))
     hit = next((k for e in entries for k in (e["metrics"] or {}) if k.startswith("hit@")), None)
     if hit:

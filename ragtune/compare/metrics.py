@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     """
     if len(a) != len(b):
         raise ValueError(f"paired verdicts need the same items: {len(a)} against {len(b)}")
-    if not a:
+    if len(a) == 0:
         return None
     # In counts over n items (times n * n), so equal rates give exactly 0 and full agreement exactly 1.
     n = len(a)
@@ -225,3 +226,43 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     yes_a, yes_b = sum(map(bool, a)), sum(map(bool, b))
     chance = yes_a * yes_b + (n - yes_a) * (n - yes_b)
     return None if chance == n * n else (agree * n - chance) / (n * n - chance)
+
+
+def ranking_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """How often an item labelled True scores above one labelled False (ties count half): 1 ranks every True
+    item first, 0.5 is chance. It needs no threshold. None unless both labels occur."""
+    if len(scores) != len(labels):
+        raise ValueError(f"scores and labels need the same items: {len(scores)} against {len(labels)}")
+    values, truth = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    high, low = values[truth][:, None], values[~truth][None, :]
+    if high.size == 0 or low.size == 0:
+        return None
+    return float((high > low).mean() + 0.5 * (high == low).mean())
+
+
+def bootstrap_statistic(
+    statistic: Callable[..., float | None],
+    *columns: Sequence[Any],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float] | None:
+    """Percentile bootstrap interval of `statistic(*columns)`, resampling items (the same picks in every
+    column); resamples where the statistic is undefined (None) are left out. None when it always is."""
+    sizes = {len(c) for c in columns}
+    if len(sizes) != 1:
+        raise ValueError(f"paired columns need the same items, got sizes {sorted(sizes)}")
+    n = sizes.pop()
+    if n == 0:
+        return None
+    arrays = [np.asarray(c) for c in columns]
+    values = []
+    for picks in np.random.default_rng(seed).integers(0, n, size=(resamples, n)):
+        value = statistic(*(a[picks] for a in arrays))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return [float(low), float(high)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.cli import main
-from ragtune.compare.metrics import cohen_kappa
+from ragtune.compare.metrics import cohen_kappa, ranking_auc
 from tests.conftest import EXAMPLES
 
 MISSING = ["--set", "eval.judge.model=no-such-judge"]
@@ -59,6 +59,9 @@ def check_judged(metrics: dict, rows: list[dict]) -> list[dict]:
         assert metrics["judged_faithfulness"]["mean"] == pytest.approx(faithful) and 0 <= faithful <= 1
     kappa = cohen_kappa([r["judge_supported"] for r in judged], [r["grounded"] for r in judged])
     assert metrics["judge_kappa"] == (pytest.approx(kappa) if kappa is not None else None)
+    margins = [r["judge_logprobs"]["yes"] - r["judge_logprobs"]["no"] for r in judged]
+    auc = ranking_auc(margins, [r["grounded"] for r in judged])
+    assert metrics["judge_auc"] == (pytest.approx(auc) if auc is not None else None)
     for r in judged:
         logprobs = r["judge_logprobs"]
         assert logprobs["yes"] <= 0 and logprobs["no"] <= 0

@@ -12,8 +12,15 @@ from rag.prompt import NOT_FOUND
 from rag.retrieve import Source
 from ragtune.compare.citations import judge_metrics
 from ragtune.compare.evaluate import Scored
-from ragtune.compare.judge import Judge, check_judge, judge_llm_config, judge_messages, judged_text, load_judge
-from ragtune.compare.metrics import cohen_kappa
+from ragtune.compare.judge import (
+    Judge,
+    check_judge,
+    judge_llm_config,
+    judge_messages,
+    judged_text,
+    load_judge,
+)
+from ragtune.compare.metrics import bootstrap_statistic, cohen_kappa, ranking_auc
 
 T, F = True, False
 
@@ -43,8 +50,46 @@ def test_cohen_kappa_is_undefined_when_both_raters_never_vary() -> None:
         cohen_kappa([T], [T, F])
 
 
+def test_the_kappa_interval_resamples_the_pairs() -> None:
+    a, b = [T] * 6 + [T, T, T, F, F], [T] * 6 + [F] * 5  # the 135M judge's 11 verdicts against the check
+    low, high = bootstrap_statistic(cohen_kappa, a, b)
+    assert low <= cohen_kappa(a, b) <= high and -1 <= low < high <= 1
+    assert bootstrap_statistic(cohen_kappa, a, b) == [low, high]  # seeded: the same interval every time
+    assert bootstrap_statistic(cohen_kappa, [T, F] * 10, [T, F] * 10) == [1.0, 1.0]  # always agree, both vary
+    assert bootstrap_statistic(cohen_kappa, [T, T, T], [T, T, T]) is None  # undefined in every resample
+    assert bootstrap_statistic(cohen_kappa, [], []) is None
+    with pytest.raises(ValueError, match="same items"):
+        bootstrap_statistic(cohen_kappa, [T], [T, F])
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "auc"),
+    [
+        ([0.9, 0.8, 0.1, 0.2], [T, T, F, F], 1.0),  # every supported text ranked first
+        ([0.1, 0.2, 0.9, 0.8], [T, T, F, F], 0.0),
+        ([0.5, 0.5, 0.5], [T, F, F], 0.5),  # ties count half
+        ([0.9, 0.1, 0.5, 0.3], [T, T, F, F], 0.5),  # pairs: 0.9 beats both, 0.1 neither
+        # The 0.5B judge on the example: "no" to all 11, yet its margins rank the supported texts above 26 of 30.
+        ([-0.27, -0.62, -0.62, -0.65, -0.63, -0.39, -0.83, -0.46, -0.73, -0.79, -0.86], [T] * 6 + [F] * 5, 26 / 30),
+    ],
+)
+def test_ranking_auc_needs_no_threshold(scores, labels, auc) -> None:
+    assert ranking_auc(scores, labels) == pytest.approx(auc)
+    low, high = bootstrap_statistic(ranking_auc, scores, labels)
+    assert low <= auc <= high
+
+
+def test_ranking_auc_is_undefined_with_one_label() -> None:
+    assert ranking_auc([0.1, 0.2], [T, T]) is None and ranking_auc([], []) is None
+    with pytest.raises(ValueError, match="same items"):
+        ranking_auc([0.1], [T, F])
+
+
 def row(judge, grounded, refused=False):
-    return {"judge_supported": judge, "grounded": grounded, "refused": refused}
+    # A margin on the judge's side of zero, larger where the lexical check agrees with a "yes".
+    margin = (1.0 if judge else -1.0) + (0.5 if grounded else 0.0)
+    logprobs = {"yes": -1.0 + margin / 2, "no": -1.0 - margin / 2} if judge is not None else None
+    return {"judge_supported": judge, "grounded": grounded, "refused": refused, "judge_logprobs": logprobs}
 
 
 def test_judge_metrics_count_answers_for_faithfulness_and_drafts_for_agreement() -> None:
@@ -62,10 +107,13 @@ def test_judge_metrics_count_answers_for_faithfulness_and_drafts_for_agreement()
     assert m["judge_agreement"]["mean"] == pytest.approx(3 / 5) and m["judge_agreement"]["n"] == 5
     # judge yes 3/5, lexical yes 3/5: chance 9/25 + 4/25 = 13/25; (15/25 - 13/25) / (12/25) = 1/6.
     assert m["judge_kappa"] == pytest.approx(1 / 6)
+    assert m["judge_kappa_ci95"][0] <= 1 / 6 <= m["judge_kappa_ci95"][1]
+    # Margins 1.5, 1.5, -0.5 (lexically supported) against -1, 1 (not): 2 + 2 + 1 of the 6 pairs in order.
+    assert m["judge_auc"] == pytest.approx(5 / 6) and m["judge_auc_ci95"][0] <= 5 / 6 <= m["judge_auc_ci95"][1]
     low, high = m["judge_agreement"]["ci95"]
     assert 0 <= low <= 3 / 5 <= high <= 1
     none = judge_metrics([row(None, T)])
-    assert none["judged_faithfulness"]["n"] == 0 and none["judge_kappa"] is None
+    assert none["judged_faithfulness"]["n"] == 0 and none["judge_kappa"] is None and none["judge_auc"] is None
 
 
 def scored(**fields) -> Scored:
@@ -192,11 +240,20 @@ def test_the_report_shows_judge_figures_only_for_the_paths_a_judge_rated(capsys:
     assert rows["judge model"] == ["", "m (llamacpp)"]
     rows = dict(_metric_rows([{"metrics": {**base, **judged, "judge_kappa": 0.25}}], "contains"))
     assert rows["judge-lexical Cohen's kappa"] == ["0.25"]
+    with_ci = {**base, **judged, "judge_kappa": 0.25, "judge_kappa_ci95": [-0.1, 0.6]}
+    with_ci |= {"judge_auc": 0.8, "judge_auc_ci95": [0.55, 1.0]}
+    rows = dict(_metric_rows([{"metrics": with_ci}], "contains"))
+    assert rows["judge-lexical Cohen's kappa"] == ["0.25 (-0.10 to 0.60)"]
+    assert rows["judge margin AUC against the lexical check"] == ["0.80 (0.55 to 1.00)"]
     assert "judge model" not in dict(_metric_rows([{"metrics": base}], "contains"))
     results = {"path": "rag", "questions": 4, "seconds": 1.0, "metrics": {**base, **judged}}
     print_summary({**results, "latency": {"total_s": {"p50": None}}})
     printed = capsys.readouterr().out
     assert "judge_kappa      undefined" in printed and "judged_faithfulness 0.750  (95% CI 0.500-1.000)" in printed
+    print_summary({**results, "metrics": with_ci, "latency": {"total_s": {"p50": None}}})
+    printed = capsys.readouterr().out
+    assert "judge_kappa      0.250  (95% CI -0.100 to 0.600)" in printed and "_ci95" not in printed
+    assert "judge_auc        0.800  (95% CI 0.550 to 1.000)" in printed
 
 
 def test_the_readme_shows_the_judge_prompt_as_the_code_has_it() -> None:
