@@ -1,7 +1,9 @@
 """Generation engines side by side on the same prompts: transformers (bf16, fp32), llamacpp, bare llama_cpp.
 
 Each engine runs in its own child process (`python -m ragtune.bench_generation ENGINE ...`) so its peak
-RSS is its own; the parent (scripts/bench_rag.py --gen-only) builds the prompts once and compares.
+RSS is its own; the parent (scripts/bench_rag.py --gen-only) builds the prompts once and compares. The
+"+ LoRA" engines answer through an adapter (PEFT on transformers, its GGUF export on llamacpp) that the
+parent passes with --adapter.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import Any
 # engine label -> llm.* overrides (bare: llama_cpp.Llama driven directly, the ceiling for llamacpp)
 ENGINES: dict[str, dict[str, str]] = {
     "transformers bf16": {"backend": "transformers", "dtype": "bfloat16"},
+    "transformers bf16 + LoRA": {"backend": "transformers", "dtype": "bfloat16"},
     "transformers fp32": {"backend": "transformers", "dtype": "float32"},
     "llamacpp": {"backend": "llamacpp"},
+    "llamacpp + LoRA": {"backend": "llamacpp"},
     "llamacpp prompt_lookup": {"backend": "llamacpp", "speculative": "prompt_lookup"},
     "bare llama_cpp.Llama": {"backend": "bare"},
 }
+WITH_LORA = " + LoRA"
 
 
 WARM_UP = [{"role": "user", "content": "Say hello."}]
@@ -35,8 +40,11 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def run_engine(label: str, model: str, threads: int, prompts: list[dict[str, Any]], max_new: int) -> dict[str, Any]:
-    """Load one engine, warm it up once, then answer every prompt greedily; figures per prompt."""
+def run_engine(
+    label: str, model: str, threads: int, prompts: list[dict[str, Any]], max_new: int, adapter: Path | None = None
+) -> dict[str, Any]:
+    """Load one engine (with `adapter` applied for a "+ LoRA" label), warm it up once, then answer every prompt
+    greedily; figures per prompt."""
     from models.config import LLMConfig
 
     settings = dict(ENGINES[label])
@@ -46,7 +54,9 @@ def run_engine(label: str, model: str, threads: int, prompts: list[dict[str, Any
     )
     config = LLMConfig(**{**config.__dict__, **settings})
     started = time.perf_counter()
-    run = _bare(config) if bare else _ours(config)
+    if label.endswith(WITH_LORA) and adapter is None:
+        raise ValueError(f"engine {label!r} answers through an adapter: pass --adapter FOLDER")
+    run = _bare(config) if bare else _ours(config, adapter if label.endswith(WITH_LORA) else None)
     load_s = time.perf_counter() - started
     run(WARM_UP, 4)  # warm-up, not measured; not a benchmark prompt, whose tokens llama.cpp would keep cached
     results = []
@@ -75,10 +85,13 @@ def alternate(model: str, threads: int, prompts: list[dict[str, Any]], max_new: 
     return {"label": "alternating", "decode": decode}
 
 
-def _ours(config: Any) -> Any:
-    from models.generate import SamplingParams, load_language_model
+def _ours(config: Any, adapter: Path | None = None) -> Any:
+    from models.generate import AdapterRef, SamplingParams, load_language_model
 
-    generator = load_language_model(config, progress=False).generator()
+    lm = load_language_model(config, progress=False)
+    if adapter is not None:
+        lm.load_adapter(AdapterRef(adapter.name, adapter))
+    generator = lm.generator(adapter.name if adapter is not None else None)
 
     def run(messages: list[dict[str, str]], max_new: int) -> dict[str, Any]:
         stream = generator.stream(messages, SamplingParams(max_new_tokens=max_new))
@@ -164,9 +177,13 @@ def build_prompts(config: Any, embedder: Any, questions: list[dict[str, Any]], d
     return prompts
 
 
-def run_child(label: str, model: str, threads: int, prompts: Path, max_new: int, timeout: float) -> dict[str, Any]:
+def run_child(
+    label: str, model: str, threads: int, prompts: Path, max_new: int, timeout: float, adapter: Path | None = None
+) -> dict[str, Any]:
     """One engine in a fresh process; its JSON result (or the failure, named)."""
     command = [sys.executable, "-m", "ragtune.bench_generation", label, model, str(threads), str(prompts), str(max_new)]
+    if adapter is not None and label.endswith(WITH_LORA):
+        command += ["--adapter", str(adapter)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, env=env)  # stderr: live
     if done.returncode != 0:
@@ -245,6 +262,14 @@ def report(runs: list[dict[str, Any]], reference: str) -> tuple[str, list[str]]:
     if ours and lookup:
         ratio = lookup["rag_total"] / ours["rag_total"]
         lines.append(f"prompt_lookup on ÷ off, RAG answer total p50: {ratio:.2f}× (below 1 helps)")
+    for engine in ("llamacpp", reference):
+        plain, lora = figures.get(engine), figures.get(engine + WITH_LORA)
+        if plain and lora:
+            lines.append(
+                f"{engine} with a LoRA ÷ without: prompt tokens/s {lora['rag_prefill'] / plain['rag_prefill']:.2f}×, "
+                f"decode tokens/s {lora['rag_decode'] / plain['rag_decode']:.2f}×, "
+                f"RAG answer total p50 {lora['rag_total'] / plain['rag_total']:.2f}× (RAG prompts)"
+            )
     return text, lines
 
 
@@ -255,6 +280,7 @@ def main() -> int:
     parser.add_argument("threads", type=int)
     parser.add_argument("prompts", type=Path)
     parser.add_argument("max_new", type=int)
+    parser.add_argument("--adapter", type=Path, help="adapter folder (PEFT files and their GGUF export) for + LoRA")
     args = parser.parse_args()
     from ragtune.app import quiet_libraries
 
@@ -264,7 +290,7 @@ def main() -> int:
     if measure is not None:
         print(json.dumps(measure(args.model, args.threads, prompts, args.max_new)))
         return 0
-    print(json.dumps(run_engine(args.label, args.model, args.threads, prompts, args.max_new)))
+    print(json.dumps(run_engine(args.label, args.model, args.threads, prompts, args.max_new, args.adapter)))
     return 0
 
 

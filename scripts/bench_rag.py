@@ -407,14 +407,22 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder) -> str:
     config, path, count = generation_prompts(args, embedder)
     threads = config.llm.threads or len(os.sched_getaffinity(0))
     engines = args.gen_engines or list(ENGINES)
+    from ragtune.bench_lora_memory import random_adapters
+
+    # Three LoRAs (r=8 on all 7 projections): the first is the "+ LoRA" engines' adapter, all three are resident
+    # in the memory measurement.
+    adapters = random_adapters(config.llm.model, Path(os.environ["RAGTUNE_HOME"]) / "bench-loras")
     load = os.getloadavg()
-    runs = [run_child(e, config.llm.model, threads, path, args.gen_tokens, timeout=1800) for e in engines]
+    runs = [
+        run_child(e, config.llm.model, threads, path, args.gen_tokens, timeout=1800, adapter=adapters[0])
+        for e in engines
+    ]
     runs.append(run_child("alternating", config.llm.model, threads, path, args.gen_tokens, timeout=1800))
     load = f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
     default = resolve_dtype("auto", "cpu")
     reference = "transformers bf16" if default == torch.bfloat16 else "transformers fp32"
     text, ratios = report(runs, reference)
-    ratios.append(lora_memory(config.llm.model, threads))
+    ratios.append(lora_memory(config.llm.model, threads, adapters))
     for line in ratios:
         say(f"[gen] {line}")
     return (
@@ -425,18 +433,17 @@ def bench_generation(args: argparse.Namespace, embedder: Embedder) -> str:
         "warm-up generation first. llamacpp keeps the previous prompt in its KV cache, so the RAG prompts "
         "(which share the system prompt) evaluate only what differs; the bare row does the same (llama_cpp's "
         f"own prefix reuse). Then llamacpp and bare take turns in one process on the same prompts, so their "
-        f"decode ratio is measured under the same load. transformers' default dtype here: {reference}. "
+        f"decode ratio is measured under the same load. The + LoRA engines answer through one LoRA (r=8 on all 7 "
+        "projections, random weights: its answers differ from the base's; PEFT on transformers, its GGUF export "
+        f"on llamacpp). transformers' default dtype here: {reference}. "
         f"Load: {load}.\n\n" + text + "\n\n" + "\n".join(f"- {line}" for line in ratios)
     )
 
 
-def lora_memory(model: str, threads: int) -> str:
-    """RSS of the llamacpp base alone and with 3 GGUF LoRAs resident (a child process's own figures)."""
+def lora_memory(model: str, threads: int, folders: list[Path]) -> str:
+    """RSS of the llamacpp base alone and with the 3 GGUF LoRAs resident (a child process's own figures)."""
     import subprocess
 
-    from ragtune.bench_lora_memory import random_adapters
-
-    folders = random_adapters(model, Path(os.environ["RAGTUNE_HOME"]) / "bench-loras")
     command = [sys.executable, "-m", "ragtune.bench_lora_memory", model, str(threads), *map(str, folders)]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     if done.returncode != 0:
