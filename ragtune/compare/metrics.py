@@ -255,9 +255,10 @@ def bootstrap_statistic(
     n = sizes.pop()
     if n == 0:
         return None
-    arrays = [np.asarray(c) for c in columns]
+    arrays, rng = [np.asarray(c) for c in columns], np.random.default_rng(seed)
     values = []
-    for picks in np.random.default_rng(seed).integers(0, n, size=(resamples, n)):
+    for _ in range(resamples):  # one resample's picks at a time: memory stays flat for large n
+        picks = rng.integers(0, n, size=n)
         value = statistic(*(a[picks] for a in arrays))
         if value is not None:
             values.append(value)
