@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,6 +49,8 @@ _BATCH = 4096  # rows per insert or id query: well under the engine's message si
 _REBUILD = "rebuild with `ragtune ingest --rebuild DOCS`"
 # VARCHAR's largest max_length: a server counts it in UTF-8 bytes (Milvus Lite in characters); the stricter holds.
 _VARCHAR = 65535
+# Waits between retries of loading a just-flushed collection (MilvusIndex._load_sealed): 3.5 s in all.
+LOAD_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 2.0)
 _TEXT_FIELDS = ("path", "locator", "text", "context")
 _CHUNK_FIELDS = ["path", "ordinal", "locator", "text", "context"]
 _FACTS = "ragtune.facts"  # the collection property holding what a reader checks: embedder, dim, space, ...
@@ -183,13 +186,25 @@ class MilvusIndex(VectorIndex):
         # Reloaded, searches use the HNSW index built on the sealed segments (on Milvus Lite, searches of a
         # collection loaded while its rows were inserted scan them instead: 10-100x slower).
         self._client.release_collection(self.name)
-        self._client.load_collection(self.name)
+        self._load_sealed()
         return {
             "files": [],
             "collection": self.name,
             "m": self._config.m,
             "ef_construction": self._config.ef_construction,
         }
+
+    def _load_sealed(self) -> None:
+        """Load the collection just flushed. Milvus Lite writes a sealed segment's HNSW file in the background;
+        a load that reads it half-written fails (faiss: "read error ... Resource temporarily unavailable"), so
+        the load is retried for a few seconds before its error stands (a server that is down still fails)."""
+        for delay in LOAD_RETRY_DELAYS_S:
+            try:
+                self._client.load_collection(self.name)
+                return
+            except IndexUnavailableError:
+                time.sleep(delay)
+        self._client.load_collection(self.name)
 
     @classmethod
     def generations(cls, config: IndexConfig) -> list[int]:

@@ -154,3 +154,32 @@ def test_stored_facts_of_another_dimension_are_named(config) -> None:
     index.save(Path("unused"))
     with pytest.raises(IndexCorruptError, match=r"holds 8-dimensional vectors with metric COSINE, but its stored "):
         MilvusIndex.open_served(config.index, "gen-000001")
+
+
+def test_a_load_that_reads_a_half_written_segment_index_is_retried(config, monkeypatch) -> None:
+    # Milvus Lite writes a sealed segment's index file in the background; a load that reads it half-written
+    # fails once or twice under load. The first two loads here fail as such a load does; the third succeeds.
+    index = filled(config, 5)
+    real, calls = index._client.load_collection, []
+
+    def flaky(name: str) -> None:
+        calls.append(name)
+        if len(calls) <= 2:
+            raise IndexUnavailableError(f"index.uri={config.index.uri}: the Milvus call failed (read error ...)")
+        real(name)
+
+    monkeypatch.setattr(index._client, "load_collection", flaky)
+    monkeypatch.setattr("rag.index.milvus.LOAD_RETRY_DELAYS_S", (0.01,) * 5)
+    assert index.save(Path("unused"))["collection"] == index.name and len(calls) == 3
+    assert len(index.search(np.ones(DIM, dtype=np.float32), 3)[0]) == 3  # loaded: it searches
+    # A failure that lasts is not hidden: after the retries (one load each, then a last one) the error stands.
+    calls.clear()
+
+    def down(name: str) -> None:
+        calls.append(name)
+        raise IndexUnavailableError(f"index.uri={config.index.uri}: the Milvus call failed (server down)")
+
+    monkeypatch.setattr(index._client, "load_collection", down)
+    with pytest.raises(IndexUnavailableError, match="server down"):
+        index.save(Path("unused"))
+    assert len(calls) == 6
