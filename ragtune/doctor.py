@@ -76,18 +76,24 @@ def backend(config: Config) -> list[Check]:
 
 
 def models(config: Config) -> list[Check]:
-    """The configured embedder and LM: present, every packaged file against pip's RECORD hashes, GGUF sha256.
+    """The configured embedder, LM and judge: present, every packaged file against pip's RECORD hashes, GGUF sha256.
 
-    With llm.backend=openai the LM runs on llm.base_url: that server is asked instead of local files."""
+    With llm.backend=openai the LM runs on llm.base_url: that server is asked instead of local files (the
+    judge, eval.judge.model, always runs here)."""
     remote = backend_choice(config)[0] == "openai"
     checks = [_check_remote(config)] if remote else []
     named = [("embedder.model", config.embedder.model)] + ([] if remote else [("llm.model", config.llm.model)])
+    if config.eval.judge.model:
+        named.append(("eval.judge.model", config.eval.judge.model))
     for key, name in named:
         preset = PRESETS.get(name)
         if preset is None:
             checks.append(_check_local(key, name))
-            continue
-        checks.append(_check_preset(key, preset))
+        elif key == "eval.judge.model" and preset.kind != "gguf":
+            lms = ", ".join(p.name for p in PRESETS.values() if p.kind == "gguf")
+            checks.append(Check("fail", key, f"{name} is not a language model preset", f"set {key} to one of {lms}"))
+        else:
+            checks.append(_check_preset(key, preset))
     if not remote and config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
         checks.append(_check_prepared(config))
     return checks

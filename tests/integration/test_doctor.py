@@ -46,6 +46,7 @@ def test_a_healthy_setup_passes_and_names_what_it_checked(tiny, docs: Path, caps
     assert checks["embedder.model"]["status"] == "ok" and "match the hashes" in checks["embedder.model"]["detail"]
     assert checks["index"]["status"] == "ok" and "gen-" in checks["index"]["detail"]
     assert all(c["status"] in ("ok", "warn") for c in checks.values())
+    assert "eval.judge.model" not in checks  # no judge configured: nothing to check
 
 
 def test_a_damaged_index_fails_with_the_fix(tiny, docs: Path, capsys) -> None:
@@ -87,6 +88,17 @@ def test_cuda_asked_for_without_a_gpu_fails(tiny, capsys) -> None:
 def test_a_missing_local_model_fails(capsys, tmp_path: Path) -> None:
     code, checks = doctor(capsys, f"llm.model={tmp_path / 'nowhere'}")
     assert code == 1 and checks["llm.model"]["status"] == "fail"
+
+
+def test_the_judge_model_is_checked_like_the_lm(tiny, capsys, tmp_path: Path) -> None:
+    code, checks = doctor(capsys, *tiny, "eval.judge.model=smollm2-135m-instruct")
+    assert (
+        checks["eval.judge.model"]["status"] == "ok" and "smollm2-135m-instruct" in checks["eval.judge.model"]["detail"]
+    )
+    code, checks = doctor(capsys, *tiny, f"eval.judge.model={tmp_path / 'nowhere.gguf'}")
+    assert code == 1 and checks["eval.judge.model"]["status"] == "fail"
+    code, checks = doctor(capsys, *tiny, "eval.judge.model=minilm-l6")  # an embedder: it cannot judge
+    assert code == 1 and "not a language model preset" in checks["eval.judge.model"]["detail"]
 
 
 def test_a_truncated_local_gguf_fails_as_the_engine_would_refuse_it(capsys, tmp_path: Path) -> None:
