@@ -307,6 +307,9 @@ def save(run: Run) -> TrainResult:
             write_gguf_lora(run.name, result.path, run.lm.path)
         shutil.rmtree(run.folder, ignore_errors=True)  # the adapter is the product; checkpoints were for resuming
     run.accelerator.wait_for_everyone()
+    # Under a multi-process launch, leave the process group now: gloo's threads still holding work at the
+    # interpreter's teardown can abort a process after the adapter was written. A no-op in one process.
+    run.accelerator.end_training()
     return result
 
 

@@ -96,7 +96,14 @@ def main() -> None:
     if rank == 0:
         save_file(full.weights, args.out)
         print("losses", losses, flush=True)
+    # Both processes leave together, and skip the interpreter's teardown: gloo's worker threads can still hold
+    # work with Python references then, and destroying it there aborts a process now and again ("terminate
+    # called without an active exception"), after everything was written.
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
