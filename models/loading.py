@@ -24,7 +24,7 @@ from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.gguf import pieces_sha256  # noqa: E402
 from models.paths import cache_home  # noqa: E402
-from models.presets import Preset, get_preset, piece_paths  # noqa: E402
+from models.presets import Preset, get_preset, piece_paths, preset_names  # noqa: E402
 from models.storage import (  # noqa: E402
     atomic_write_json,
     describe_files,
@@ -85,15 +85,9 @@ def lm_folder(model: str, progress: bool = True) -> Path:
     if path.is_dir():
         return path
     raise ModelError(
-        f"llm.model={model!r} is neither a preset ({', '.join(_lm_presets())}), "
+        f"llm.model={model!r} is neither a preset ({', '.join(preset_names('lm'))}), "
         "a local Hugging Face folder nor a .gguf file"
     )
-
-
-def _lm_presets() -> list[str]:
-    from models.presets import PRESETS
-
-    return [p.name for p in PRESETS.values() if p.kind == "gguf"]
 
 
 def load_lm(config: LLMConfig, progress: bool = True, quantization: Any = None, device: str | None = None) -> LoadedLM:

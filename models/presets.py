@@ -92,13 +92,17 @@ def piece_paths(preset: Preset) -> list[Path]:
     return paths
 
 
+def preset_names(kind: str) -> list[str]:
+    """The names of the presets of `kind` ("embedder" or "lm")."""
+    wanted = "embedder" if kind == "embedder" else "gguf"
+    return [p.name for p in PRESETS.values() if p.kind == wanted]
+
+
 def get_preset(name: str, kind: str) -> Preset | None:
     """The preset called `name` if it is one of `kind` ("embedder" or "lm"); None if `name` is no preset."""
     preset = PRESETS.get(name)
     if preset is None:
         return None
-    wanted = "embedder" if kind == "embedder" else "gguf"
-    if preset.kind != wanted:
-        names = ", ".join(p.name for p in PRESETS.values() if p.kind == wanted)
-        raise ModelError(f"{name!r} is not a {kind} preset; {kind} presets: {names}")
+    if name not in preset_names(kind):
+        raise ModelError(f"{name!r} is not a {kind} preset; {kind} presets: {', '.join(preset_names(kind))}")
     return preset

@@ -16,7 +16,7 @@ from models.config import Config
 from models.errors import ConfigError, ModelError, RagtuneError
 from models.gguf import check_gguf, is_gguf_model, pieces_sha256
 from models.paths import cache_home, data_home, index_dir
-from models.presets import PRESETS, Preset, piece_paths
+from models.presets import PRESETS, Preset, get_preset, piece_paths
 from models.storage import sha256_file
 
 GiB = 2**30
@@ -82,18 +82,16 @@ def models(config: Config) -> list[Check]:
     judge, eval.judge.model, always runs here)."""
     remote = backend_choice(config)[0] == "openai"
     checks = [_check_remote(config)] if remote else []
-    named = [("embedder.model", config.embedder.model)] + ([] if remote else [("llm.model", config.llm.model)])
-    if config.eval.judge.model:
-        named.append(("eval.judge.model", config.eval.judge.model))
-    for key, name in named:
-        preset = PRESETS.get(name)
-        if preset is None:
-            checks.append(_check_local(key, name))
-        elif key == "eval.judge.model" and preset.kind != "gguf":
-            lms = ", ".join(p.name for p in PRESETS.values() if p.kind == "gguf")
-            checks.append(Check("fail", key, f"{name} is not a language model preset", f"set {key} to one of {lms}"))
-        else:
-            checks.append(_check_preset(key, preset))
+    named = [("embedder.model", config.embedder.model, "embedder")]
+    named += [] if remote else [("llm.model", config.llm.model, "lm")]
+    named += [("eval.judge.model", config.eval.judge.model, "lm")] if config.eval.judge.model else []
+    for key, name, kind in named:
+        try:
+            preset = get_preset(name, kind)
+        except ModelError as exc:  # a preset of the other kind: an embedder named as the LM or the judge
+            checks.append(Check("fail", key, str(exc), f"set {key} to one of those presets or a local path"))
+            continue
+        checks.append(_check_local(key, name) if preset is None else _check_preset(key, preset))
     if not remote and config.llm.model in PRESETS and PRESETS[config.llm.model].kind == "gguf":
         checks.append(_check_prepared(config))
     return checks

@@ -21,7 +21,7 @@ from models.config import Config, LLMConfig
 from models.errors import ConfigError, RagtuneError
 from models.generate import Generator, load_language_model
 from models.modes import RETRIEVING
-from models.presets import PRESETS
+from models.presets import PRESETS, preset_names
 from rag.prompt import Passage, is_refusal, render_context
 
 JUDGE_SYSTEM = (
@@ -96,7 +96,7 @@ def load_judge(config: Config, progress: bool = True) -> Judge | None:
     model = config.eval.judge.model
     if model is None:
         return None
-    presets = ", ".join(p.name for p in PRESETS.values() if p.kind == "gguf")
+    presets = ", ".join(preset_names("lm"))
     fix = f"set eval.judge.model to an LM preset ({presets}), a local Hugging Face folder or a .gguf file, or null"
     if model not in PRESETS and not Path(model).expanduser().exists():
         raise ConfigError(f"eval.judge.model={model!r}: neither an LM preset nor an existing path; {fix}")

@@ -98,7 +98,10 @@ def test_the_judge_model_is_checked_like_the_lm(tiny, capsys, tmp_path: Path) ->
     code, checks = doctor(capsys, *tiny, f"eval.judge.model={tmp_path / 'nowhere.gguf'}")
     assert code == 1 and checks["eval.judge.model"]["status"] == "fail"
     code, checks = doctor(capsys, *tiny, "eval.judge.model=minilm-l6")  # an embedder: it cannot judge
-    assert code == 1 and "not a language model preset" in checks["eval.judge.model"]["detail"]
+    assert code == 1 and "'minilm-l6' is not a lm preset; lm presets: " in checks["eval.judge.model"]["detail"]
+    assert "set eval.judge.model to one of those presets" in checks["eval.judge.model"]["fix"]
+    code, checks = doctor(capsys, "llm.model=minilm-l6")  # the same check for the LM, as loading it refuses
+    assert code == 1 and "'minilm-l6' is not a lm preset" in checks["llm.model"]["detail"]
 
 
 def test_a_truncated_local_gguf_fails_as_the_engine_would_refuse_it(capsys, tmp_path: Path) -> None:
