@@ -17,7 +17,7 @@ from typing import Any
 
 from models.errors import InputError
 from ragtune.compare.metrics import paired_difference, summary
-from ragtune.compare.results import PRIMARY_LABELS, per_question
+from ragtune.compare.results import PRIMARY_LABELS, row_score
 
 
 def read_rows(folder: Path) -> dict[str, dict[str, Any]]:
@@ -44,10 +44,14 @@ def pair_runs(a: Path, b: Path, metric: str | None = None) -> dict[str, Any]:
     if metric is None:  # as compare picks it: choice accuracy when every question is closed-set
         metric = "choice_accuracy" if all(rows_a[i].get("choice") is not None for i in common) else "contains"
     scores = []
-    for folder in (a, b):
-        ids, values = per_question(folder, metric)
-        by_id = dict(zip(ids, values))
-        scores.append([by_id[i] for i in common])
+    for folder, rows in ((a, rows_a), (b, rows_b)):
+        try:
+            scores.append([row_score(rows[i], metric) for i in common])
+        except KeyError as exc:
+            raise InputError(
+                f"{folder / 'answers.jsonl'}: a row has no {exc.args[0]!r}, which {metric} needs; "
+                "pass the folders `ragtune eval` or `compare` wrote"
+            ) from None
     field = "choice" if metric == "choice_accuracy" else "prediction"
     alike = [float(rows_a[i][field] == rows_b[i][field]) for i in common]
     return {

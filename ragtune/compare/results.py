@@ -33,13 +33,18 @@ def primary_metric(questions: Path) -> str:
     return "choice_accuracy" if all(q.choices for q in read_questions(questions)) else "contains"
 
 
+def row_score(row: dict[str, Any], metric: str) -> float:
+    """One answers.jsonl row's 0/1 score on the primary metric."""
+    return float(row["choice"] in row["answers"]) if metric == "choice_accuracy" else row[metric]
+
+
 def per_question(folder: Path, metric: str) -> tuple[list[str], list[float]]:
     """Question ids and their 0/1 score on the primary metric, from an eval's answers.jsonl."""
     ids, values = [], []
     for line in (folder / "answers.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         ids.append(row["id"])
-        values.append(float(row["choice"] in row["answers"]) if metric == "choice_accuracy" else row[metric])
+        values.append(row_score(row, metric))
     return ids, values
 
 

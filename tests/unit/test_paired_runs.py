@@ -43,6 +43,11 @@ def test_a_folder_without_answers_or_with_a_bad_line_is_named(tmp_path: Path, ca
     (bad / "answers.jsonl").write_text('{"id": "q1"}\nnot json\n')
     assert main([str(good), str(bad)]) == 2
     assert f"{bad / 'answers.jsonl'}:2: not an answers.jsonl row" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "answers.jsonl").write_text('{"id": "q1"}\n')  # an id, but no answer fields
+    assert main([str(good), str(bare), "--metric", "contains"]) == 2
+    assert f"{bare / 'answers.jsonl'}: a row has no 'contains', which contains needs" in capsys.readouterr().err
     other = folder(tmp_path, "other", {"q9": "yes"})
     assert main([str(good), str(other)]) == 2
     assert "answered no question in common" in capsys.readouterr().err
