@@ -5,6 +5,8 @@ variant takes turns on the same prompts, so their speed ratios hold under the sa
 too, because re-quantising a 4-bit file loses precision: perplexity on the example documents, and top-1
 agreement and KL divergence against the packaged file's next-token distribution. Finally, the reuse of the
 KV cache of the prompt's fixed start (the system text) across questions: first token with it kept or cleared.
+transformers bf16 on the same GGUF (dequantised, as llm.backend=transformers loads it) takes its turns beside
+them: the prompt-processing speed every llama.cpp setting is held against.
 
     python -m ragtune.bench_weights MODEL THREADS PROMPTS.json ROUNDS TYPE [TYPE ...]   (JSON on stdout)
 """
@@ -28,6 +30,7 @@ from models.engines.llamacpp import common_prefix
 WEIGHT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_S", "Q4_0", "IQ4_NL", "F16", "BF16")
 DECODE_TOKENS = 16  # greedy tokens decoded after each prompt
 QUALITY_TOKENS = 512  # tokens of the example documents scored for perplexity
+ENGINE_DEFAULT = "packaged Q4_K_M (engine default)"
 
 
 def requantise(source: Path, target: Path, kind: str, threads: int) -> float:
@@ -47,7 +50,7 @@ def variants(packaged: Path, folder: Path, kinds: list[str], threads: int) -> li
     """(label, file, flash attention, micro-batch) for each setting measured; the first is the reference."""
     rows = [
         {"label": "packaged Q4_K_M, flash attention off", "path": packaged, "flash": False, "ubatch": 512},
-        {"label": "packaged Q4_K_M (engine default)", "path": packaged, "flash": True, "ubatch": 512},
+        {"label": ENGINE_DEFAULT, "path": packaged, "flash": True, "ubatch": 512},
         {"label": "packaged Q4_K_M, micro-batch 256", "path": packaged, "flash": True, "ubatch": 256},
         {"label": "packaged Q4_K_M, micro-batch 1024", "path": packaged, "flash": True, "ubatch": 1024},
     ]
@@ -94,15 +97,48 @@ def timed(llama: Any, ids: list[int], keep_cache: bool = False) -> tuple[float, 
     return prefill, DECODE_TOKENS / (time.perf_counter() - started)
 
 
+class TransformersReference:
+    """transformers bf16 on the same GGUF dequantised (llm.backend=transformers's weights): the reference row."""
+
+    label = "transformers bf16 (the same GGUF dequantised; reference)"
+
+    def __init__(self, model: str, threads: int) -> None:
+        from models.config import LLMConfig
+        from models.loading import load_lm
+
+        config = LLMConfig(model=model, backend="transformers", device="cpu", dtype="bfloat16", threads=threads)
+        self.model = load_lm(config, progress=False).model
+
+    def timed(self, ids: list[int]) -> tuple[float, float]:
+        """As `timed` for llama.cpp: seconds to the first greedy token, then decode tokens/s over the KV cache."""
+        import torch
+
+        with torch.inference_mode():
+            started = time.perf_counter()
+            out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            token = out.logits[0, -1].argmax()
+            prefill = time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(DECODE_TOKENS):
+                out = self.model(input_ids=token.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+                token = out.logits[0, -1].argmax()
+        return prefill, DECODE_TOKENS / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        del self.model
+
+
 def speed(rows: list[dict[str, Any]], prompts: dict[str, list[int]], threads: int, rounds: int) -> None:
     """Each variant in turn on every prompt, `rounds` times; medians and per-turn ratios to the first variant."""
-    models = [load(row, threads) for row in rows]
+    models = [
+        TransformersReference(row["model"], threads) if row.get("reference") else load(row, threads) for row in rows
+    ]
     turns: list[list[dict[str, list[float]]]] = [[] for _ in rows]
     for _ in range(rounds):
-        for llama, record in zip(models, turns):
+        for engine, record in zip(models, turns):
             figures: dict[str, list[float]] = {"rag_prefill": [], "rag_decode": []}
             for name, ids in prompts.items():
-                seconds, decode = timed(llama, ids)
+                seconds, decode = engine.timed(ids) if isinstance(engine, TransformersReference) else timed(engine, ids)
                 prefill = len(ids) / seconds
                 kind = "long" if name == "long" else "rag"
                 figures.setdefault(f"{kind}_prefill", []).append(prefill)
@@ -112,15 +148,19 @@ def speed(rows: list[dict[str, Any]], prompts: dict[str, list[int]], threads: in
         for key in record[0]:
             row[key] = statistics.median(turn[key] for turn in record)
             row[key + "_ratio"] = statistics.median(t[key] / r[key] for t, r in zip(record, turns[0]))
-    for llama in models:
-        llama.close()
+    for engine in models:
+        engine.close()
+    reference = next(record for row, record in zip(rows, turns) if row.get("reference"))
+    for row, record in zip(rows, turns):
+        for key in ("rag_prefill", "long_prefill"):
+            row[key + "_vs_reference"] = statistics.median(t[key] / r[key] for t, r in zip(record, reference))
 
 
 def quality(rows: list[dict[str, Any]], ids: list[int], threads: int) -> None:
     """Perplexity of `ids` under each variant; top-1 agreement and KL(packaged || variant) per position."""
     reference = None
     for row in rows:
-        if row is not rows[0] and row["path"] == rows[0]["path"]:
+        if row.get("reference") or (row is not rows[0] and row["path"] == rows[0]["path"]):
             continue  # the same weights: attention and batch settings change speed, not the distribution
         llama = load(row, threads, logits_all=True)
         llama.eval(ids)
@@ -155,6 +195,7 @@ def measure(model: str, threads: int, prompts_file: Path, rounds: int, kinds: li
 
     from models.engines.llamacpp import LlamaCppLM
     from models.gguf import gguf_file
+    from models.loading import lm_folder
 
     packaged = gguf_file(model)
     vocab = llama_cpp.Llama(model_path=str(packaged), vocab_only=True, verbose=False)
@@ -162,6 +203,7 @@ def measure(model: str, threads: int, prompts_file: Path, rounds: int, kinds: li
     prompts = {p["id"]: template.encode_chat(p["messages"]) for p in json.loads(prompts_file.read_text())}
     with tempfile.TemporaryDirectory(prefix="ragtune-weights-") as folder:
         rows = variants(packaged, Path(folder), kinds, threads)
+        rows.append({"label": TransformersReference.label, "reference": True, "model": model, "path": lm_folder(model)})
         speed(rows, prompts, threads, rounds)
         quality(rows, prompts["long"][:QUALITY_TOKENS], threads)
         reuse = prefix_reuse(rows[1], prompts, threads, rounds)
@@ -181,11 +223,10 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        quality = (
-            f"{row['perplexity']:.2f} | {row['top1_agreement']:.3f} | {row['kl']:.4f}"
-            if "perplexity" in row
-            else "= | = | ="
-        )
+        if "perplexity" in row:
+            quality = f"{row['perplexity']:.2f} | {row['top1_agreement']:.3f} | {row['kl']:.4f}"
+        else:
+            quality = "– | – | –" if row.get("reference") else "= | = | ="
         made = f" (re-quantised in {row['quantise_s']:.0f} s)" if "quantise_s" in row else ""
         lines.append(
             f"| {row['label']} | {row['rag_prefill']:.0f} ({row['rag_prefill_ratio']:.2f}×) | "
@@ -193,6 +234,16 @@ def render(result: dict[str, Any]) -> str:
             f"({row['rag_decode_ratio']:.2f}×) | {quality} | {row['path']}{made} |"
         )
     kept, cleared = reuse["kept_s"], reuse["cleared_s"]
+    against = ""
+    engine = next(row for row in rows if row["label"] == ENGINE_DEFAULT)
+    rivals = [row for row in rows if not row.get("reference")]
+    for key, what in (("rag_prefill", "RAG prompts"), ("long_prefill", "long prompt")):
+        best = max(rivals, key=lambda row: row[key + "_vs_reference"])
+        against += (
+            f"\n- {what}: prompt tokens/s ÷ transformers bf16's, taking turns: engine default "
+            f"{engine[key + '_vs_reference']:.2f}×, fastest llama.cpp setting ({best['label']}) "
+            f"{best[key + '_vs_reference']:.2f}× (target: no slower, ≥ 1×)"
+        )
     return (
         f"### 6. llama.cpp settings side by side\n\n`{result['model']}`, {result['threads']} threads, greedy. Every "
         f"setting loaded in one process and taking turns, {result['rounds']} rounds, on {len(rag)} RAG prompts built "
@@ -200,12 +251,12 @@ def render(result: dict[str, Any]) -> str:
         f"cleared before each; decode: {DECODE_TOKENS} greedy tokens after each RAG prompt. Ratios are medians of "
         "per-round ratios to the first row (llama-cpp-python's defaults). Perplexity, top-1 agreement and KL "
         f"(packaged ‖ setting, nats per token) over the first {QUALITY_TOKENS} tokens of the long prompt; '=' where "
-        f"the weights are the packaged file's. Load: {result['load']}.\n\n"
+        f"the weights are the packaged file's, '–' for transformers (not measured). Load: {result['load']}.\n\n"
         + "\n".join(lines)
         + f"\n\n- KV cache of the prompt's fixed start: consecutive RAG prompts share their first "
         f"{reuse['shared_tokens']} tokens (chat template and system text). First token p50 with the previous "
         f"question's cache kept (the engine's behaviour) {kept:.2f} s, cleared {cleared:.2f} s: "
-        f"{kept / cleared:.2f}×."
+        f"{kept / cleared:.2f}×." + against
     )
 
 

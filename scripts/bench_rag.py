@@ -12,9 +12,9 @@
    engine (prompt_lookup off and on) and bare llama_cpp.Llama as its ceiling, each in its own process, on
    the prompts `ask` builds for the example questions and one ~1,000-token prompt; same model, same threads.
 6. llama.cpp settings (ragtune/bench_weights.py): the packaged GGUF against re-quantised copies (Q8_0, Q4_0,
-   IQ4_NL), flash attention off/on and micro-batch sizes, taking turns in one process on the same prompts
-   (prompt and decode tokens/s, perplexity, agreement with the packaged file), and the KV-cache reuse of the
-   prompt's fixed start across questions.
+   IQ4_NL, BF16), flash attention off/on and micro-batch sizes, with transformers bf16 as the reference,
+   taking turns in one process on the same prompts (prompt and decode tokens/s, perplexity, agreement with
+   the packaged file), and the KV-cache reuse of the prompt's fixed start across questions.
 
     python scripts/bench_rag.py                                # full size, writes BENCHMARKS.md
     python scripts/bench_rag.py --quick --out /tmp/bench.md    # small sizes, a smoke test
@@ -486,7 +486,7 @@ def parse_args() -> argparse.Namespace:
     add(
         "--weight-types",
         nargs="*",
-        default=["Q8_0", "Q4_0", "IQ4_NL"],
+        default=["Q8_0", "Q4_0", "IQ4_NL", "BF16"],
         choices=WEIGHT_TYPES,
         metavar="TYPE",
         help=f"types to re-quantise to (section 6): {', '.join(WEIGHT_TYPES)}",
