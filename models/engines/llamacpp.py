@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +30,32 @@ _INSTALL = "pip install 'ragtune[llamacpp]' (llama-cpp-python==0.3.36; the first
 PROMPT_LOOKUP_TOKENS = 10  # draft tokens proposed per step by prompt lookup (llama-cpp-python's default)
 
 
+# ggml's log levels (ggml.h: DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 continues the previous message).
+_GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5
+_log_state = {"callback": None, "printing": False}
+
+
 def import_llama_cpp() -> Any:
-    """The llama_cpp package, or a ModelError with the install command."""
+    """The llama_cpp package, or a ModelError with the install command; llama.cpp's log reduced to its errors."""
     try:
         import llama_cpp
     except ImportError:
         raise ModelError(f"llm.backend=llamacpp needs llama-cpp-python: {_INSTALL}") from None
+    if _log_state["callback"] is None:
+        # llama-cpp-python 0.3.36 reads the levels by an older numbering in which 3 was ERROR, so with
+        # verbose=False llama.cpp's warnings still reached stderr: a LoRA on the MLP printed a line per
+        # repacked weight ("cannot use buft 'CPU_REPACK', fallback to CPU"; the adapter applies all the same).
+        _log_state["callback"] = llama_cpp.llama_log_callback(_print_errors)  # kept: llama.cpp holds the pointer
+        llama_cpp.llama_log_set(_log_state["callback"], ctypes.c_void_p(0))
     return llama_cpp
+
+
+def _print_errors(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's log callback: errors (and their continuation lines) to stderr, the rest dropped."""
+    if level != _GGML_LOG_CONT:
+        _log_state["printing"] = level == _GGML_LOG_ERROR
+    if _log_state["printing"]:
+        print(text.decode("utf-8", errors="replace"), end="", file=sys.stderr, flush=True)
 
 
 class LlamaCppLM:

@@ -266,6 +266,15 @@ def test_concurrent_first_loads_of_an_adapter_init_it_once(
     assert len(inits) == 1 and lm.has_adapter("racing")
 
 
+def test_llama_cpp_log_keeps_errors_and_drops_the_rest(capfd: pytest.CaptureFixture[str]) -> None:
+    """Level by level (ggml.h): a warning and its continuation dropped, an error and its continuation kept."""
+    from models.engines.llamacpp import _print_errors
+
+    for level, text in ((3, b"a warning "), (5, b"goes on\n"), (4, b"an error "), (5, b"goes on\n"), (2, b"info\n")):
+        _print_errors(level, text, None)
+    assert capfd.readouterr().err == "an error goes on\n"
+
+
 def test_adapter_of_another_base_is_refused_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
     folder = install(peft_folder)
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -301,26 +310,53 @@ def assert_same_adapter(result) -> None:
     assert result.share >= result.base_share - 0.25, result.summary()
 
 
-@pytest.mark.slow
-def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(tmp_path: Path) -> None:
-    """The same check on the default 0.5B LM (Qwen2: no row reordering), whose GGUF comes in six pieces."""
-    pytest.importorskip("llama_cpp")
-    from models.gguf import pieces_sha256
-    from tests.gguf_lora_helpers import compare_engines, random_lora_folder
+QWEN = "qwen2.5-coder-0.5b-instruct"
 
-    model = "qwen2.5-coder-0.5b-instruct"
-    pieces = piece_paths(PRESETS[model])
-    base = tmp_path / "base.gguf"
-    assert pieces_sha256(pieces, base) == PRESETS[model].sha256
+
+@pytest.fixture(scope="module")
+def qwen_lora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A random PEFT LoRA on the default 0.5B LM exported to GGUF from the preset's pieces, as after training,
+    and the base assembled: (PEFT folder, GGUF LoRA, base GGUF)."""
+    from models.gguf import pieces_sha256
+    from tests.gguf_lora_helpers import random_lora_folder
+
+    folder = tmp_path_factory.mktemp("qwen")
+    pieces = piece_paths(PRESETS[QWEN])
+    base = folder / "base.gguf"
+    assert pieces_sha256(pieces, base) == PRESETS[QWEN].sha256
     # Milder than on SmolLM2: the engines' own gap is smaller here (bases agree more), and a LoRA as strong
     # as std 0.15 flattens the 0.5B's distributions until greedy picks between near-ties (measured: logit
     # shift cosine 0.998, yet exact 8-token continuations equal on only 4 of 8 prompts).
-    peft = random_lora_folder(tmp_path / "qwen-random", model, seed=0, std=0.05)
-    lora = export_gguf_lora(peft, pieces, PRESETS[model].sha256)  # from the pieces, as after training
+    peft = random_lora_folder(folder / "qwen-random", QWEN, seed=0, std=0.05)
+    return peft, export_gguf_lora(peft, pieces, PRESETS[QWEN].sha256), base
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_gguf_lora_follows_peft_on_the_default_lm(qwen_lora: tuple[Path, Path, Path]) -> None:
+    """The same check on the default 0.5B LM (Qwen2: no row reordering), whose GGUF comes in six pieces."""
+    pytest.importorskip("llama_cpp")
+    from tests.gguf_lora_helpers import compare_engines
+
+    peft, lora, base = qwen_lora
     check_lora_gguf(lora, base)
-    result = compare_engines(model, base, peft, lora)
+    result = compare_engines(QWEN, base, peft, lora)
     print(result.summary())
     assert_same_adapter(result)
+
+
+@pytest.mark.slow
+def test_an_mlp_adapter_loads_without_llama_cpp_warnings(
+    qwen_lora: tuple[Path, Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The LoRA covers ffn_down, which llama.cpp repacks on this base: it printed a warning per layer at load."""
+    pytest.importorskip("llama_cpp")
+    from models.config import LLMConfig
+    from models.generate import AdapterRef, load_language_model
+
+    lm = load_language_model(LLMConfig(model=QWEN, backend="llamacpp", context_window=256), progress=False)
+    capfd.readouterr()
+    lm.load_adapter(AdapterRef("qwen-random", qwen_lora[0]))
+    assert lm.has_adapter("qwen-random") and capfd.readouterr().err == ""
 
 
 @pytest.mark.slow
