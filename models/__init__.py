@@ -2,9 +2,13 @@
 
 import os
 
-# OpenMP threads (torch's and llama.cpp's share one libgomp, which reads this once, when it loads) sleep when
-# they wait instead of spinning. A spinning thread holds its core, so on a machine whose cores other
-# processes also use, every barrier waits for a descheduled spinner: on 2 busy cores llama.cpp decoded
-# SmolLM2-135M at 1.1 tokens/s spinning and 13-37 passive, transformers 1.0-1.7 against 2.9-6.6.
-# Set OMP_WAIT_POLICY=active to spin on cores of your own.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How long OpenMP threads (torch's and llama.cpp's libgomp, which reads this once, when it loads) spin
+# before they sleep when they wait. llama.cpp waits at a barrier after every operation, hundreds per decoded
+# token: sleeping at once (OMP_WAIT_POLICY=PASSIVE) decoded 0.70x as fast as this short spin on idle cores,
+# while spinning long (libgomp's default, 300,000 rounds) lets a spinner the scheduler has set aside stall
+# every barrier on shared cores: two engine processes side by side decoded 0.24x as fast as sleeping at once
+# (this: 0.89x). BENCHMARKS.md, "OpenMP wait" (scripts/bench_rag.py --openmp). A policy of your own
+# (OMP_WAIT_POLICY or GOMP_SPINCOUNT set before import) is kept.
+OPENMP_SPIN_ROUNDS = "300"
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_ROUNDS)

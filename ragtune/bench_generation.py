@@ -177,14 +177,27 @@ def build_prompts(config: Any, embedder: Any, questions: list[dict[str, Any]], d
     return prompts
 
 
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
 def run_child(
-    label: str, model: str, threads: int, prompts: Path, max_new: int, timeout: float, adapter: Path | None = None
+    label: str,
+    model: str,
+    threads: int,
+    prompts: Path,
+    max_new: int,
+    timeout: float,
+    adapter: Path | None = None,
+    openmp_wait: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One engine in a fresh process; its JSON result (or the failure, named)."""
+    """One engine in a fresh process; its JSON result (or the failure, named). `openmp_wait`: the OpenMP wait
+    variables the child starts with instead of this process's (libgomp reads them once, when it loads)."""
     command = [sys.executable, "-m", "ragtune.bench_generation", label, model, str(threads), str(prompts), str(max_new)]
     if adapter is not None and label.endswith(WITH_LORA):
         command += ["--adapter", str(adapter)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if openmp_wait is not None:
+        env = {key: value for key, value in env.items() if key not in OPENMP_WAIT_VARIABLES} | openmp_wait
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, env=env)  # stderr: live
     if done.returncode != 0:
         return {"label": label, "error": [f"exit status {done.returncode} (its error is printed above)"]}

@@ -15,11 +15,14 @@
    IQ4_NL, BF16), flash attention off/on and micro-batch sizes, with transformers bf16 as the reference,
    taking turns in one process on the same prompts (prompt and decode tokens/s, perplexity, agreement with
    the packaged file), and the KV-cache reuse of the prompt's fixed start across questions.
+7. OpenMP wait (ragtune/bench_openmp.py): threads that sleep at once, spin briefly (the default) or spin
+   long, each in fresh processes: llamacpp alone, transformers bf16 alone, two llamacpp processes at once.
 
     python scripts/bench_rag.py                                # full size, writes BENCHMARKS.md
     python scripts/bench_rag.py --quick --out /tmp/bench.md    # small sizes, a smoke test
     python scripts/bench_rag.py --gen-only                     # section 5 alone (its own BENCHMARKS.md section)
     python scripts/bench_rag.py --weights --answers 3          # section 6 alone, one section per --model
+    python scripts/bench_rag.py --openmp --answers 6 --gen-tokens 48   # section 7 alone (OpenMP wait)
 
 Indexes go to a fresh temporary RAGTUNE_HOME (the user's indexes are never touched); models are read
 from RAGTUNE_CACHE as usual. PubMedQA documents are the CONTEXTS paragraphs only, never LONG_ANSWER.
@@ -43,9 +46,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# As models/__init__.py does, before torch loads OpenMP: waiting threads sleep instead of holding a core.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import models  # noqa: E402,F401  (sets how OpenMP threads wait before torch loads libgomp: models/__init__.py)
 
+# isort: split
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -480,7 +483,7 @@ def parse_args() -> argparse.Namespace:
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     add("--gen-only", action="store_true", help="run section 5 (generation engines) alone")
     add("--model", help="LM for section 5 (default llm.model)")
-    add("--gen-tokens", type=int, default=128, help="most new tokens per answer in section 5 (default 128)")
+    add("--gen-tokens", type=int, default=128, help="most new tokens per answer in sections 5 and 7 (default 128)")
     add("--gen-engines", nargs="*", help="engines for section 5 (default all: see ragtune/bench_generation.py)")
     add("--weights", action="store_true", help="run section 6 (llama.cpp weight types and settings) alone")
     add(
@@ -492,9 +495,13 @@ def parse_args() -> argparse.Namespace:
         help=f"types to re-quantise to (section 6): {', '.join(WEIGHT_TYPES)}",
     )
     add("--weight-rounds", type=int, default=3, help="turns each setting takes on the prompts (section 6)")
+    add("--openmp", action="store_true", help="run section 7 (how OpenMP threads wait) alone")
+    add("--openmp-rounds", type=int, default=2, help="turns each OpenMP wait setting takes (section 7)")
     args = parser.parse_args()
     if args.weight_rounds < 1:
         parser.error(f"--weight-rounds must be at least 1, not {args.weight_rounds}")
+    if args.openmp_rounds < 1:
+        parser.error(f"--openmp-rounds must be at least 1, not {args.openmp_rounds}")
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -568,6 +575,21 @@ def weights_only(args: argparse.Namespace, command: str, rows: list[tuple[str, s
     return write_report(args, section, heading, measured(command, rows), [render(result)])
 
 
+def openmp_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
+    """Section 7 alone: how OpenMP threads wait, each setting in fresh child processes."""
+    from ragtune.bench_openmp import measure, render
+
+    with bench_home():
+        config, prompts, _ = generation_prompts(args, default_embedder(args))
+        threads = config.llm.threads or len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+        result = measure(config.llm.model, threads, prompts, args.gen_tokens, args.openmp_rounds)
+    result["load"] = f"{load:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)"
+    heading = f"## OpenMP wait: {config.llm.model} (`scripts/bench_rag.py --openmp`)"
+    section = model_section("bench_openmp", config.llm.model)
+    return write_report(args, section, heading, measured(command, rows), [render(result)])
+
+
 def gen_only(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
     """Section 5 alone, written to its own section of the report."""
     with bench_home():
@@ -592,6 +614,8 @@ def main() -> int:
         return gen_only(args, command, rows)
     if args.weights:
         return weights_only(args, command, rows)
+    if args.openmp:
+        return openmp_only(args, command, rows)
     records = json.loads(args.pubmedqa.read_text(encoding="utf-8"))
     with bench_home() as tmp:
         ingest_md, retriever = bench_ingest(args, records, tmp, args.overrides)
