@@ -25,27 +25,32 @@ SETTINGS: dict[str, dict[str, str]] = {
     },
     "spin 300,000 rounds (libgomp's default)": {"GOMP_SPINCOUNT": "300000"},
 }
-CASES = ("llamacpp alone", "transformers bf16 alone", "llamacpp, two processes at once")
+# case -> the engines (bench_generation labels) that run at once in it, each in its own process
+CASES: dict[str, list[str]] = {
+    "llamacpp alone": ["llamacpp"],
+    "transformers bf16 alone": ["transformers bf16"],
+    "llamacpp, two processes at once": ["llamacpp", "llamacpp"],
+}
 FIGURES = ("rag_decode", "rag_prefill", "rag_total")
 
 
-def _runs(case: str, wait: dict[str, str], model: str, threads: int, prompts: Path, max_new: int) -> list[dict]:
+def _runs(engines: list[str], wait: dict[str, str], model: str, threads: int, prompts: Path, max_new: int) -> list:
+    """`engines` at once, each in a fresh child process started with the OpenMP variables `wait`."""
+
     def child(label: str) -> dict[str, Any]:
         return run_child(label, model, threads, prompts, max_new, timeout=1800, openmp_wait=wait)
 
-    if case == "llamacpp, two processes at once":
-        with ThreadPoolExecutor(2) as pool:
-            return list(pool.map(child, ["llamacpp", "llamacpp"]))
-    return [child("transformers bf16" if case.startswith("transformers") else "llamacpp")]
+    with ThreadPoolExecutor(len(engines)) as pool:
+        return list(pool.map(child, engines))
 
 
 def measure(model: str, threads: int, prompts: Path, max_new: int, rounds: int) -> dict[str, Any]:
     """Per setting and case: the median over rounds (and over both processes of a pair) of each figure."""
     seen: dict[tuple[str, str], dict[str, list[float]]] = {}
     for _ in range(rounds):
-        for case in CASES:
+        for case, engines in CASES.items():
             for label, wait in SETTINGS.items():
-                for run in _runs(case, wait, model, threads, prompts, max_new):
+                for run in _runs(engines, wait, model, threads, prompts, max_new):
                     if "error" in run:
                         raise RuntimeError(f"{case}, {label}: {' '.join(run['error'])}")
                     figures = summarise(run)
