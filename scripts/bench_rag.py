@@ -55,6 +55,7 @@ import torch  # noqa: E402
 from models.config import Config, load_config  # noqa: E402
 from models.device import resolve_device, resolve_dtype  # noqa: E402
 from models.embedding import Embedder, build_embedder  # noqa: E402
+from models.errors import RagtuneError  # noqa: E402
 from models.generate import SamplingParams, collect, load_language_model  # noqa: E402
 from models.paths import index_dir  # noqa: E402
 from models.storage import write_section  # noqa: E402
@@ -610,6 +611,15 @@ def main() -> int:
     )
     for name, value in rows:
         say(f"[machine] {name}: {value}")
+    try:
+        return run(args, command, rows)
+    except RagtuneError as exc:  # a bad --model, --set or model file: one line naming it, as ragtune says it
+        print(f"bench_rag.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, command: str, rows: list[tuple[str, str]]) -> int:
+    """The sections the flags ask for, written to args.out."""
     if args.gen_only:
         return gen_only(args, command, rows)
     if args.weights:
