@@ -27,21 +27,21 @@ class InputError(RagtuneError):
     """A user-supplied file or path is unusable (missing, outside the roots, unreadable)."""
 
 
-class IndexError_(RagtuneError):
-    """Base of index problems (named with a trailing underscore to keep the builtin visible)."""
+class IndexStateError(RagtuneError):
+    """Base of the index problems: missing, corrupt, unavailable or locked by a writer."""
 
 
-class IndexMissingError(IndexError_):
+class IndexMissingError(IndexStateError):
     """No index has been built yet for the configured name."""
 
 
-class IndexCorruptError(IndexError_):
+class IndexCorruptError(IndexStateError):
     """An index file does not match its manifest (size, hash, dimension)."""
 
 
-class IndexUnavailableError(IndexError_):
+class IndexUnavailableError(IndexStateError):
     """The engine at index.uri (a Milvus server, or Milvus Lite) is down, unreachable or refused a call."""
 
 
-class IndexLockedError(IndexError_):
+class IndexLockedError(IndexStateError):
     """Another process is writing the same index."""

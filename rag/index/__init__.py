@@ -128,7 +128,7 @@ class VectorIndex(ABC):
     @classmethod
     def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
         """Point the engine at `generation` (before CURRENT names it) and drop generations older than the `keep`
-        ones; raise IndexError_ if the engine was not switched, so the writer publishes nothing."""
+        ones; raise IndexStateError if the engine was not switched, so the writer publishes nothing."""
         return None  # files are published with their folder (rag/collection.py)
 
     def attach(self, store: Any, facts: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from models.errors import (
     AdapterError,
     ConfigError,
-    IndexError_,
+    IndexStateError,
     IndexUnavailableError,
     RagtuneError,
     RemoteModelError,
@@ -82,8 +82,8 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
     async def busy(_: Request, exc: BusyError) -> JSONResponse:
         return error(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error", code="busy")
 
-    @app.exception_handler(IndexError_)
-    async def index_unavailable(_: Request, exc: IndexError_) -> JSONResponse:
+    @app.exception_handler(IndexStateError)
+    async def index_unavailable(_: Request, exc: IndexStateError) -> JSONResponse:
         # Not the client's fault: the server has no usable index (none built yet, or damaged).
         return error(503, str(exc), kind="server_error", code="index_unavailable")
 
@@ -119,7 +119,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
             index = "ok" if generation else "missing"
         except (IndexUnavailableError, ConfigError):  # index.uri's engine is down, or was never reached
             index, problem = "unreachable", "the index engine at index.uri does not answer; check that it is up"
-        except IndexError_:
+        except IndexStateError:
             index = "damaged"
         return {
             "status": "ok",

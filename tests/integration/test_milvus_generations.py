@@ -12,7 +12,7 @@ import pytest
 from pymilvus import MilvusException
 
 from models.config import Config, load_config
-from models.errors import IndexCorruptError, IndexError_
+from models.errors import IndexCorruptError, IndexStateError
 from rag.collection import Writer, current_generation, expectation, open_snapshot
 from rag.index import milvus_client
 from rag.index.milvus import MilvusIndex, _stored, alias_name, collection_name, connect, disconnect
@@ -118,7 +118,7 @@ def test_a_server_gone_down_is_a_typed_index_error_naming_index_uri(config) -> N
         # An index error: `ragtune serve` answers it with 503 index_unavailable, not a 500.
         with pytest.raises(IndexUnavailableError, match=rf"index.uri={config.index.uri}: the Milvus call failed"):
             call()
-    assert issubclass(IndexUnavailableError, IndexError_)
+    assert issubclass(IndexUnavailableError, IndexStateError)
 
 
 def test_concurrent_connects_share_one_client(config) -> None:
