@@ -18,8 +18,9 @@ from ragtune.bundle.plan import Plan
 
 # pip's log names where each requirement came from: "Added pypdf==7.1.0 from https://... (from -r ...)".
 _ADDED = re.compile(r"Added (\S+?)==(\S+) from (\S+)")
-# Copied into the project wheel; the rest of the checkout (tests, reports, data) is not part of it.
-_PROJECT_PARTS = ("models", "rag", "finetune", "ragtune", "pyproject.toml", "README.md", "LICENSE")
+# Copied into the project wheel's source; docs/ goes with README.md, whose links lead there. The rest of the
+# checkout (tests, reports, data) is not part of it.
+_PROJECT_PARTS = ("models", "rag", "finetune", "ragtune", "pyproject.toml", "README.md", "docs", "LICENSE")
 
 
 @dataclass

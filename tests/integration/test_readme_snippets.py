@@ -1,4 +1,4 @@
-"""The README's serving snippets, run exactly as written (only the port differs) against a real server."""
+"""The serving snippets of docs/serving.md, run exactly as written (only the port differs) against a real server."""
 
 import contextlib
 import io
@@ -16,22 +16,21 @@ from ragtune.serve.engine import Engine
 from ragtune.serve.server import assemble
 from tests.conftest import REPO
 
-KEY = "readme-" + "k" * 32
+KEY = "docs-" + "k" * 32
 
 
 def serving_snippets() -> list[str]:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Serving", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    page = (REPO / "docs" / "serving.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", page, re.S)
 
 
-def test_readme_has_the_chat_and_the_fine_tuning_snippets() -> None:
+def test_the_serving_page_has_the_chat_and_the_fine_tuning_snippets() -> None:
     snippets = serving_snippets()
     assert len(snippets) == 2
     assert 'base_url="http://127.0.0.1:8000/v1"' in snippets[0] and "fine_tuning.jobs.create" in snippets[1]
 
 
-def test_readme_snippets_run_against_ragtune_serve(
+def test_the_serving_snippets_run_against_ragtune_serve(
     tmp_path: Path, docs: Path, tiny_lm_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(
@@ -55,7 +54,7 @@ def test_readme_snippets_run_against_ragtune_serve(
     output = io.StringIO()
     with running(app) as url, contextlib.redirect_stdout(output):
         code = "\n".join(serving_snippets()).replace("http://127.0.0.1:8000", url)
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+        exec(compile(code, "docs/serving.md", "exec"), {"__name__": "docs"})  # noqa: S102 - our own docs
     printed = output.getvalue()
     assert "borrowing-rules.txt" in printed  # the sources of the first answer
     assert re.search(r"^succeeded finetune:library-\w+$", printed, re.M), printed

@@ -256,9 +256,9 @@ def test_the_report_shows_judge_figures_only_for_the_paths_a_judge_rated(capsys:
     assert "judge_auc        0.800  (95% CI 0.550 to 1.000)" in printed
 
 
-def test_the_readme_shows_the_judge_prompt_as_the_code_has_it() -> None:
+def test_the_docs_show_the_judge_prompt_as_the_code_has_it() -> None:
     from ragtune.compare.judge import JUDGE_QUESTION, JUDGE_SYSTEM
 
-    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").split())
-    assert "system: " + " ".join(JUDGE_SYSTEM.split()) in readme
-    assert " ".join(JUDGE_QUESTION.split("{context}")[1].split()) in readme  # the part after the passages
+    page = " ".join((Path(__file__).parents[2] / "docs" / "trust.md").read_text(encoding="utf-8").split())
+    assert "system: " + " ".join(JUDGE_SYSTEM.split()) in page
+    assert " ".join(JUDGE_QUESTION.split("{context}")[1].split()) in page  # the part after the passages
