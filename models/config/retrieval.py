@@ -1,0 +1,146 @@
+"""The index and rag sections: the vector index, chunking, retrieval, fusion, reranking and grounding."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.config.choices import IndexBackend, RetrieverKind, check
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    # Name of the index folder under $RAGTUNE_HOME/indexes.
+    name: str = "default"
+    # The vector index engine: hnswlib (a file in each index generation) or milvus (a collection per
+    # generation in Milvus Lite or a Milvus server, at index.uri, holding the chunks' texts too: a node
+    # without the index folder serves dense retrieval from index.uri and index.name alone).
+    backend: IndexBackend = "hnswlib"
+    # milvus only: a local file ending in .db (Milvus Lite, embedded: one process at a time) or a server
+    # address such as http://host:19530 (any number of processes and machines).
+    uri: str | None = None
+    # milvus only: a file holding the server's token (user:password or an API key); null: no token.
+    # The token itself never sits in a config, where it would be saved next to every index.
+    token_file: str | None = None
+    # Vector distance: cosine | ip | l2.
+    space: Literal["cosine", "ip", "l2"] = "cosine"
+    # Graph degree: higher raises recall and memory.
+    m: int = 16
+    # Build-time candidate list: higher raises recall and build time.
+    ef_construction: int = 200
+    # Query-time candidate list: higher raises recall and latency (never below top_k).
+    ef_search: int = 64
+
+    def __post_init__(self) -> None:
+        check(
+            bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+            "index.name",
+            f"should be a plain folder name, got {self.name!r}",
+        )
+        for key in ("m", "ef_construction", "ef_search"):
+            value = getattr(self, key)
+            check(value > 0, f"index.{key}", f"should be positive, got {value}")
+        if self.backend == "milvus":
+            check(
+                bool(self.uri),
+                "index.uri",
+                "is required with index.backend=milvus: a local .db file or http://host:19530",
+            )
+            uri = self.uri or ""
+            server = re.match(r"(https?|tcp|unix)://", uri) is not None
+            check(
+                server or uri.endswith(".db"),
+                "index.uri",
+                f"should be a local path ending in .db or http://host:19530, got {uri!r}",
+            )
+            # The config is saved next to every index it builds: a password in the address would be too.
+            check(
+                re.match(r"\w+://[^/]*@", uri) is None,
+                "index.uri",
+                "should not hold credentials; put the token in a file and set index.token_file",
+            )
+        check(self.token_file is None or bool(self.token_file), "index.token_file", "should be a file path or null")
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    # How the dense and the lexical rankings become one: rrf sums weight / (rrf_k + rank) over the two
+    # sides; weighted sums weight * score, each side's scores min-max normalised to 0..1 over its candidates.
+    # weighted at 0.5 found the passage most often on long documents (BENCHMARKS.md, retrieval section).
+    method: Literal["rrf", "weighted"] = "weighted"
+    # rrf: larger k flattens the difference between the first ranks of each side.
+    rrf_k: int = 60
+    # Weight of the dense side in either method; the lexical side gets 1 - dense_weight.
+    dense_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(self.rrf_k > 0, "rag.hybrid.rrf_k", f"should be positive, got {self.rrf_k}")
+        check(0 <= self.dense_weight <= 1, "rag.hybrid.dense_weight", f"should be in [0, 1], got {self.dense_weight}")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    # A local sentence-transformers cross-encoder folder that rescores the first stage's best candidates;
+    # null: no reranking.
+    model: str | None = None
+    # Candidates the cross-encoder rescores (never below rag.top_k).
+    candidates: int = 20
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(self.model is None or bool(self.model.strip()), "rag.rerank.model", "should be a folder or null")
+        check(self.candidates > 0, "rag.rerank.candidates", f"should be positive, got {self.candidates}")
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    # Chunk length in embedder tokens, and the tokens shared by neighbouring chunks. Short chunks keep
+    # a small LM's context focused on the fact asked about.
+    chunk_tokens: int = 96
+    chunk_overlap: int = 24
+    # Index and embed each chunk with its document's title and section heading path (pdf: its page);
+    # the text shown as a source stays the chunk alone. Fixed per index: changing it needs --rebuild. Off by
+    # default: on long documents it moved evidence hit@5 by less than its interval (BENCHMARKS.md).
+    contextual: bool = False
+    # How chunks are found: dense (embedding similarity in the vector index), lexical (BM25 over the
+    # chunks' words, numbers and codes) or hybrid (both rankings fused, see rag.hybrid).
+    retriever: RetrieverKind = "hybrid"
+    # Chunks retrieved per question, and the lowest dense similarity a chunk may have to be used: whichever
+    # retriever found and ranked it, a chunk is kept only if its index.space similarity to the question
+    # (cosine: -1..1, higher is closer) is >= min_score, so one threshold means the same for all of them.
+    top_k: int = 3
+    min_score: float = 0.2
+    # Candidates each side (dense, lexical) hands to hybrid fusion (never below rag.top_k).
+    candidates: int = 20
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    # LM tokens spent on retrieved text at most; lower-ranked chunks are dropped beyond it.
+    max_context_tokens: int = 1500
+    # Field holding the text of each record in `.jsonl` documents.
+    jsonl_text_field: str = "text"
+    # Bounds on one document: larger files are skipped unread, and a document whose extracted text is
+    # longer is skipped after reading (both reported by name). They keep one file from taking the memory.
+    max_file_mb: float = 200.0
+    max_text_mb: float = 20.0
+    # Answer "not in the documents" (rag.prompt.NOT_FOUND, `refused: true`) when the retrieved text does not
+    # support the model's answer: its numbers, names and most key words are not found there (rag/grounding.py).
+    # The answer is then held back until complete (no token streaming), so nothing unsupported is shown.
+    refuse_unsupported: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
+        check(
+            0 <= self.chunk_overlap < self.chunk_tokens,
+            "rag.chunk_overlap",
+            f"should be >= 0 and below rag.chunk_tokens ({self.chunk_tokens}), got {self.chunk_overlap}",
+        )
+        check(self.top_k > 0, "rag.top_k", f"should be positive, got {self.top_k}")
+        check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
+        check(self.candidates > 0, "rag.candidates", f"should be positive, got {self.candidates}")
+        check(
+            self.max_context_tokens > 0, "rag.max_context_tokens", f"should be positive, got {self.max_context_tokens}"
+        )
+        for key in ("max_file_mb", "max_text_mb"):
+            value = getattr(self, key)
+            check(0 < value < float("inf"), f"rag.{key}", f"should be a positive number, got {value}")
