@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi.responses import JSONResponse
@@ -13,6 +15,20 @@ def error(
 ) -> JSONResponse:
     body = {"error": {"message": public(message), "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """How one error type reaches the client: a fixed status, type and code around the exception's message."""
+
+    status: int
+    kind: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    message: Callable[[Exception], str] = str
+
+    def __call__(self, exc: Exception) -> JSONResponse:
+        return error(self.status, self.message(exc), self.kind, self.code, self.param)
 
 
 # An absolute path, but not one of this API's own routes (`GET /v1/models`), which messages name on purpose.

@@ -7,9 +7,9 @@ import sys
 from fastapi import FastAPI
 
 from models.config import Config
-from ragtune.serve.app import create_app
 from ragtune.serve.auth import load_api_key
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 
 
 def assemble(engine: Engine, api_key: str) -> FastAPI:

@@ -23,9 +23,9 @@ import pytest
 from models.config import LLMConfig, load_config
 from models.errors import ConfigError, ModelError, RemoteModelError
 from models.generate import AdapterRef, SamplingParams, collect, load_language_model
-from ragtune.serve.app import create_app
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 from tests.remote import ServedRagtune, free_port, served_ragtune
 
 MESSAGES = [{"role": "user", "content": "When does the library open?"}]

@@ -13,9 +13,9 @@ import pytest
 from models.config import load_config
 from models.generate import load_language_model
 from rag.ingest import ingest
-from ragtune.serve.app import create_app
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 
 KEY = "test-key-" + "x" * 24
 PUBLIC = {"/health", "/", "/static"}  # the page and its assets hold no data; they ask for the key

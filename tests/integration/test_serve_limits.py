@@ -24,9 +24,9 @@ from models.config import Config, load_config
 from models.generate import load_language_model
 from rag.ingest import ingest
 from ragtune.cli import main
-from ragtune.serve.app import create_app
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 from ragtune.serve.server import assemble
 
 KEY = "limit-key-" + "z" * 24

@@ -14,9 +14,9 @@ import pytest
 from models.config import load_config
 from models.generate import load_language_model
 from rag.ingest import ingest
-from ragtune.serve.app import create_app
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's browser: `playwright install` would download one from the internet
 CHROMIUM_ARGS = [

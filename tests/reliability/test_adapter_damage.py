@@ -14,9 +14,9 @@ from models.errors import AdapterError
 from models.generate import SamplingParams, load_language_model
 from models.storage import describe_files
 from ragtune.cli import main
-from ragtune.serve.app import create_app
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
+from ragtune.serve.routes import create_app
 
 KEY = "test-key-" + "y" * 24
 
