@@ -1,34 +1,36 @@
-"""Answer without retrieval (modes base and finetune): the LM alone, adapted or not, same Answer shape as RAG."""
+"""The base and finetune Answerer: the LM alone, adapted or not, answering with the same events as RAG."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 
+from models.answer import Answer, Done, EventStream, Message, choice_events, collect, generated, sampling_params
 from models.config import Config
-from models.generate import Generator
-from rag.pipeline import Answer, pick_choice, record_stream, sampling_params
+from models.generate import Generator, SamplingParams
 
 
-class ClosedBookPipeline:
+class ClosedBookAnswerer:
     def __init__(self, config: Config, generator: Generator) -> None:
         self.config, self.generator = config, generator
 
-    def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
-        answer = answer if answer is not None else Answer(question)
+    def events(
+        self, question: str, conversation: Sequence[Message] = (), params: SamplingParams | None = None
+    ) -> EventStream:
+        """The reply to the earlier turns of `conversation` and then `question`, as the user's last turn; with an
+        empty question, the reply to `conversation` as it stands (an API request whose last turn is not the user's)."""
         started = time.perf_counter()
-        # The same single user turn the adapter was trained on (prompt/completion pairs).
-        stream = self.generator.stream([{"role": "user", "content": question.strip()}], sampling_params(self.config))
-        yield from record_stream(stream, answer, started)
+        stream = self.generator.stream(_messages(question, conversation), params or sampling_params(self.config))
+        yield from generated(stream, started)
+        yield Done()
 
     def choose(self, question: str, choices: tuple[str, ...]) -> Answer:
         """The likeliest of `choices` as the start of the reply to the same single user turn."""
-        answer = Answer(question)
-        messages = [{"role": "user", "content": question.strip()}]
-        return pick_choice(self.generator, messages, choices, answer, time.perf_counter())
+        events = choice_events(self.generator, _messages(question, ()), choices, time.perf_counter())
+        return collect(question, events)
 
-    def answer(self, question: str) -> Answer:
-        result = Answer(question)
-        for _ in self.stream(question, result):
-            pass
-        return result
+
+def _messages(question: str, conversation: Sequence[Message]) -> list[Message]:
+    # A question alone is the single user turn the adapter was trained on (prompt/completion pairs).
+    asked = [{"role": "user", "content": question.strip()}] if question.strip() else []
+    return [*conversation, *asked]

@@ -27,7 +27,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         from finetune.train import train
-        from ragtune.app import quiet_libraries
+        from ragtune.compose import quiet_libraries
 
         quiet_libraries()
         result = train(load_config(args.config, args.overrides), args.data, args.name, resume=args.resume)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        from ragtune.app import quiet_libraries
+        from ragtune.compose import quiet_libraries
 
         quiet_libraries()
         return COMMANDS[args.command](args, config)

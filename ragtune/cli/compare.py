@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,10 @@ examples:
 
 
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
-    from ragtune.app import build_pipeline, require_adapter
+    from models.answer import answer
     from ragtune.compare.evaluate import aggregate, answers_jsonl, evaluate, scoring_retriever
     from ragtune.compare.questions import read_questions, sample
+    from ragtune.compose import build_answerer, require_adapter
 
     if args.retrieval_only:
         return cmd_eval_retrieval(args, config)
@@ -144,10 +146,10 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     mode = answer_mode(path)
     rank = judge = None
     if not (mode.retrieves or mode.adapted):  # base: the LM alone, closed book
-        from ragtune.app import build_generator
-        from ragtune.closed_book import ClosedBookPipeline
+        from ragtune.closed_book import ClosedBookAnswerer
+        from ragtune.compose import build_generator
 
-        pipeline = ClosedBookPipeline(config, build_generator(replace(config, mode="rag"), progress=not args.json))
+        answerer = ClosedBookAnswerer(config, build_generator(replace(config, mode="rag"), progress=not args.json))
     else:
         config = replace(config, mode=path)
         require_adapter(config)  # before any model loads
@@ -159,15 +161,15 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
             judge = load_judge(config, progress=not args.json)  # first: one that cannot load fails before all else
             embedder = build_embedder(config.embedder)
             rank = scoring_retriever(config, embedder).retrieve
-        pipeline = build_pipeline(config, embedder=embedder, progress=not args.json)
+        answerer = build_answerer(config, embedder=embedder, progress=not args.json)
     started = time.perf_counter()
     scored = evaluate(
         questions,
-        pipeline.answer,
+        partial(answer, answerer),
         docs_root=docs_root if docs_root.is_dir() else None,
         retrieves=mode.retrieves,
         rank=rank,
-        choose=pipeline.choose if config.eval.closed_set == "loglik" else None,
+        choose=answerer.choose if config.eval.closed_set == "loglik" else None,
         judge=judge.rate if judge else None,
     )
     results = {
@@ -292,7 +294,7 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
     import shlex
     import sys
 
-    from ragtune.api import Ragtune
+    from ragtune.python_api import Ragtune
 
     results = Ragtune(config).compare(
         args.docs,

@@ -44,7 +44,7 @@ def add_parsers(sub: Subcommands) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
-    from ragtune.api import Ragtune
+    from ragtune.python_api import Ragtune
 
     # Progress bars only for a person at a terminal (as before: the library's own default).
     summary = Ragtune(config, progress=None).ingest(args.paths, rebuild=args.rebuild)
@@ -58,12 +58,11 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from models.answer import AnswerBuilder, Token
     from models.generate import resolve_backend
-    from rag.pipeline import Answer
-    from ragtune.api import Ragtune
+    from ragtune.python_api import Ragtune
 
     rt = Ragtune(config, progress=not args.json)
-    answer = Answer(args.question)
     if args.json:
         answer = rt.ask(args.question)
         data = answer.to_json()
@@ -73,10 +72,12 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
             source["path"] = relative(source["path"])  # JSON escapes what a terminal must not see raw
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
-    for piece in rt.stream(args.question, answer):
-        print(piece, end="", flush=True)
+    built = AnswerBuilder(args.question)
+    for event in rt.events(args.question):
+        if isinstance(built.add(event), Token):
+            print(event.text, end="", flush=True)
     print()
-    print_sources(answer)
+    print_sources(built.answer)
     return 0
 
 

@@ -5,7 +5,7 @@ is a `summary` (mean, bootstrap 95% interval, n), n = 0 where it does not apply 
 unanswerable question, no refusal). Definitions, over the answers a retrieving path wrote (not those
 chosen by likelihood, which write no text):
 - citation rate: answers (not refusals) that cite at least one retrieved source as [n]; written
-  citation rate: those whose [n] the model wrote itself (not appended by rag.pipeline's format check);
+  citation rate: those whose [n] the model wrote itself (not appended by the rag Answerer's format check);
 - citation precision: per citing answer, the share of its cited sources that support it (rag.grounding);
 - supported citation on correct answers: right answers that cite at least one source supporting them;
 - groundedness: answers (not refusals) whose content is found in the retrieved text taken together;

@@ -100,7 +100,7 @@ def prompt_for(question: Question) -> str:
 def score(
     question: Question, answer: Any, gold: list[str], retrieves: bool, ranking: list[Any] | None = None
 ) -> Scored:
-    """Score one `rag.pipeline.Answer` against its question; `ranking` is the deeper retrieval, if kept.
+    """Score one `models.answer.Answer` against its question; `ranking` is the deeper retrieval, if kept.
 
     A question the documents do not answer (no accepted answers) scores 1 on em, f1 and contains when the
     answer is a refusal, else 0.

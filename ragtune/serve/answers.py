@@ -16,14 +16,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from models.answer import Token
 from models.config import ServeConfig
 from models.errors import RagtuneError
 from models.generate import SamplingParams
-from ragtune.serve.engine import Engine, Reply
+from ragtune.serve.engine import END, Engine, Reply
 from ragtune.serve.errors import ApiError, error, public
 from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest, quoted
-
-END = object()  # what next() returns once an answer's pieces run out
 
 
 def base64_floats(vector: Any) -> str:
@@ -76,15 +75,15 @@ def sampling(body: ChatRequest, engine: Engine) -> SamplingParams:
 
 
 def usage_json(reply: Reply) -> dict[str, int]:
-    prompt = reply.usage.prompt_tokens if reply.usage else 0
-    completion_tokens = reply.usage.completion_tokens if reply.usage else 0
+    usage = reply.answer.usage
+    prompt = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
     return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
 
 
 def sources_json(reply: Reply) -> list[dict[str, Any]]:
     """The numbered sources; for a checked answer each says whether the answer cites it and whether it supports it."""
-    cited = set(reply.answer.cited) if reply.answer else set()
-    supports = set(reply.answer.supports) if reply.answer else set()
+    cited, supports = set(reply.answer.cited), set(reply.answer.supports)
     return [
         {
             "number": s.number,
@@ -96,25 +95,26 @@ def sources_json(reply: Reply) -> list[dict[str, Any]]:
             "cited": s.number in cited,
             "supports": s.number in supports,
         }
-        for s in reply.sources
+        for s in reply.answer.sources
     ]
 
 
 def grounding_json(reply: Reply) -> dict[str, Any]:
     """rag and hybrid: `refused` (the fixed "not in the documents" answer) and the cited source numbers."""
-    if reply.answer is None:
+    if not reply.checked:
         return {}
     return {"refused": reply.answer.refused, "cited": reply.answer.cited}
 
 
 def finish_reason(reply: Reply) -> str:
-    return reply.usage.finish_reason if reply.usage else "stop"
+    usage = reply.answer.usage
+    return usage.finish_reason if usage else "stop"
 
 
 def completion(model: str, text: str, reply: Reply) -> dict[str, Any]:
     # rag and hybrid: the record's text, so a refusal reads in its one fixed form even when it streamed as the
     # model's words (rag.refuse_unsupported off).
-    text = reply.answer.text if reply.answer is not None else text
+    text = reply.answer.text if reply.checked else text
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -140,16 +140,17 @@ async def whole_answer(reply: Reply, request: Request) -> str | None:
     Piece by piece, as the streamed path does: a generator cannot be closed while another thread runs it,
     so the disconnect is checked between pieces and the generator closed from here.
     """
-    pieces, text = reply.pieces, []
+    text = []
     try:
-        while (piece := await run_in_threadpool(next, pieces, END)) is not END:
-            text.append(piece)
+        while (event := await run_in_threadpool(next, reply, END)) is not END:
+            if isinstance(event, Token):
+                text.append(event.text)
             if await request.is_disconnected():
                 return None
         return "".join(text)
     finally:
         with anyio.CancelScope(shield=True):  # see stream_events
-            await run_in_threadpool(pieces.close)
+            await run_in_threadpool(reply.close)
 
 
 async def stream_events(
@@ -169,15 +170,15 @@ async def stream_events(
         }
         return f"data: {json.dumps(data)}\n\n"
 
-    pieces, piece = reply.pieces, first
+    event = first
     try:
         yield chunk({"role": "assistant", "content": ""})
-        while piece is not END:
-            if piece:  # an empty piece is a held-back step (rag.refuse_unsupported): nothing to send yet
-                yield chunk({"content": piece})
+        while event is not END:
+            if isinstance(event, Token) and event.text:  # other events (sources, progress, verdict): no text
+                yield chunk({"content": event.text})
             if await request.is_disconnected():
                 return
-            piece = await run_in_threadpool(next, pieces, END)
+            event = await run_in_threadpool(next, reply, END)
         extra: dict[str, Any] = {"sources": sources_json(reply), **grounding_json(reply)}
         if body.stream_options and body.stream_options.include_usage:
             extra["usage"] = usage_json(reply)
@@ -190,6 +191,6 @@ async def stream_events(
         # once, leaving the model generating for nobody.
         with anyio.CancelScope(shield=True):
             try:
-                await run_in_threadpool(pieces.close)  # ends generation in its worker thread
+                await run_in_threadpool(reply.close)  # ends generation in its worker thread
             finally:
                 release()

@@ -7,20 +7,22 @@ which loads each adapter once, on first use, over the same base weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from finetune.adapters import base_fingerprint, check_base, list_adapters, usable_adapter
+from models.answer import Answer, AnswerBuilder, AnswerEvent, EventStream, Sources, Timings
 from models.config import Config
 from models.embedding import Embedder, build_embedder
 from models.errors import InputError, RagtuneError
-from models.generate import AdapterRef, Generator, LanguageModel, SamplingParams, Usage, load_language_model
+from models.generate import AdapterRef, Generator, LanguageModel, SamplingParams, load_language_model
 from models.modes import MODES
 from models.paths import index_dir
 from rag.collection import current_generation, served_generation
-from rag.pipeline import Answer, RagPipeline
-from rag.retrieve import Source, build_retriever
+from rag.pipeline import RagAnswerer
+from rag.retrieve import build_retriever
+from ragtune.closed_book import ClosedBookAnswerer
 from ragtune.serve.admission import Admission
 
 
@@ -32,15 +34,37 @@ class BusyError(Exception):
     """The admission queue is full; the client should retry later (HTTP 429)."""
 
 
-@dataclass
-class Reply:
-    """A streamed answer: iterate `pieces`; `usage` and `sources` are complete once it is exhausted."""
+END = object()  # what next() returns once an answer's events run out
 
-    pieces: Iterator[str]
-    sources: list[Source] = field(default_factory=list)
-    usage: Usage | None = None
-    # rag and hybrid: the answer's record (refused, cited, supports), complete once `pieces` is exhausted.
-    answer: Answer | None = None
+
+class Reply:
+    """A started answer: iterate it for its events (each is also recorded); `answer` is complete once it is
+    exhausted. Closing it stops generation."""
+
+    def __init__(self, question: str, events: EventStream, checked: bool) -> None:
+        self._events, self._built = events, AnswerBuilder(question)
+        self.checked = checked  # rag and hybrid: the answer has a Verdict (refused, cited, supports)
+
+    def __iter__(self) -> Reply:
+        return self
+
+    def __next__(self) -> AnswerEvent:
+        return self._built.add(next(self._events))
+
+    def begin(self) -> AnswerEvent | object:
+        """The first event once generation has begun (END if none comes), the events before it recorded: so a
+        model that cannot start fails before a streamed reply's headers are sent, as an HTTP error."""
+        for event in self:
+            if not isinstance(event, (Sources, Timings)):
+                return event
+        return END
+
+    def close(self) -> None:
+        self._events.close()
+
+    @property
+    def answer(self) -> Answer:
+        return self._built.answer
 
 
 class Engine:
@@ -105,31 +129,16 @@ class Engine:
             raise UnknownModelError(f"model {model_id!r} does not exist; GET /v1/models lists the served models")
         generator = self._generator(adapter or None)
         if mode.retrieves:
-            return self._rag_reply(generator, messages, params)
-        stream = generator.stream(messages, params)
-        reply = Reply(iter(()))
-
-        def pieces() -> Iterator[str]:
-            yield from stream
-            reply.usage = stream.usage
-
-        reply.pieces = pieces()
-        return reply
-
-    def _rag_reply(self, generator: Generator, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        if not question.strip():
-            raise InputError("messages: a rag or hybrid request needs a user message holding the question")
-        pipeline = RagPipeline(replace(self.config, mode="rag"), self.retriever, generator)
-        answer = Answer(question)
-        reply = Reply(iter(()))
-
-        def pieces() -> Iterator[str]:
-            yield from pipeline.stream(question, answer, params)
-            reply.sources, reply.usage, reply.answer = answer.sources, answer.usage, answer
-
-        reply.pieces = pieces()
-        return reply
+            question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            if not question.strip():
+                raise InputError("messages: a rag or hybrid request needs a user message holding the question")
+            answerer = RagAnswerer(replace(self.config, mode="rag"), self.retriever, generator)
+            return Reply(question, answerer.events(question, params=params), checked=True)
+        # The LM alone answers the conversation as the client sent it, its last user turn as the question.
+        asks = messages[-1]["role"] == "user"
+        question, earlier = (messages[-1]["content"], messages[:-1]) if asks else ("", messages)
+        events = ClosedBookAnswerer(self.config, generator).events(question, earlier, params)
+        return Reply(question, events, checked=False)
 
     def embed(self, texts: list[str]) -> tuple[Any, int]:
         tokens = sum(len(self.embedder.token_offsets(t)) for t in texts)

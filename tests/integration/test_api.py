@@ -1,4 +1,4 @@
-"""The Python API: ragtune.open -> ingest / ask / stream, with the CLI's typed errors, and the README snippet run."""
+"""The Python API: ragtune.open -> ingest / ask / stream, with the CLI's typed errors, and the docs' snippet run."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def test_open_ingest_ask_and_stream(tiny_lm_path: Path, docs: Path) -> None:
     answer = rt.ask("When is the Eastside Branch closed?")
     assert Path(answer.sources[0].path).name == "hours-and-branches.html"
     assert answer.usage is not None and answer.usage.completion_tokens > 0
-    pipeline = rt._answering()
+    answerer = rt._answering()
     pieces = list(rt.stream("How long can I borrow a DVD?"))
-    assert rt._answering() is pipeline  # the models loaded once serve every question
-    assert pieces and all(pieces)  # the held-back answer's empty steps are not handed on
+    assert rt._answering() is answerer  # the models loaded once serve every question
+    assert pieces and all(pieces)  # only text is handed on: the held-back answer's steps are not
     assert "".join(pieces) == rt.ask("How long can I borrow a DVD?").text
     assert rt.ingest([docs]).unchanged == 6
 
@@ -53,13 +53,12 @@ def test_the_same_typed_errors_as_the_cli(tiny_lm_path: Path) -> None:
 
 
 def api_snippet() -> str:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    page = (REPO / "docs" / "python-api.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", page, re.S)
     return code
 
 
-def test_the_readme_snippet_runs_as_written(tiny_lm_path: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_docs_snippet_runs_as_written(tiny_lm_path: Path, tmp_path: Path, monkeypatch) -> None:
     # Only the model differs: the tiny LM through $RAGTUNE_CONFIG, as a site would point at its own config.
     config = tmp_path / "tiny.yaml"
     config.write_text(f"llm:\n  model: {tiny_lm_path}\n  max_new_tokens: 8\n  dtype: float32\n")
@@ -67,7 +66,7 @@ def test_the_readme_snippet_runs_as_written(tiny_lm_path: Path, tmp_path: Path, 
     monkeypatch.chdir(REPO)  # the snippet's paths are the checkout's examples
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        exec(compile(api_snippet(), "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+        exec(compile(api_snippet(), "docs/python-api.md", "exec"), {"__name__": "docs"})  # noqa: S102 - our own docs
     printed = output.getvalue()
     assert "examples/docs/library-cards.md" in printed, printed
     assert (Path(os.environ["RAGTUNE_HOME"]) / "indexes" / "default" / "CURRENT").is_file()

@@ -105,13 +105,13 @@ def test_eval_retrieval_only_scores_settings_without_the_lm(
     docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     import models.generate
-    import ragtune.app
+    import ragtune.compose
 
     def no_lm(*args, **kwargs):
         raise AssertionError("retrieval-only loaded the LM")
 
     monkeypatch.setattr(models.generate, "load_language_model", no_lm)
-    monkeypatch.setattr(ragtune.app, "build_generator", no_lm)
+    monkeypatch.setattr(ragtune.compose, "build_generator", no_lm)
     no_model = ["--set", f"llm.model={tmp_path / 'no-such-model'}"]
     assert main(["ingest", str(docs), *no_model]) == 0
     # One question with two gold documents, one with none (left out of the scoring, counted).

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from models.answer import Progress, Token, collect
 from models.engines.openai import OpenAILM
 from models.engines.openai_http import RemoteServer
 from models.errors import RemoteModelError
 from rag.ingest import ingest
-from rag.pipeline import Answer, RagPipeline, settle
+from rag.pipeline import RagAnswerer, settle
 from rag.prompt import NOT_FOUND, build_messages
-from ragtune.app import build_pipeline
 from ragtune.cli import main
+from ragtune.compose import build_answerer
 from tests.conftest import EXAMPLES
 from tests.remote import KEY, ServedRagtune, free_port
 
@@ -22,17 +23,17 @@ QUESTION = "How much does a non-resident library card cost?"
 
 def pipeline_for(config, embedder, docs: Path, refuse: bool):
     ingest([docs], config, embedder, progress=False)
-    return build_pipeline(replace(config, rag=replace(config.rag, refuse_unsupported=refuse)), embedder=embedder)
+    return build_answerer(replace(config, rag=replace(config.rag, refuse_unsupported=refuse)), embedder=embedder)
 
 
 def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config, embedder) -> None:
     # The tiny LM writes random words: nothing retrieved supports them, so the answer is the refusal.
     pipeline = pipeline_for(tiny_config, embedder, docs, refuse=True)
-    answer = Answer(QUESTION)
-    pieces = list(pipeline.stream(QUESTION, answer))
-    assert [p for p in pieces if p] == [NOT_FOUND]  # held back whole: nothing unsupported was shown first
-    # ...but each generated piece still yielded (empty), so a server can notice a client that left.
-    assert pieces[-1] == NOT_FOUND and len(pieces) > 2 and not any(pieces[:-1])
+    events = list(pipeline.events(QUESTION))
+    answer = collect(QUESTION, events)
+    assert [e.text for e in events if isinstance(e, Token)] == [NOT_FOUND]  # held back whole: nothing shown first
+    # ...but each generated token was an event (Progress), so a server can notice a client that left.
+    assert sum(isinstance(e, Progress) for e in events) > 1
     assert answer.refused and answer.text == NOT_FOUND and answer.cited == [] and not answer.grounded
     assert answer.draft and answer.draft != NOT_FOUND and answer.sources  # the model's words are kept
     data = answer.to_json()
@@ -42,8 +43,9 @@ def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config
 
 def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path, tiny_config, embedder) -> None:
     pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
-    answer = Answer(QUESTION)
-    streamed = "".join(pipeline.stream(QUESTION, answer))
+    events = list(pipeline.events(QUESTION))
+    answer = collect(QUESTION, events)
+    streamed = "".join(e.text for e in events if isinstance(e, Token))
     assert not answer.refused and answer.citation == "chosen" and len(answer.cited) == 1
     marker = f"[{answer.cited[0]}]"
     assert answer.text.endswith(" " + marker) and streamed.rstrip().endswith(marker)
@@ -58,10 +60,11 @@ def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path,
 
 @pytest.mark.parametrize("held", [True, False])
 def test_a_model_refusal_takes_the_one_fixed_form_whether_held_or_not(held: bool) -> None:
-    answer = Answer(QUESTION, text=f"Sorry, {NOT_FOUND.lower()} Ask at the desk.")
-    settle(answer, held)
+    verdict = settle(QUESTION, f"Sorry, {NOT_FOUND.lower()} Ask at the desk.", [], held)
     assert (
-        answer.refused and answer.text == NOT_FOUND and answer.draft == f"Sorry, {NOT_FOUND.lower()} Ask at the desk."
+        verdict.refused
+        and verdict.text == NOT_FOUND
+        and verdict.draft == f"Sorry, {NOT_FOUND.lower()} Ask at the desk."
     )
 
 
@@ -71,13 +74,21 @@ def test_a_remote_server_that_is_down_while_citing_is_an_error(
     pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
     (tmp_path / "key").write_text(KEY)
     down = ServedRagtune(f"http://127.0.0.1:{free_port()}", tmp_path / "key", tmp_path, tiny_lm_path).llm()
-    remote = RagPipeline(pipeline.config, pipeline.retriever, OpenAILM(down, RemoteServer(down), ["base"]).generator())
-    answer = Answer(QUESTION, text="It costs forty dollars.")  # uncited: the model is asked which source to cite
-    passages = pipeline._retrieve(QUESTION, answer)
+    remote = RagAnswerer(pipeline.config, pipeline.retriever, OpenAILM(down, RemoteServer(down), ["base"]).generator())
+    passages, sources = returned(pipeline._retrieve(QUESTION))
     assert len(passages) > 1
+    draft = settle(QUESTION, "It costs forty dollars.", sources, held=False)  # uncited: which source to cite?
     with pytest.raises(RemoteModelError, match="start the server|is the server up"):
-        list(remote._cite(QUESTION, passages, answer))  # not left silently uncited
-    assert answer.citation is None
+        list(remote._cite(QUESTION, passages, sources, draft))  # not left silently uncited
+
+
+def returned(steps):
+    """What a generator returns once run to its end (its events are dropped)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _passage(source):

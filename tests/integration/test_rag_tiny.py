@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from models.answer import answer as answer_with
 from models.errors import IndexMissingError, InputError
 from models.loading import embedder_folder
 from models.paths import index_dir
 from rag.collection import current_generation, expectation, open_snapshot
 from rag.ingest import ingest, remove_documents
 from rag.prompt import NOT_FOUND
-from ragtune.app import build_pipeline
 from ragtune.cli import main
+from ragtune.compose import build_answerer
 
 
 def test_ingest_indexes_every_format_and_summarises(docs: Path, tiny_config, embedder) -> None:
@@ -66,8 +67,8 @@ def test_bad_files_are_reported_by_name_and_good_ones_indexed(tmp_path: Path, ti
 
 def test_answer_cites_retrieved_sources_and_records_timings(docs: Path, tiny_config, embedder) -> None:
     ingest([docs], tiny_config, embedder)
-    pipeline = build_pipeline(tiny_config, embedder=embedder)
-    answer = pipeline.answer("How much does a non-resident library card cost?")
+    pipeline = build_answerer(tiny_config, embedder=embedder)
+    answer = answer_with(pipeline, "How much does a non-resident library card cost?")
     assert answer.sources and Path(answer.sources[0].path).name == "library-cards.md"
     assert [s.number for s in answer.sources] == list(range(1, len(answer.sources) + 1))
     assert answer.sources[0].score >= answer.sources[-1].score >= tiny_config.rag.min_score
@@ -81,22 +82,22 @@ def test_nothing_relevant_means_a_refusal_without_generation(docs: Path, tiny_co
 
     ingest([docs], tiny_config, embedder)
     strict = replace(tiny_config, rag=replace(tiny_config.rag, min_score=0.99))
-    answer = build_pipeline(strict, embedder=embedder).answer("What is the airspeed of a swallow?")
+    answer = answer_with(build_answerer(strict, embedder=embedder), "What is the airspeed of a swallow?")
     assert answer.text == NOT_FOUND and answer.refused and answer.sources == [] and answer.usage is None
 
 
 def test_no_index_is_a_clear_error(tiny_config, embedder) -> None:
     with pytest.raises(IndexMissingError, match="ragtune ingest"):
-        build_pipeline(tiny_config, embedder=embedder)
+        build_answerer(tiny_config, embedder=embedder)
 
 
 def test_pipeline_picks_up_a_new_generation_without_restart(docs: Path, tiny_config, embedder) -> None:
     ingest([docs], tiny_config, embedder)
-    pipeline = build_pipeline(tiny_config, embedder=embedder)
-    before = pipeline.answer("parking").generation
+    pipeline = build_answerer(tiny_config, embedder=embedder)
+    before = answer_with(pipeline, "parking").generation
     (docs / "parking.txt").write_text("Parking at the Central Library is free for two hours.")
     ingest([docs], tiny_config, embedder)
-    answer = pipeline.answer("Is parking free at the Central Library?")
+    answer = answer_with(pipeline, "Is parking free at the Central Library?")
     assert answer.generation != before
     assert Path(answer.sources[0].path).name == "parking.txt"
 
@@ -177,5 +178,5 @@ def test_long_documents_are_chunked_to_their_last_sentence(tmp_path: Path, tiny_
     assert summary.total_chunks == len(texts) > 10
     assert any("rare book vault opens only on Thursdays" in t for t in texts)
     assert max(len(embedder.token_offsets(t)) for t in texts) <= tiny_config.rag.chunk_tokens
-    answer = build_pipeline(tiny_config, embedder=embedder).answer("When does the rare book vault open?")
+    answer = answer_with(build_answerer(tiny_config, embedder=embedder), "When does the rare book vault open?")
     assert "Thursdays" in answer.sources[0].text

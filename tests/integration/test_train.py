@@ -189,28 +189,29 @@ def test_two_processes_under_accelerate_give_one_adapter(
 
 
 def test_finetune_and_hybrid_modes_answer_with_the_adapter(config, train_file: Path, docs: Path, embedder) -> None:
+    from models.answer import answer as answer_with
     from rag.ingest import ingest
-    from ragtune.app import build_pipeline
-    from ragtune.closed_book import ClosedBookPipeline
+    from ragtune.closed_book import ClosedBookAnswerer
+    from ragtune.compose import build_answerer
 
     train(config, train_file, "tiny-modes", progress=False)
     closed = replace(config, mode="finetune", finetune=replace(config.finetune, adapter="tiny-modes"))
-    pipeline = build_pipeline(closed, embedder=embedder)
-    assert isinstance(pipeline, ClosedBookPipeline)
-    answer = pipeline.answer("When does the library open?")
-    assert answer.sources == [] and answer.usage is not None and "+tiny-modes" in pipeline.generator.name
+    answerer = build_answerer(closed, embedder=embedder)
+    assert isinstance(answerer, ClosedBookAnswerer)
+    answer = answer_with(answerer, "When does the library open?")
+    assert answer.sources == [] and answer.usage is not None and "+tiny-modes" in answerer.generator.name
     ingest([docs], closed, embedder)
     hybrid = replace(closed, mode="hybrid")
-    answer = build_pipeline(hybrid, embedder=embedder).answer("How long can I borrow a DVD?")
+    answer = answer_with(build_answerer(hybrid, embedder=embedder), "How long can I borrow a DVD?")
     assert Path(answer.sources[0].path).name == "borrowing-rules.txt"
     missing = replace(closed, finetune=replace(closed.finetune, adapter=None))
     with pytest.raises(ConfigError, match="mode=finetune needs finetune.adapter=NAME"):
-        build_pipeline(missing, embedder=embedder)
+        build_answerer(missing, embedder=embedder)
     unknown = replace(closed, finetune=replace(closed.finetune, adapter="nope"))
     from models.errors import InputError
 
     with pytest.raises(InputError, match="no adapter named 'nope'.*known: tiny-modes"):
-        build_pipeline(unknown, embedder=embedder)
+        build_answerer(unknown, embedder=embedder)
 
 
 @pytest.mark.slow

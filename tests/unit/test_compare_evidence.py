@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rag.pipeline import Answer
+from models.answer import Answer
 from ragtune.compare.evaluate import aggregate, score
 from ragtune.compare.evidence import holds_answer, ks_within, score_ranking, summarise
 from ragtune.compare.questions import Question

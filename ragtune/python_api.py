@@ -6,6 +6,8 @@
     rt.ingest(["examples/docs"])
     answer = rt.ask("How much does a non-resident library card cost?")
     print(answer.text, [s.path for s in answer.sources])
+    for piece in rt.stream("How long can I borrow a DVD?"):  # the text as it is shown
+        print(piece, end="")
 
 The CLI commands `ingest`, `ask` and `compare` are thin wrappers over these methods, so both raise the
 same typed errors (models.errors.RagtuneError and its subclasses), each naming the bad value and the fix.
@@ -16,14 +18,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.answer import Answer, Answerer, EventStream, Message, collect, text_of
 from models.config import Config, apply_overrides, load_config
 from models.embedding import Embedder
 from rag.ingest import IngestSummary
-from rag.pipeline import Answer
 
 
 class Ragtune:
@@ -35,7 +37,7 @@ class Ragtune:
         # only on a terminal.
         self.progress = progress
         self._embedder: Embedder | None = None
-        self._pipeline: Any = None
+        self._answerer: Answerer | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -51,16 +53,18 @@ class Ragtune:
 
         return ingest([Path(p) for p in paths], self.config, self.embedder, rebuild=rebuild, progress=self.progress)
 
-    def stream(self, question: str, answer: Answer | None = None) -> Iterator[str]:
-        """The answer's text piece by piece as it is generated; `answer` (if given) holds sources and timings."""
-        return _non_empty(self._answering().stream(question, answer if answer is not None else Answer(question)))
+    def events(self, question: str, conversation: Sequence[Message] = ()) -> EventStream:
+        """The answer as typed events (models.answer: Sources, Token, Verdict, Timings, Done) as it is made;
+        `conversation` holds the earlier turns. Closing the stream early stops generation."""
+        return self._answering().events(question, conversation)
 
-    def ask(self, question: str) -> Answer:
+    def stream(self, question: str, conversation: Sequence[Message] = ()) -> Iterator[str]:
+        """The answer's text piece by piece as it is shown (a held-back answer comes whole, once checked)."""
+        return text_of(self.events(question, conversation))
+
+    def ask(self, question: str, conversation: Sequence[Message] = ()) -> Answer:
         """Answer one question: text, numbered sources (path, chunk, score), cited numbers, timings."""
-        answer = Answer(question)
-        for _ in self.stream(question, answer):
-            pass
-        return answer
+        return collect(question, self.events(question, conversation))
 
     def compare(
         self, docs: str | os.PathLike, questions: str | os.PathLike, out: str | os.PathLike, **options: Any
@@ -76,16 +80,16 @@ class Ragtune:
         run_compare(spec, self.config)
         return json.loads((spec.out / "results.json").read_text(encoding="utf-8"))
 
-    def _answering(self) -> Any:
-        if self._pipeline is None:
+    def _answering(self) -> Answerer:
+        if self._answerer is None:
             from models.modes import answer_mode
-            from ragtune.app import build_pipeline
+            from ragtune.compose import build_answerer
 
             embedder = self.embedder if answer_mode(self.config.mode).retrieves else None
             # Model loading takes a plain bool: None is decided here, as ingest's bars decide it.
             progress = sys.stderr.isatty() if self.progress is None else self.progress
-            self._pipeline = build_pipeline(self.config, embedder=embedder, progress=progress)
-        return self._pipeline
+            self._answerer = build_answerer(self.config, embedder=embedder, progress=progress)
+        return self._answerer
 
 
 def open(  # noqa: A001 - `ragtune.open(...)` reads as opening a ragtune setup, like `sqlite3.connect`
@@ -100,13 +104,3 @@ def open(  # noqa: A001 - `ragtune.open(...)` reads as opening a ragtune setup, 
         return Ragtune(apply_overrides(config, list(overrides)), progress)
     path = config if config is not None else os.environ.get("RAGTUNE_CONFIG")
     return Ragtune(load_config(str(path) if path is not None else None, list(overrides)), progress)
-
-
-def _non_empty(pieces: Generator[str, None, None]) -> Iterator[str]:
-    """The pieces that hold text: a held-back answer yields empty ones while it is being generated."""
-    try:
-        for piece in pieces:
-            if piece:
-                yield piece
-    finally:
-        pieces.close()  # stopping early stops generation
