@@ -1,6 +1,7 @@
 """Adapters on disk: standard PEFT folders (adapter_config.json + adapter_model.safetensors) plus a manifest.
 
-Loading refuses pickle files and adapters trained on another base model; merging checks for NaNs.
+Loading refuses pickle files and adapters trained on another base model; merging checks for NaNs. Reading
+an adapter never writes: its GGUF LoRA for llama.cpp is added by finetune/gguf_export.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from models.errors import AdapterError, IndexCorruptError, InputError, ModelError
 from models.gguf import gguf_sha256
+from models.gguf.lora import GGUF_LORA_FILE, check_lora_gguf
 from models.paths import adapters_dir
 from models.storage import (
     atomic_write_json,
@@ -109,12 +111,6 @@ def read_adapter(name: str) -> AdapterInfo:
             f"no adapter named {name!r} in {folder.parent} (known: {known}); train one with `ragtune train`"
         )
     return _checked(name, folder, hashes=True)
-
-
-def reread_adapter(info: AdapterInfo) -> AdapterInfo:
-    """`info` again after this process rewrote its manifest (a file added): sizes checked, nothing re-hashed,
-    as every file was hashed when `info` was read and the added one when it was listed."""
-    return _checked(info.name, info.path, hashes=False)
 
 
 def list_adapters() -> list[AdapterInfo]:
@@ -219,9 +215,10 @@ def check_base_gguf(info: AdapterInfo, sha256: str, gguf: Path) -> None:
 
 
 def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None) -> AdapterInfo:
-    """A verified LoRA adapter trained on `base_folder`'s weights, ready to load for answering.
+    """A verified LoRA adapter trained on `base_folder`'s weights, ready to load for answering; reads only.
 
-    Over a GGUF base (llama.cpp) the adapter also has its GGUF LoRA, converted once if it was saved without.
+    Over a GGUF base (llama.cpp) the adapter must already hold its GGUF LoRA, written when it was trained or
+    by `ragtune adapters prepare NAME`: answering never writes into an adapter's folder.
     """
     info = read_adapter(name)  # every file hashed, once
     gguf = _is_gguf(base_folder)
@@ -231,9 +228,12 @@ def usable_adapter(name: str, base_folder: Path, fingerprint: str | None = None)
     if info.manifest.get("method") == "full":
         raise AdapterError(f"adapter {name!r} is a full fine-tune: use it as llm.model={info.path}")
     if gguf:
-        from finetune.gguf_export import with_gguf_lora
-
-        info = with_gguf_lora(info, base_folder, fingerprint)
+        if GGUF_LORA_FILE not in info.manifest["files"]:
+            raise AdapterError(
+                f"adapter {name!r} has no GGUF LoRA for llama.cpp (it was saved without one); "
+                f"run `ragtune adapters prepare {name}` once, then ask again"
+            )
+        check_lora_gguf(info.path / GGUF_LORA_FILE, base_folder, fingerprint)
     return info
 
 

@@ -316,8 +316,8 @@ def save(run: Run) -> TrainResult:
 def write_gguf_lora(name: str, folder: Path, base_folder: Path) -> None:
     """Also write the adapter as a GGUF LoRA for llama.cpp when the base came from a GGUF file.
 
-    The PEFT adapter is already saved: a failure here is reported and leaves it intact (the conversion is
-    tried again when llm.backend=llamacpp first uses the adapter).
+    The PEFT adapter is already saved: a failure here is reported and leaves it intact; once the cause is
+    fixed, `ragtune adapters prepare NAME` writes the GGUF LoRA (answering never converts).
     """
     source = base_gguf_source(base_folder)
     if source is None:
@@ -327,7 +327,8 @@ def write_gguf_lora(name: str, folder: Path, base_folder: Path) -> None:
         export_gguf_lora(folder, pieces, sha256)
     except (RagtuneError, OSError) as exc:
         warnings.warn(
-            f"adapter {name!r} is saved (PEFT); its GGUF LoRA for llama.cpp was not written: {exc}",
+            f"adapter {name!r} is saved (PEFT); its GGUF LoRA for llama.cpp was not written: {exc}; "
+            f"fix that, then run `ragtune adapters prepare {name}`",
             GgufExportWarning,
             stacklevel=2,
         )

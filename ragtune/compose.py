@@ -52,7 +52,7 @@ def build_generator(config: Config, progress: bool = True) -> Generator:
     """The configured LM, wrapped with `finetune.adapter` in the adapted modes (finetune, hybrid).
 
     An engine that runs the GGUF as it is (llama.cpp: its `path` is the .gguf file) gets the adapter's GGUF
-    LoRA, converted once from the PEFT files when an older adapter has none (see usable_adapter).
+    LoRA, which the adapter holds from training or from `ragtune adapters prepare` (answering only reads it).
     """
     from finetune.adapters import usable_adapter
 

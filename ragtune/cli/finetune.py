@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,11 +62,20 @@ def add_parsers(sub: Subcommands) -> None:
 
 
 def _add_adapters_parser(sub: Subcommands) -> None:
-    adapters = add_group(sub, "adapters", help="list, show, remove or export trained adapters")
+    adapters = add_group(sub, "adapters", help="list, show, prepare, remove or export trained adapters")
     add_command(adapters, "list", help="adapters with their base model and metrics").add_argument(
         "--json", action="store_true"
     )
     add_command(adapters, "show", help="an adapter's full manifest").add_argument("name")
+    add_command(
+        adapters,
+        "prepare",
+        help="write the GGUF LoRA llama.cpp needs: once, for an adapter saved without one (trained before GGUF "
+        "LoRAs, or its conversion failed), when `ask` on a GGUF model says so",
+        description="Converts the adapter's PEFT LoRA into a GGUF LoRA for the GGUF it was trained from (else "
+        "llm.model) and lists it in the adapter's manifest; answering only reads adapters, so this runs first. "
+        "An adapter that already has its GGUF LoRA is verified and left as it is.",
+    ).add_argument("name")
     add_command(adapters, "rm", help="delete an adapter").add_argument("name")
     p = add_command(
         adapters,
@@ -158,6 +168,8 @@ def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
     if action == "rm":
         print(f"removed {remove_adapter(args.name)}")
         return 0
+    if action == "prepare":
+        return prepare(args.name, config)
     if args.target == "vllm":
         from finetune.export import export_for_vllm
 
@@ -170,6 +182,16 @@ def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
         )
         return 0
     return export(args.name, args.out, config)
+
+
+def prepare(name: str, config: Config) -> int:
+    from finetune.gguf_export import prepare_adapter
+
+    done = prepare_adapter(name, config.llm.model, note=lambda text: print(text, file=sys.stderr, flush=True))
+    state = "converted" if done.converted else "already had its GGUF LoRA"
+    print(f"adapter {name}: {state}, verified for {done.base}")
+    print(f'use it:  ragtune ask --set llm.model={done.model} --set mode=finetune --set finetune.adapter={name} "..."')
+    return 0
 
 
 def export(name: str, out: Path, config: Config) -> int:
@@ -204,7 +226,7 @@ def cmd_data(args: argparse.Namespace, config: Config) -> int:
         )
         return 0
     from finetune.synth import synthesize
-    from ragtune.app import build_generator
+    from ragtune.compose import build_generator
 
     chunks = chunks[: args.limit] if args.limit else chunks
     generator = build_generator(replace(config, mode="rag"))  # synthesise with the base model

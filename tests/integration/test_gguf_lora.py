@@ -1,4 +1,4 @@
-"""GGUF LoRA export on the small packaged LM: layout, manifest, on-the-fly conversion, and every refusal."""
+"""GGUF LoRA export on the small packaged LM: layout, manifest, the prepare step, and every refusal."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from finetune.adapters import MANIFEST, read_adapter, usable_adapter
-from finetune.gguf_export import ensure_gguf_lora, export_gguf_lora
+from finetune.gguf_export import export_gguf_lora, prepare_adapter
 from models.errors import AdapterError
 from models.gguf import gguf_sha256, read_gguf_header
-from models.lora_gguf import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf
+from models.gguf.lora import BASE_SHA256_KEY, GGUF_LORA_FILE, check_lora_gguf
 from models.paths import adapters_dir
 from models.presets import PRESETS, piece_paths
 from tests.gguf_files import write_out
@@ -175,7 +175,7 @@ def test_a_failed_gguf_write_closes_its_file_and_leaves_nothing(
 
     from gguf import GGUFWriter
 
-    from finetune.gguf_export import _write_atomic
+    from models.gguf.convert import _write_atomic
 
     def disk_full(self: GGUFWriter) -> None:
         raise OSError(28, "No space left on device")
@@ -210,13 +210,15 @@ def test_lora_on_modules_llama_cpp_cannot_map_is_refused(peft_folder: Path, tmp_
         export_gguf_lora(folder, base_gguf)
 
 
-def test_older_adapter_is_converted_once_over_a_gguf_base(peft_folder: Path, base_gguf: Path) -> None:
+def test_older_adapter_is_converted_once_by_prepare(peft_folder: Path, base_gguf: Path) -> None:
     install(peft_folder)
+    assert prepare_adapter("smol-random", SMOL).converted  # what `ragtune adapters prepare` does
     info = usable_adapter("smol-random", base_gguf)  # what build_generator does when the engine runs the GGUF
     path = info.path / GGUF_LORA_FILE
     assert GGUF_LORA_FILE in info.manifest["files"] and path.is_file()
     stamp = path.stat().st_mtime_ns
-    assert ensure_gguf_lora(read_adapter("smol-random"), base_gguf) == path
+    again = prepare_adapter("smol-random", SMOL)
+    assert not again.converted and again.info.path / GGUF_LORA_FILE == path
     assert path.stat().st_mtime_ns == stamp  # not converted again
     with open(path, "r+b") as handle:  # damage it: the manifest's hash catches it
         handle.seek(-10, 2)
@@ -230,7 +232,8 @@ def test_a_usable_adapter_over_a_gguf_base_hashes_each_file_once(
 ) -> None:
     import models.storage
 
-    usable_adapter(install(peft_folder, "once").name, base_gguf)  # converted here; then as on every later use
+    prepare_adapter(install(peft_folder, "once").name, SMOL)
+    usable_adapter("once", base_gguf)  # the first use; then as on every later use
     hashed: list[str] = []
     real = models.storage.sha256_file
     monkeypatch.setattr(models.storage, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
@@ -249,7 +252,8 @@ def test_concurrent_first_loads_of_an_adapter_init_it_once(
     from models.config import LLMConfig
     from models.generate import AdapterRef, load_language_model
 
-    info = usable_adapter(install(peft_folder, "racing").name, base_gguf)
+    prepare_adapter(install(peft_folder, "racing").name, SMOL)
+    info = usable_adapter("racing", base_gguf)
     lm = load_language_model(LLMConfig(model=SMOL, backend="llamacpp", context_window=256), progress=False)
     inits: list[bytes] = []
     real = llama_cpp.llama_adapter_lora_init

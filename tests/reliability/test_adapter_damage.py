@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from finetune.adapters import MANIFEST, base_fingerprint, list_adapters, read_adapter, save_adapter
+from models.answer import text_of
 from models.config import load_config
 from models.errors import AdapterError
 from models.generate import SamplingParams, load_language_model
@@ -79,7 +80,7 @@ def test_server_answers_503_for_a_damaged_adapter_and_the_base_is_untouched(
     engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
     params = SamplingParams(max_new_tokens=6)
     messages = [{"role": "user", "content": "Hello?"}]
-    before = "".join(engine.reply("base", messages, params).pieces)
+    before = "".join(text_of(engine.reply("base", messages, params)))
     weights = adapters["good"] / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)  # same size, different bytes
     with running(create_app(engine, KEY)) as url:
@@ -92,7 +93,7 @@ def test_server_answers_503_for_a_damaged_adapter_and_the_base_is_untouched(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "adapter_unavailable"
     assert "does not match the sha256" in response.json()["error"]["message"]
-    assert "".join(engine.reply("base", messages, params).pieces) == before  # no adapter state was left behind
+    assert "".join(text_of(engine.reply("base", messages, params))) == before  # no adapter state was left behind
     with pytest.raises(AdapterError):
         read_adapter("good")
 

