@@ -148,10 +148,40 @@ def _checked(name: str, folder: Path, hashes: bool) -> AdapterInfo:
     return AdapterInfo(name, folder, manifest)
 
 
+# The manifest fields that listings, checks and exports read, and the types they must have when present.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "files": (dict,),
+    "metrics": (dict,),
+    "method": (str,),
+    "base_model": (str,),
+    "base_fingerprint": (str,),
+    "base_gguf_sha256": (str, type(None)),
+    "gguf_lora": (dict,),
+    "created_at": (int, float),
+}
+
+
 def _check_manifest(manifest: Any, path: Path) -> None:
-    # The file list is checked by verify_files; what listings read besides must have its type too.
-    if not isinstance(manifest, dict) or "files" not in manifest or not isinstance(manifest.get("metrics", {}), dict):
-        raise IndexCorruptError(f"{path} is malformed (files or metrics missing or of the wrong type)")
+    """The file list is checked by verify_files; every other field that is read must have its type, and each
+    metric must be a number (or null), so a listing never fails on a manifest that was edited by hand."""
+    if not isinstance(manifest, dict) or "files" not in manifest:
+        raise IndexCorruptError(f"{path} is malformed (not an object with a files list)")
+    for key, types in _FIELD_TYPES.items():
+        if key in manifest and not _is_a(manifest[key], types):
+            raise IndexCorruptError(f"{path} is malformed ({key} is {_json_kind(manifest[key])})")
+    for key, value in manifest.get("metrics", {}).items():
+        if not _is_a(value, (int, float, type(None))):
+            raise IndexCorruptError(f"{path} is malformed (metrics.{key} is {_json_kind(value)}, not a number)")
+
+
+def _is_a(value: Any, types: tuple[type, ...]) -> bool:
+    # JSON's true/false read as bool, a subclass of int: never a number here.
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def _check_safetensors(path: Path) -> None:

@@ -23,6 +23,8 @@ _MAGIC = b"GGUF"
 # GGUF value types -> struct format of one scalar (8 = string, 9 = array are handled apart).
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+# Real files nest arrays one level (a list of strings or numbers); deeper is a damaged or hostile header.
+_MAX_NESTING = 16
 _MAX_DIMS = 4
 BaseGGUF = Path | Sequence[Path]  # a GGUF file, or the pieces of a split one in order
 
@@ -136,7 +138,9 @@ def _string(data: mmap.mmap, offset: int) -> tuple[str, int]:
     return data[offset + 8 : end].decode("utf-8"), end
 
 
-def _value(data: mmap.mmap, offset: int, kind: int) -> tuple[Any, int]:
+def _value(data: mmap.mmap, offset: int, kind: int, depth: int = 0) -> tuple[Any, int]:
+    if depth > _MAX_NESTING:  # a crafted header could otherwise nest arrays until the interpreter's stack runs out
+        raise _Damaged(f"its metadata nests arrays more than {_MAX_NESTING} deep")
     if kind in _SCALARS:
         fmt = "<" + _SCALARS[kind]
         return struct.unpack_from(fmt, data, offset)[0], offset + struct.calcsize(fmt)
@@ -153,7 +157,7 @@ def _value(data: mmap.mmap, offset: int, kind: int) -> tuple[Any, int]:
             offset += 8 + struct.unpack_from("<Q", data, offset)[0]
     else:
         for _ in range(count):
-            _, offset = _value(data, offset, item)
+            _, offset = _value(data, offset, item, depth + 1)
     if offset > len(data):
         raise _Damaged("an array runs past the end of the file")
     return _SKIPPED, offset

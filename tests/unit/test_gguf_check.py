@@ -118,3 +118,16 @@ def test_pieces_hash_to_the_whole_file_and_assemble_into_it(tmp_path: Path) -> N
     assert len(pieces) > 1 and pieces_sha256(pieces) == expected and gguf_sha256(pieces) == expected
     assert pieces_sha256(pieces, tmp_path / "out.gguf") == expected
     assert (tmp_path / "out.gguf").read_bytes() == whole
+
+
+def test_metadata_arrays_nested_thousands_deep_are_refused_by_name(tmp_path: Path) -> None:
+    # One key whose value is an array of arrays ... 5,000 levels deep: the reader once recursed until Python's
+    # stack ran out and showed a RecursionError traceback.
+    depth = 5000
+    key = b"general.deep"
+    nested = struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 4, 0)  # (array of arrays) x depth, then []
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(header + nested)
+    with pytest.raises(ModelError, match=rf"{path}: .*nests arrays more than 16 deep"):
+        check_gguf(path)
