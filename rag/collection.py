@@ -10,11 +10,11 @@ Layout under $RAGTUNE_HOME/indexes/NAME:
 A writer builds the next generation in a hidden staging folder and publishes it with two renames,
 so a crash at any point leaves the old generation or the new one, never a mix. Readers never lock.
 The vector index is whichever rag/index backend `index.backend` names; this module only moves its files.
-A backend that keeps vectors in an engine (milvus) writes no files here: the generation's manifest names
-its collection there, the draft is a new collection that readers never see, and publishing switches the
-engine's alias before CURRENT: if the switch fails nothing is published; a crash between the two leaves the
-alias one complete generation ahead of CURRENT, and the next ingest publishes past both. Generations are
-numbered past the folder's and past those the engine holds (another node, or a lost RAGTUNE_HOME, wrote them).
+Where the backend keeps vectors in an engine (milvus), its GenerationStore (rag/generations) drafts each
+generation there, beside the one readers use, and publishing switches the engine to it before CURRENT: if
+the switch fails nothing is published; a crash between the two leaves the engine one complete generation
+ahead of CURRENT, and the next ingest publishes past both. Generations are numbered past the folder's and
+past those the engine holds (another node, or a lost RAGTUNE_HOME, wrote them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from models.config import Config, IndexConfig, to_dict, to_yaml
 from models.errors import ConfigError, IndexCorruptError, IndexLockedError, IndexMissingError
@@ -39,8 +39,9 @@ from models.storage import (
     staged_dir,
     verify_files,
 )
-from rag.index import IndexInfo, VectorIndex, create_index, index_class, manifest_section
-from rag.store import ChunkStore, lexical_problem, lexical_section
+from rag.generations import GenerationStore, generation_store
+from rag.index import IndexInfo, VectorIndex, index_class, manifest_section
+from rag.store import ChunkSource, ChunkStore, lexical_problem, lexical_section
 
 # Format 1 gained the "index" section (backend, its files and build settings) without a bump: the files
 # are unchanged, and a manifest without the section is read as the backend that predates it.
@@ -60,18 +61,16 @@ class Expectation:
     index: IndexConfig  # its space and backend must match; its query-time settings are used as they are
 
 
+Chunks = TypeVar("Chunks", bound=ChunkSource)
+
+
 @dataclass
-class Snapshot:
+class Snapshot(Generic[Chunks]):
     generation: str
     folder: Path | str  # the generation folder, or where an engine serves it (index.uri and index.name)
     manifest: dict[str, Any]
     index: VectorIndex
-    store: ChunkStore  # or, for a generation read from an engine alone, the index (its `chunks`; no lexical)
-
-    @property
-    def stateless(self) -> bool:
-        """Read from the engine alone: no chunks.sqlite, so no lexical index."""
-        return self.store is self.index
+    store: Chunks  # chunks.sqlite (a ChunkStore), or the engine's rows for a generation read from it alone
 
     def close(self) -> None:
         self.store.close()
@@ -93,11 +92,17 @@ def current_generation(root: Path) -> str | None:
     return name
 
 
-def missing_index(root: Path) -> IndexMissingError:
+def missing_index(root: Path, config: IndexConfig | None = None) -> IndexMissingError:
+    """Nothing to answer from: no generation in `root`, nor (given `config`) one its engine serves alone."""
+    if config is not None and generation_store(config).keeps_chunks:
+        return IndexMissingError(
+            f"no documents indexed in {root}, and index.uri={config.uri} serves no index {config.name!r}; "
+            "run `ragtune ingest DOCS_FOLDER` first"
+        )
     return IndexMissingError(f"no documents indexed in {root}; run `ragtune ingest DOCS_FOLDER` first")
 
 
-def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
+def open_snapshot(root: Path, expect: Expectation) -> Snapshot[ChunkStore]:
     """The current generation, after its manifest and its index backend have vouched for every byte read."""
     generation = current_generation(root)
     if generation is None:
@@ -130,17 +135,17 @@ def open_snapshot(root: Path, expect: Expectation) -> Snapshot:
 
 def served_generation(config: IndexConfig) -> str | None:
     """The generation an engine serves under index.name (None for a backend of files, or before an ingest)."""
-    return index_class(config.backend).served(config)
+    return generation_store(config).served()
 
 
-def open_served(config: IndexConfig, generation: str, expect: Expectation) -> Snapshot:
+def open_served(config: IndexConfig, generation: str, expect: Expectation) -> Snapshot[ChunkSource]:
     """A generation read from the engine alone: its vectors, chunks and facts, with no folder on this node."""
-    index, facts = index_class(config.backend).open_served(config, generation)
+    index, chunks, facts = generation_store(config).open_served(generation)
     manifest = {**facts, "generation": generation, "index": {"backend": config.backend}}
     where = f"{config.uri} (index.name={config.name})"
     check_compatible(manifest, expect, where)
     # No "lexical" section: the lexical index lives in chunks.sqlite, in the generation folder.
-    return Snapshot(generation, where, manifest, index, index)  # type: ignore[arg-type]
+    return Snapshot(generation, where, manifest, index, chunks)
 
 
 def _index_info(manifest: Any, path: Path) -> IndexInfo:
@@ -211,6 +216,7 @@ class Writer:
         self.root, self.config, self.dim, self.rebuild = root, config, dim, rebuild
         self._release = ExitStack()  # the lock and the staging folder, undone in reverse on exit
         self.draft: Draft | None = None
+        self.generations: GenerationStore = generation_store(config.index)
         self.generation = ""  # named once the lock is held: a draft in an engine is named after it
         self.published: str | None = None
 
@@ -227,21 +233,20 @@ class Writer:
             # Clears dead writers' staging folders (the lock makes this the only live one) and removes
             # its own if anything below raises.
             # An engine that is unreachable, or serves another dimension under this name, fails before any write.
-            index_class(self.config.index.backend).prepare(self.config.index, self.dim, self.config.embedder.model)
+            self.generations.prepare(self.dim, self.config.embedder.model)
             staging = stack.enter_context(staged_dir(self.root, "gen"))
-            engine = index_class(self.config.index.backend).generations(self.config.index)
-            self.generation = f"gen-{_next_number(self.root, engine):06d}"
+            self.generation = f"gen-{_next_number(self.root, self.generations.numbers()):06d}"
             base = None if self.rebuild else current_generation(self.root)
+            loaded: VectorIndex | None = None
             if base is None:
-                index = create_index(self.config.index, self.dim)
                 store = ChunkStore(staging / STORE_FILE)
             else:
                 snapshot = open_snapshot(self.root, expectation(self.config, self.dim))
                 check_contextual(snapshot.manifest, self.config.rag.contextual, self.root)
-                index, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
+                loaded, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
-            index.attach(store, self._facts())  # an engine that serves chunks stores them with the vectors
-            index = index.draft(self.generation)  # readers keep the base; an engine copies it server-side
+            # Readers keep the base; an engine copies it server-side, each row with its chunk from `store`.
+            index = self.generations.draft(loaded, self.generation, self.dim, store, self._facts())
             # A base written before the lexical index gets it now, from its own chunks (nothing re-embedded).
             upgraded = store.upgrade() and base is not None
             self.draft = Draft(staging, index, store, base, upgraded=upgraded)
@@ -293,7 +298,7 @@ class Writer:
         publish_dir(draft.staging, self.root / generation)
         # The engine first: if it cannot switch (a typed error), CURRENT still names the generation it serves
         # and the unpublished folder is pruned by the next commit.
-        index_class(self.config.index.backend).publish(self.config.index, generation, keep={generation, draft.base})
+        self.generations.publish(generation, keep={generation, draft.base})
         if (self.root / "CURRENT").is_dir():  # damage that --rebuild repairs: a file must take its place
             shutil.rmtree(self.root / "CURRENT")
         atomic_write_text(self.root / "CURRENT", generation + "\n")
@@ -304,7 +309,7 @@ class Writer:
     def __exit__(self, *exc: Any) -> None:
         if self.draft is not None and self.published is None:
             self.draft.store.close()
-            self.draft.index.discard()
+            self.generations.discard(self.draft.index)
             shutil.rmtree(self.draft.staging, ignore_errors=True)  # a block that commits nothing leaves nothing
         self._release.__exit__(*exc)
 

@@ -33,7 +33,7 @@ from rag.collection import (
 )
 from rag.lexical import match_expression
 from rag.rerank import Reranker, load_reranker
-from rag.store import StoredChunk
+from rag.store import ChunkStore, StoredChunk
 
 Scores = dict[int, dict[str, float]]  # chunk id -> {stage: score}
 
@@ -102,12 +102,7 @@ class CurrentIndex:
         config = self.config.index
         generation = served_generation(config)
         if generation is None:
-            if config.backend == "hnswlib":
-                raise missing_index(self.root)
-            raise IndexMissingError(
-                f"no documents indexed in {self.root}, and index.uri={config.uri} serves no index {config.name!r}; "
-                "run `ragtune ingest DOCS_FOLDER` first"
-            )
+            raise missing_index(self.root, config)
         if self._snapshot is None or self._snapshot.generation != generation:
             expect = expectation(self.config, self.dim)
             try:
@@ -165,7 +160,7 @@ class RankingRetriever:
 
     def _snapshot(self) -> Snapshot:
         snapshot = self.index.snapshot()
-        if self.lexical and snapshot.stateless:
+        if self.lexical and snapshot.store.lexical_index() is None:
             raise ConfigError(
                 f"rag.retriever={self.config.rag.retriever} needs the lexical index, which lives in the index "
                 f"folder ({self.index.root}) that this node lacks; a node serving from index.uri alone supports "
@@ -202,7 +197,7 @@ class RankingRetriever:
                 scores[chunk_id]["dense"] = round(float(value), 4)
         lacking = [i for i in ids if "lexical" not in scores[i]] if self.lexical else []
         expression = match_expression(question) if lacking else None
-        found = dict(snapshot.store.search_lexical(expression, len(lacking), lacking)) if expression else {}
+        found = dict(lexical_index(snapshot).search_lexical(expression, len(lacking), lacking)) if expression else {}
         for chunk_id in lacking:
             scores[chunk_id]["lexical"] = round(found.get(chunk_id, 0.0), 4)  # 0: none of its words match
 
@@ -213,9 +208,17 @@ def dense_ranking(snapshot: Snapshot, vector: np.ndarray, depth: int) -> tuple[l
     return ranked, {i: {"dense": round(float(s), 4)} for i, s in zip(ranked, found)}
 
 
+def lexical_index(snapshot: Snapshot) -> ChunkStore:
+    """The snapshot's lexical index; a lexical retriever's check has made sure that it has one."""
+    store = snapshot.store.lexical_index()
+    assert store is not None, "a lexical stage over chunks without a lexical index"
+    return store
+
+
 def lexical_ranking(snapshot: Snapshot, question: str, depth: int) -> tuple[list[int], Scores]:
-    expression = match_expression(question, snapshot.store.term_counts, snapshot.manifest["count"])
-    hits = snapshot.store.search_lexical(expression, depth) if expression else []
+    lexical = lexical_index(snapshot)
+    expression = match_expression(question, lexical.term_counts, snapshot.manifest["count"])
+    hits = lexical.search_lexical(expression, depth) if expression else []
     return [i for i, _ in hits], {i: {"lexical": round(s, 4)} for i, s in hits}
 
 

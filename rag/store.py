@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rag.chunk import with_context
 from rag.lexical import quoted
@@ -66,6 +67,21 @@ class StoredChunk:
     def indexed_text(self) -> str:
         """The text embedded and scored: the context line, then the chunk."""
         return with_context(self.context, self.text)
+
+
+class ChunkSource(Protocol):
+    """Where a generation's chunks are read by id: its chunks.sqlite, or the engine that stores them with the
+    vectors (rag/generations/milvus.py)."""
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        """The chunks of those `ids` that exist (a missing id is left out)."""
+        ...
+
+    def lexical_index(self) -> ChunkStore | None:
+        """The store holding these chunks' lexical index, or None where this source keeps none."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ChunkStore:
@@ -180,6 +196,10 @@ class ChunkStore:
 
     def has_lexical(self) -> bool:
         return self._lexical
+
+    def lexical_index(self) -> ChunkStore:
+        # The lexical index lives in this file (one written by an earlier version lacks it: its manifest says so).
+        return self
 
     def lexical_rows(self) -> int:
         """Chunks the lexical index holds (its per-row size table has one row per indexed chunk)."""

@@ -190,44 +190,36 @@ def _check_prepared(config: Config) -> Check:
 
 
 def index(config: Config) -> list[Check]:
-    """The index this node answers from: its folder's current generation, or (index.backend=milvus and no
-    folder) the generation index.uri serves under index.name's alias."""
+    """The index this node answers from: its folder's current generation, or (no folder, and an index.backend
+    whose engine keeps the chunks) the generation index.uri serves under index.name."""
     from rag.collection import current_generation
+    from rag.generations import generation_store
 
     root = index_dir(config)
-    milvus = config.index.backend == "milvus"
+    unreachable = "start the Milvus server, or fix index.uri and index.token_file"
     try:
-        if milvus:
-            from rag.index.milvus import connect
-
-            connect(config.index)  # unreachable: said as such, not as a missing index
+        store = generation_store(config.index)  # an index.backend whose library is missing fails here
+    except ConfigError as exc:
+        return [Check("fail", "index", str(exc), unreachable)]
+    engine = store.keeps_chunks  # a node without the folder answers from the engine alone
+    try:
+        store.reach()  # unreachable: said as such, not as a missing index
         local = current_generation(root)
-        if local is None and (not milvus or _served(config) is None):
-            where = f"{root}" + (
-                f", and index.uri={config.index.uri} serves no {config.index.name!r}" if milvus else ""
-            )
-            return [Check("warn", "index", f"no index yet in {where}", "ragtune ingest DOCS_FOLDER")]
+        if local is None and (not engine or store.served() is None):
+            served = f", and index.uri={config.index.uri} serves no {config.index.name!r}" if engine else ""
+            return [Check("warn", "index", f"no index yet in {root}{served}", "ragtune ingest DOCS_FOLDER")]
         snapshot = _snapshot(config, root)
     except ConfigError as exc:  # index.uri cannot be reached or its token read
-        return [Check("fail", "index", str(exc), "start the Milvus server, or fix index.uri and index.token_file")]
+        return [Check("fail", "index", str(exc), unreachable)]
     except RagtuneError as exc:
         return [Check("fail", "index", str(exc), "ragtune ingest --rebuild DOCS_FOLDER")]
     finally:
-        if milvus:
-            from rag.index.milvus import disconnect
-
-            disconnect(config.index)  # a Milvus Lite file opens in one process at a time: free it
+        store.release()  # a Milvus Lite file opens in one process at a time: free it
     if local is None:
         where = f"index.uri={config.index.uri} (index.name={config.index.name}; no index folder on this node)"
         return [Check("ok", "index", f"{snapshot.generation} served by {where}: {snapshot.index.count} chunks")]
     detail = f"{snapshot.generation} in {root}: {snapshot.index.count} chunks, every file matches its manifest"
     return [Check("ok", "index", detail)]
-
-
-def _served(config: Config) -> str | None:
-    from rag.collection import served_generation
-
-    return served_generation(config.index)
 
 
 def _snapshot(config: Config, root: Path):  # noqa: ANN202 - rag.collection.Snapshot, imported lazily

@@ -4,9 +4,8 @@ A backend is one module in this package holding one VectorIndex subclass, named 
 imported only when chosen, so an optional library that is missing fails only then, with the fix.
 A backend keeps its state in files it writes into the folder it is given; rag/collection.py hashes
 them, publishes them atomically and hands them back through `load`, which checks them first. A backend
-that keeps its state in an engine (milvus) writes no files: it gives each generation its own store in the
-engine (`draft`), switches the engine's serving name to it when the generation is published (`publish`),
-and `load` checks the engine's copy against the manifest instead.
+that keeps its state in an engine (milvus) writes no files, and `load` checks the engine's copy against
+the manifest instead; how an engine's generations are drafted and published is rag/generations' part.
 """
 
 from __future__ import annotations
@@ -102,55 +101,7 @@ class VectorIndex(ABC):
     def vectors(self, labels: list[int]) -> np.ndarray:
         """The stored float32 vectors of live `labels` (cosine spaces may store them unit-length)."""
 
-    @classmethod
-    def reach(cls, config: IndexConfig) -> None:
-        """Raise ConfigError naming index.uri if the engine cannot be reached now, and hold no connection after:
-        a command checks this before it writes anything (`compare`)."""
-        return None  # a folder of files is always there
-
-    @classmethod
-    def prepare(cls, config: IndexConfig, dim: int, embedder: str) -> None:
-        """Before a writer writes anything: raise ConfigError if the engine cannot take this index of `dim`
-        dimensions from `embedder` (unreachable, or serving another dimension under the same name)."""
-        return None  # a folder of files takes any index
-
-    def draft(self, generation: str) -> VectorIndex:
-        """The index a writer changes to build `generation` from this one, which readers may still be using.
-        This one, for a backend whose files are copied into the new generation by `save`."""
-        return self
-
-    @classmethod
-    def generations(cls, config: IndexConfig) -> list[int]:
-        """The generation numbers the engine holds for index.name, whoever wrote them: a writer numbers its
-        generation past them as well as past its own folder's (none for a backend of files)."""
-        return []
-
-    @classmethod
-    def publish(cls, config: IndexConfig, generation: str, keep: set[str | None]) -> None:
-        """Point the engine at `generation` (before CURRENT names it) and drop generations older than the `keep`
-        ones; raise IndexStateError if the engine was not switched, so the writer publishes nothing."""
-        return None  # files are published with their folder (rag/collection.py)
-
-    def attach(self, store: Any, facts: dict[str, Any]) -> None:
-        """Give a writer's index its chunk store and the generation's facts (embedder, dim, space, contextual).
-        A backend that serves chunks itself (milvus) stores each added vector's chunk and the facts with it."""
-        return None  # chunks stay in the generation folder
-
-    @classmethod
-    def served(cls, config: IndexConfig) -> str | None:
-        """The generation the engine serves under index.name, read from the engine alone; None where the
-        backend serves nothing without its generation folder (files) or has no such index yet."""
-        return None
-
-    @classmethod
-    def open_served(cls, config: IndexConfig, generation: str) -> tuple[VectorIndex, dict[str, Any]]:
-        """The served `generation`'s index (with `chunks(ids)`) and its facts, without a generation folder."""
-        raise NotImplementedError(f"{cls.__name__} keeps its vectors in a generation folder")
-
-    def discard(self) -> None:
-        """Drop a draft that will never be published (the writer failed); files need nothing, the folder goes."""
-        return None
-
+    # Compaction: hnswlib keeps deleted vectors in its graph until it is rebuilt without them.
     @property
     def needs_compaction(self) -> bool:
         """Whether deleted vectors cost enough memory and search time to rebuild without them."""

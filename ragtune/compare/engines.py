@@ -13,9 +13,9 @@ from models.modes import RETRIEVING
 def check_engines(config: Config, paths: tuple[str, ...]) -> None:
     """Raise the typed error naming index.uri or llm.base_url when that engine cannot be reached."""
     if any(p in RETRIEVING for p in paths):
-        from rag.index import index_class
+        from rag.generations import generation_store
 
-        index_class(config.index.backend).reach(config.index)
+        generation_store(config.index).reach()
     if config.llm.backend == "openai":  # a local engine loads in each step; only a server can be down
         from models.generate import load_language_model
 

@@ -223,11 +223,3 @@ class TestDamagedFiles:
         ):
             load(backend, folder, IndexInfo(info.space, 32, info.count, info.deleted, info.params))
         self.refused(backend, folder, IndexInfo(info.space, DIM, info.count + 1, info.deleted, info.params))
-
-
-def test_reach_leaves_the_engine_free_for_the_next_writer(backend: str) -> None:
-    """`compare` calls reach before its steps open the engine themselves (a Milvus Lite file: in another process)."""
-    index_class(backend).reach(config(backend, "l2"))
-    index = make(backend)
-    index.add(random(3, seed=9), [1, 2, 3])
-    assert index.count == 3 and index.search(random(1, seed=9)[0], 1)[0].size == 1

@@ -166,9 +166,9 @@ def test_a_remote_llm_is_checked_at_its_server_not_as_a_local_path(
     tiny_lm_path: Path, embedder, tmp_path: Path, capsys
 ) -> None:
     from models.generate import load_language_model
-    from ragtune.serve.app import create_app
     from ragtune.serve.background import running
     from ragtune.serve.engine import Engine
+    from ragtune.serve.routes import create_app
     from tests.remote import KEY
 
     served = load_config(None, [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu"])
@@ -192,7 +192,7 @@ def test_a_milvus_node_without_the_index_folder_reports_the_served_generation(
 ) -> None:
     import shutil
 
-    from rag.index.milvus import disconnect
+    from rag.index.milvus_client import disconnect
     from rag.ingest import ingest
 
     milvus = ["index.backend=milvus", f"index.uri={tmp_path / 'm.db'}", "index.name=lib", "rag.retriever=dense"]

@@ -14,9 +14,10 @@ from pymilvus import MilvusException
 from models.config import Config, load_config
 from models.errors import IndexCorruptError, IndexStateError
 from rag.collection import Writer, current_generation, expectation, open_snapshot
+from rag.generations.milvus import MilvusGenerations
 from rag.index import milvus_client
-from rag.index.milvus import MilvusIndex, _stored, alias_name, collection_name, connect, disconnect
-from rag.index.milvus_client import IndexUnavailableError
+from rag.index.milvus import MilvusIndex, stored
+from rag.index.milvus_client import IndexUnavailableError, alias_name, collection_name, connect, disconnect
 
 DIM = 8
 
@@ -56,10 +57,10 @@ def test_a_fresh_folder_numbers_past_the_engine_and_keeps_the_served_collection(
     writer = Writer(tmp_path / "fresh-home", config, DIM)
     with writer:
         assert writer.generation == "gen-000002"
-        assert MilvusIndex.served(config.index) == "gen-000001"
+        assert MilvusGenerations(config.index).served() == "gen-000001"
         assert collections(config) == named("gen-000001", "gen-000002")
         assert writer.commit() == "gen-000002"
-    assert MilvusIndex.served(config.index) == "gen-000002"
+    assert MilvusGenerations(config.index).served() == "gen-000002"
     assert current_generation(tmp_path / "fresh-home") == "gen-000002"
 
 
@@ -73,7 +74,7 @@ def test_publishing_never_drops_another_writers_newer_draft(tmp_path: Path, conf
     assert other.commit() == "gen-000002"  # drops only what is older than the generations it keeps
     other.__exit__(None, None, None)
     assert collections(config) == named("gen-000002", "gen-000003")
-    assert MilvusIndex.served(config.index) == "gen-000002"
+    assert MilvusGenerations(config.index).served() == "gen-000002"
 
 
 def test_a_failed_publish_is_typed_and_leaves_folder_and_alias_on_the_old_generation(
@@ -92,10 +93,10 @@ def test_a_failed_publish_is_typed_and_leaves_folder_and_alias_on_the_old_genera
             monkeypatch.setattr(client, "alter_alias", lost)
             writer.commit()
     monkeypatch.undo()
-    assert current_generation(root) == "gen-000001" and MilvusIndex.served(config.index) == "gen-000001"
+    assert current_generation(root) == "gen-000001" and MilvusGenerations(config.index).served() == "gen-000001"
     assert collections(config) == named("gen-000001")  # the unpublished draft was dropped
     assert publish(root, config) == "gen-000003"  # the next ingest publishes, past the abandoned folder
-    assert MilvusIndex.served(config.index) == current_generation(root) == "gen-000003"
+    assert MilvusGenerations(config.index).served() == current_generation(root) == "gen-000003"
     assert sorted(p.name for p in root.glob("gen-*")) == ["gen-000001", "gen-000003"]
     open_snapshot(root, expectation(config, DIM)).close()
 
@@ -111,8 +112,8 @@ def test_a_server_gone_down_is_a_typed_index_error_naming_index_uri(config) -> N
         lambda: index.add(np.ones((1, DIM), dtype=np.float32), [99]),
         lambda: index.delete([1]),
         lambda: index.save(Path("unused")),
-        lambda: MilvusIndex.publish(config.index, "gen-000001", keep={"gen-000001"}),
-        lambda: MilvusIndex.serving(config.index),
+        lambda: MilvusGenerations(config.index).publish("gen-000001", keep={"gen-000001"}),
+        lambda: MilvusGenerations(config.index).serving(),
     ]
     for call in calls:
         # An index error: `ragtune serve` answers it with 503 index_unavailable, not a 500.
@@ -142,18 +143,17 @@ def test_deleting_absent_ids_keeps_the_count_what_the_engine_holds(config) -> No
     assert index.count == 2
     index.save(Path("unused"))
     # What a reader's load compares with the manifest's count: the rows the engine holds.
-    assert _stored(connect(config.index), index.name)[0] == index.count == 2
+    assert stored(connect(config.index), index.name)[0] == index.count == 2
 
 
 def test_stored_facts_of_another_dimension_are_named(config) -> None:
     name = collection_name("lib", "gen-000001")
-    index = MilvusIndex(connect(config.index), config.index, DIM, name)
     facts = {"format": 1, "embedder": "minilm-l6", "dim": 4, "space": "cosine", "contextual": False}
-    index.attach(None, facts)  # type: ignore[arg-type]  (no chunk store: vectors alone)
+    index = MilvusIndex(connect(config.index), config.index, DIM, name, facts=facts)  # no chunks: vectors alone
     index.add(np.ones((2, DIM), dtype=np.float32), [1, 2])
     index.save(Path("unused"))
     with pytest.raises(IndexCorruptError, match=r"holds 8-dimensional vectors with metric COSINE, but its stored "):
-        MilvusIndex.open_served(config.index, "gen-000001")
+        MilvusGenerations(config.index).open_served("gen-000001")
 
 
 def test_a_load_that_reads_a_half_written_segment_index_is_retried(config, monkeypatch) -> None:

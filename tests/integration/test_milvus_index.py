@@ -20,7 +20,8 @@ from models.config import Config, IndexConfig, load_config
 from models.errors import ConfigError
 from models.paths import index_dir
 from rag.collection import Writer, current_generation, expectation, open_snapshot
-from rag.index.milvus import MilvusIndex, alias_name, collection_name, connect
+from rag.generations.milvus import MilvusGenerations
+from rag.index.milvus_client import alias_name, collection_name, connect
 from rag.ingest import ingest
 from rag.retrieve import build_retriever
 from tests.conftest import EXAMPLES, REPO
@@ -76,22 +77,22 @@ def test_incremental_ingest_matches_hnswlib_and_keeps_two_collections(tmp_path: 
         # The served one and its base (a reader may still be searching it); older ones are dropped.
         kept = {f"gen-{n:06d}" for n in (number, number - 1) if n}
         assert collections(config) == {collection_name("lib", g) for g in kept}
-        assert MilvusIndex.serving(config.index).count == summaries[1].total_chunks
+        assert MilvusGenerations(config.index).serving().count == summaries[1].total_chunks
 
 
 def test_a_failing_ingest_leaves_the_alias_on_the_old_generation(tmp_path: Path, docs: Path, embedder) -> None:
     config = milvus(tmp_path / "milvus.db")
     first = ingest([docs], config, embedder, progress=False)
     query = embedder.encode(["How long can I borrow a DVD?"])[0]
-    before = MilvusIndex.serving(config.index).search(query, 5)
+    before = MilvusGenerations(config.index).serving().search(query, 5)
     with pytest.raises(RuntimeError, match="power cut"):
         with Writer(index_dir(config), config, embedder.dim) as draft:
             draft.index.delete(draft.store.live_ids()[:5])
             draft.index.add(np.ones((3, embedder.dim), dtype=np.float32), [10**6, 10**6 + 1, 10**6 + 2])
             assert draft.index.count == first.total_chunks - 2  # the draft changed, in its own collection
-            assert MilvusIndex.serving(config.index).count == first.total_chunks  # readers do not see it
+            assert MilvusGenerations(config.index).serving().count == first.total_chunks  # readers do not see it
             raise RuntimeError("power cut")
-    serving = MilvusIndex.serving(config.index)
+    serving = MilvusGenerations(config.index).serving()
     assert serving.count == first.total_chunks
     after = serving.search(query, 5)
     np.testing.assert_array_equal(before[0], after[0])
@@ -138,7 +139,7 @@ def test_kill_9_mid_ingest_leaves_the_alias_on_the_old_generation(tmp_path: Path
     assert current_generation(root) == "gen-000001"
     assert collection_name("lib", "gen-000002") in collections(config)  # the dead writer's, never served
     snapshot = open_snapshot(root, expectation(config, embedder.dim))
-    serving = MilvusIndex.serving(config.index)
+    serving = MilvusGenerations(config.index).serving()
     assert serving.count == snapshot.index.count == snapshot.store.chunk_count()
     query = embedder.encode(["How long can I borrow a DVD?"])[0]
     np.testing.assert_array_equal(serving.search(query, 3)[0], snapshot.index.search(query, 3)[0])
@@ -147,7 +148,7 @@ def test_kill_9_mid_ingest_leaves_the_alias_on_the_old_generation(tmp_path: Path
     # than its base, it could be another node's draft in progress); the ingest after it drops it.
     summary = ingest([big], config, embedder, progress=False)
     assert summary.generation == "gen-000003"
-    assert MilvusIndex.serving(config.index).count == summary.total_chunks
+    assert MilvusGenerations(config.index).serving().count == summary.total_chunks
     assert collections(config) == {collection_name("lib", f"gen-00000{n}") for n in (1, 2, 3)}
     (big / "doc0000.txt").write_text("A changed note.")
     ingest([big], config, embedder, progress=False)
@@ -172,7 +173,7 @@ def test_another_dimension_under_the_same_name_is_refused_naming_the_embedder(
         with Writer(tmp_path / "elsewhere", config, dim=16, rebuild=True):
             pytest.fail("the writer started")
     assert not (tmp_path / "elsewhere" / "CURRENT").exists()
-    assert MilvusIndex.serving(config.index).count == summary.total_chunks
+    assert MilvusGenerations(config.index).serving().count == summary.total_chunks
 
 
 def test_names_are_milvus_names_and_keep_index_names_apart() -> None:

@@ -19,7 +19,7 @@ from models.config import Config, load_config
 from models.errors import ConfigError, InputError
 from models.paths import index_dir
 from rag.collection import Writer
-from rag.index.milvus import disconnect
+from rag.index.milvus_client import disconnect
 from rag.ingest import ingest
 from rag.retrieve import build_retriever
 from tests.conftest import EXAMPLES, REPO
@@ -138,9 +138,9 @@ def test_serve_answers_with_sources_from_index_uri_alone(
     import httpx
 
     from models.generate import load_language_model
-    from ragtune.serve.app import create_app
     from ragtune.serve.background import running
     from ragtune.serve.engine import Engine
+    from ragtune.serve.routes import create_app
 
     lm = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=4"]
     config = load_config(None, milvus(tmp_path / "m.db", *lm))

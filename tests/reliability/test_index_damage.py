@@ -223,9 +223,9 @@ def test_the_server_reports_a_damaged_index_as_503_and_health_still_answers(buil
     import httpx
 
     from models.generate import load_language_model
-    from ragtune.serve.app import create_app
     from ragtune.serve.background import running
     from ragtune.serve.engine import Engine
+    from ragtune.serve.routes import create_app
 
     folder, _ = built
     _damage_current(folder.parent, "non-utf8")
