@@ -30,7 +30,7 @@ from models.generate import Generator, SamplingParams, TokenStream, Usage
 Message = dict[str, str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Source:
     number: int  # 1-based, as the prompt and the answer's [n] markers name it
     path: str

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.answer import Source
 from models.config import Config
 from models.embedding import Embedder
 from models.errors import ConfigError, IndexCorruptError, IndexMissingError
@@ -36,19 +37,6 @@ from rag.rerank import Reranker, load_reranker
 from rag.store import ChunkStore, StoredChunk
 
 Scores = dict[int, dict[str, float]]  # chunk id -> {stage: score}
-
-
-@dataclass(frozen=True)
-class Source:
-    number: int  # 1-based, as the prompt and the answer's [n] markers name it
-    path: str
-    chunk: int
-    locator: str
-    score: float  # the last stage's score, the order of the sources (rerank, fused, lexical or dense)
-    text: str
-    # Each stage's score, e.g. {"dense": 0.61, "lexical": 7.2, "fused": 0.016, "rerank": 0.93}; "dense"
-    # (the index.space similarity) is the one rag.min_score applies to, present for every retriever.
-    scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
