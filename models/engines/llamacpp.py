@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class LlamaCppLM:
         self.lock = threading.Lock()  # held while decoding or while the adapter set changes
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer (freed with the model)
         self._active: str | None = None
-        self.template = _chat_template(llama, name)
+        self.template = chat_template(llama, name)
 
     @classmethod
     def load(cls, config: LLMConfig, progress: bool = True) -> LlamaCppLM:
@@ -269,8 +269,9 @@ def _logsumexp(logits: np.ndarray) -> float:
     return top + math.log(float(np.exp(logits.astype(np.float64) - top).sum()))
 
 
-def _chat_template(llama: Any, name: str) -> Any:
-    """The GGUF's own chat template (tokenizer.chat_template), rendered as transformers renders it."""
+def chat_template(llama: Any, name: str) -> Any:
+    """The GGUF's own chat template (tokenizer.chat_template) of a loaded `llama`, rendered as transformers renders
+    it; called with `messages=[...]`, its `.prompt` is the text to tokenize. `name` only names the model in errors."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = llama.metadata.get("tokenizer.chat_template")
@@ -285,3 +286,41 @@ def _chat_template(llama: Any, name: str) -> Any:
     return Jinja2ChatFormatter(
         template, token("tokenizer.ggml.eos_token_id"), token("tokenizer.ggml.bos_token_id"), add_generation_prompt=True
     )
+
+
+# What the benchmarks hold the engine against: llama-cpp-python's own objects, set up as the engine sets them up.
+
+
+def reference_llama(path: Path, n_ctx: int = 512, threads: int | None = None, **settings: Any) -> Any:
+    """llama-cpp-python's own `Llama` over the GGUF at `path`, as `LlamaCppLM.load` configures it (`threads` for
+    prompt and decode, flash attention on, quiet), with `settings` (any other `Llama` argument: n_batch, n_ubatch,
+    flash_attn, logits_all, vocab_only, ...) on top: the bare llama.cpp the engine is measured against.
+
+    `threads=None` leaves llama-cpp-python's own thread default.
+    """
+    llama_cpp = import_llama_cpp()
+    engine: dict[str, Any] = {"flash_attn": True, "verbose": False}
+    if threads is not None:
+        engine |= {"n_threads": threads, "n_threads_batch": threads}
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, **(engine | settings))
+
+
+def end_of_generation(llama: Any) -> Callable[[int], bool]:
+    """Whether a token of `llama` ends an answer (end of turn or of text, by its vocabulary), as the engine stops."""
+    llama_cpp = import_llama_cpp()
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+
+def quantize(source: Path, target: Path, kind: str, threads: int) -> None:
+    """llama.cpp's own quantiser: the GGUF `source` written to `target` with weights of type `kind` (e.g. Q8_0,
+    IQ4_NL, BF16; no importance matrix is given, so the IQ2 and IQ3 types are out of reach)."""
+    llama_cpp = import_llama_cpp()
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}", None)
+    if ftype is None:
+        raise ModelError(f"weight type {kind!r}: llama.cpp has no LLAMA_FTYPE_MOSTLY_{kind}; give one like Q8_0")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize, params.nthread = True, threads
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
+        raise ModelError(f"llama.cpp could not re-quantise {source} to {kind}")

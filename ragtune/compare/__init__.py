@@ -4,5 +4,6 @@ questions and spec check the inputs; evaluate, metrics and evidence (retrieval p
 phases and runner build what each path needs (index, training data, adapters) and reuse it by the hash
 of its inputs; settings, retrieval and choice score retrieval settings without the LM and pick one;
 progress holds what finished; results, figures, charts, verdict and report turn that into results.json,
-report.md and report.html. longdocs, scale and bench_retrieval are the retrieval benchmark's pieces.
+report.md and report.html. longdocs and scale are the pieces of the retrieval benchmark (bench/retrieval.py);
+tables holds the Markdown tables and machine rows that reports share.
 """

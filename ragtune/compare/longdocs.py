@@ -19,7 +19,6 @@ from typing import Any
 from models.config import Config, load_config, to_dict
 from models.paths import index_dir
 from models.storage import atomic_write_json, read_json, sha256_file
-from ragtune.benchmark import pct, say, table
 from ragtune.compare.evidence import DEPTH, KS
 from ragtune.compare.keys import chunking
 from ragtune.compare.metrics import paired_difference, summary
@@ -27,6 +26,7 @@ from ragtune.compare.phases import digest, tree_digest
 from ragtune.compare.questions import Question, read_questions, sample
 from ragtune.compare.retrieval import SettingRun, run_settings
 from ragtune.compare.settings import CONTEXTUAL_KEY
+from ragtune.compare.tables import pct, say, table
 
 COMPARED = "evidence@5"  # the per-question score the paired differences are taken on
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from models.generate import resolve_backend
 from models.storage import atomic_write_json, atomic_write_text
-from ragtune.benchmark import machine_rows, table
 from ragtune.compare.charts import render_charts
 from ragtune.compare.figures import answer_rows, differences_lines, figure_rows, retrieval_choice, retrieval_table
 from ragtune.compare.progress import Progress
 from ragtune.compare.results import assemble
+from ragtune.compare.tables import machine_rows, table
 from ragtune.compare.verdict import verdict
 
 PACKAGES = ("torch", "transformers", "sentence-transformers", "peft", "hnswlib", "ragtune")

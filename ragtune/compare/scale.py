@@ -17,8 +17,8 @@ import numpy as np
 from models.config import Config, load_config
 from models.paths import index_dir
 from models.storage import atomic_write_json, read_json
-from ragtune.benchmark import say
 from ragtune.compare.phases import digest
+from ragtune.compare.tables import say
 
 _BATCH = 10_000  # vectors handed to the index at once
 

@@ -130,7 +130,7 @@ def test_the_fallback_note_reaches_the_terminal_once_as_the_cli_sets_up(tmp_path
     script = (
         "import importlib.util as u; real = u.find_spec; "
         "u.find_spec = lambda name, *a: None if name == 'llama_cpp' else real(name, *a); "
-        "from ragtune.app import quiet_libraries; quiet_libraries(); "
+        "from ragtune.compose import quiet_libraries; quiet_libraries(); "
         "from models.config import LLMConfig; from models.generate import resolve_backend; "
         f"c = LLMConfig(model={SMOL!r}, device='cpu'); print(resolve_backend(c), resolve_backend(c))"
     )

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import busy_note, machine_rows, ms, pct, say, table
 from models.config import IndexConfig
 from models.errors import RagtuneError
 from models.storage import write_section
 from rag.index import create_index
-from ragtune.benchmark import busy_note, machine_rows, ms, pct, say, table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ KV cache of the prompt's fixed start (the system text) across questions: first t
 transformers bf16 on the same GGUF (dequantised, as llm.backend=transformers loads it) takes its turns beside
 them: the prompt-processing speed every llama.cpp setting is held against.
 
-    python -m ragtune.bench_weights MODEL THREADS PROMPTS.json ROUNDS TYPE [TYPE ...]   (JSON on stdout)
+    python -m bench.weights MODEL THREADS PROMPTS.json ROUNDS TYPE [TYPE ...]   (JSON on stdout)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.engines.llamacpp import common_prefix
+from models.engines.llamacpp import common_prefix, quantize, reference_llama
 
 # Types llama.cpp's quantiser writes without an importance matrix (the IQ2/IQ3 types need one).
 WEIGHT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_S", "Q4_0", "IQ4_NL", "F16", "BF16")
@@ -35,14 +35,8 @@ ENGINE_DEFAULT = "packaged Q4_K_M (engine default)"
 
 def requantise(source: Path, target: Path, kind: str, threads: int) -> float:
     """llama.cpp's quantiser: `source` re-written as `kind` (e.g. Q8_0); seconds taken."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}")
-    params.allow_requantize, params.nthread = True, threads
     started = time.perf_counter()
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
-        raise RuntimeError(f"llama.cpp could not re-quantise {source} to {kind}")
+    quantize(source, target, kind, threads)
     return time.perf_counter() - started
 
 
@@ -64,18 +58,14 @@ def variants(packaged: Path, folder: Path, kinds: list[str], threads: int) -> li
 
 
 def load(row: dict[str, Any], threads: int, logits_all: bool = False) -> Any:
-    import llama_cpp
-
-    return llama_cpp.Llama(
-        model_path=str(row["path"]),
+    return reference_llama(
+        row["path"],
         n_ctx=2048,
-        n_threads=threads,
-        n_threads_batch=threads,
+        threads=threads,
         n_batch=max(512, row["ubatch"]),
         n_ubatch=row["ubatch"],
         flash_attn=row["flash"],
         logits_all=logits_all,
-        verbose=False,
     )
 
 
@@ -191,14 +181,12 @@ def prefix_reuse(row: dict[str, Any], prompts: dict[str, list[int]], threads: in
 
 
 def measure(model: str, threads: int, prompts_file: Path, rounds: int, kinds: list[str]) -> dict[str, Any]:
-    import llama_cpp
-
     from models.engines.llamacpp import LlamaCppLM
     from models.gguf import gguf_file
     from models.loading import lm_folder
 
     packaged = gguf_file(model)
-    vocab = llama_cpp.Llama(model_path=str(packaged), vocab_only=True, verbose=False)
+    vocab = reference_llama(packaged, vocab_only=True)  # the tokenizer and chat template, no weights
     template = LlamaCppLM(vocab, model, packaged, 4096).generator()
     prompts = {p["id"]: template.encode_chat(p["messages"]) for p in json.loads(prompts_file.read_text())}
     with tempfile.TemporaryDirectory(prefix="ragtune-weights-") as folder:
@@ -262,7 +250,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main() -> int:
     model, threads, prompts, rounds, *kinds = sys.argv[1:]
-    from ragtune.app import quiet_libraries
+    from ragtune.compose import quiet_libraries
 
     quiet_libraries()
     print(json.dumps(measure(model, int(threads), Path(prompts), int(rounds), kinds)))

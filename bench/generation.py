@@ -1,6 +1,6 @@
 """Generation engines side by side on the same prompts: transformers (bf16, fp32), llamacpp, bare llama_cpp.
 
-Each engine runs in its own child process (`python -m ragtune.bench_generation ENGINE ...`) so its peak
+Each engine runs in its own child process (`python -m bench.generation ENGINE ...`) so its peak
 RSS is its own; the parent (scripts/bench_rag.py --gen-only) builds the prompts once and compares. The
 "+ LoRA" engines answer through an adapter (PEFT on transformers, its GGUF export on llamacpp) that the
 parent passes with --adapter.
@@ -110,28 +110,20 @@ def _ours(config: Any, adapter: Path | None = None) -> Any:
 
 def _bare(config: Any) -> Any:
     """llama_cpp.Llama's own token loop on the same prompt tokens: no stream logic, no per-token decoding."""
-    import llama_cpp
-
-    from models.engines.llamacpp import _chat_template
+    from models.engines.llamacpp import chat_template, end_of_generation, reference_llama
     from models.gguf import gguf_file
 
-    llama = llama_cpp.Llama(
-        model_path=str(gguf_file(config.model)),
-        n_ctx=config.context_window + config.max_new_tokens,
-        n_threads=config.threads,
-        n_threads_batch=config.threads,
-        flash_attn=True,  # as llama.cpp's own tools run on the CPU, and as the engine does
-        verbose=False,
-    )
-    template = _chat_template(llama, config.model)
-    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    # Flash attention on, as llama.cpp's own tools run on the CPU, and as the engine does.
+    llama = reference_llama(gguf_file(config.model), config.context_window + config.max_new_tokens, config.threads)
+    template = chat_template(llama, config.model)
+    ends = end_of_generation(llama)
 
     def run(messages: list[dict[str, str]], max_new: int) -> dict[str, Any]:
         ids = llama.tokenize(template(messages=messages).prompt.encode(), add_bos=False, special=True)
         started, first, out = time.perf_counter(), None, []
         for token in llama.generate(ids, temp=0.0, top_k=0, min_p=0.0, repeat_penalty=1.0):
             first = first if first is not None else time.perf_counter() - started
-            if llama_cpp.llama_vocab_is_eog(vocab, token) or len(out) >= max_new:
+            if ends(token) or len(out) >= max_new:
                 break
             out.append(token)
         total = time.perf_counter() - started
@@ -192,7 +184,7 @@ def run_child(
 ) -> dict[str, Any]:
     """One engine in a fresh process; its JSON result (or the failure, named). `openmp_wait`: the OpenMP wait
     variables the child starts with instead of this process's (libgomp reads them once, when it loads)."""
-    command = [sys.executable, "-m", "ragtune.bench_generation", label, model, str(threads), str(prompts), str(max_new)]
+    command = [sys.executable, "-m", "bench.generation", label, model, str(threads), str(prompts), str(max_new)]
     if adapter is not None and label.endswith(WITH_LORA):
         command += ["--adapter", str(adapter)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -211,7 +203,7 @@ def _decode(p: dict[str, Any]) -> float | None:
 
 def summarise(run: dict[str, Any]) -> dict[str, float]:
     """Medians over the RAG prompts, and the long prompt's own figures."""
-    from ragtune.benchmark import pct
+    from bench.common import pct
 
     rag = [p for p in run["prompts"] if p["id"] != "long"]
     long = next(p for p in run["prompts"] if p["id"] == "long")
@@ -249,7 +241,7 @@ ROWS = [
 
 def report(runs: list[dict[str, Any]], reference: str) -> tuple[str, list[str]]:
     """The side-by-side table and the ratio lines against the targets."""
-    from ragtune.benchmark import pct, table
+    from bench.common import pct, table
 
     done = [r for r in runs if "error" not in r and r["label"] != "alternating"]
     figures = {r["label"]: summarise(r) for r in done}
@@ -295,7 +287,7 @@ def main() -> int:
     parser.add_argument("max_new", type=int)
     parser.add_argument("--adapter", type=Path, help="adapter folder (PEFT files and their GGUF export) for + LoRA")
     args = parser.parse_args()
-    from ragtune.app import quiet_libraries
+    from ragtune.compose import quiet_libraries
 
     quiet_libraries()
     prompts = json.loads(args.prompts.read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """How OpenMP threads wait, side by side: sleep at once, spin briefly (ragtune's default), spin long.
 
 libgomp reads its wait variables once, when it loads, so every setting runs in fresh child processes (the
-generation benchmark's, `ragtune.bench_generation`) on the same prompts: the llamacpp engine alone, transformers
+generation benchmark's, `bench.generation`) on the same prompts: the llamacpp engine alone, transformers
 bf16 alone, and two llamacpp processes at once on the same cores, the case where a spinning thread that the
 scheduler has set aside holds up every barrier of its process. Settings take turns, round after round, so
 their ratios hold under the same load.
@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.generation import run_child, summarise
 from models import OPENMP_SPIN_ROUNDS
-from ragtune.bench_generation import run_child, summarise
 
 # label -> the OpenMP wait variables its processes start with (libgomp's own default spin is 300,000 rounds).
 SETTINGS: dict[str, dict[str, str]] = {
@@ -25,7 +25,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     },
     "spin 300,000 rounds (libgomp's default)": {"GOMP_SPINCOUNT": "300000"},
 }
-# case -> the engines (bench_generation labels) that run at once in it, each in its own process
+# case -> the engines (bench.generation labels) that run at once in it, each in its own process
 CASES: dict[str, list[str]] = {
     "llamacpp alone": ["llamacpp"],
     "transformers bf16 alone": ["transformers bf16"],
@@ -64,7 +64,7 @@ def measure(model: str, threads: int, prompts: Path, max_new: int, rounds: int) 
 
 def render(result: dict[str, Any]) -> str:
     """One table per case: each setting's figures and its decode ratio to sleeping at once."""
-    from ragtune.benchmark import table
+    from bench.common import table
 
     passive = next(iter(SETTINGS))
     parts = []

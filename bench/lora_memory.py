@@ -1,7 +1,7 @@
 """Memory of GGUF LoRA adapters resident over one llama.cpp base: RSS of the base alone, then with N adapters.
 
 The parent (scripts/bench_rag.py, section 5) writes N random LoRAs for the model (PEFT, exported to GGUF);
-a child process (`python -m ragtune.bench_lora_memory MODEL THREADS FOLDER...`) measures, so the figures
+a child process (`python -m bench.lora_memory MODEL THREADS FOLDER...`) measures, so the figures
 are that process's own.
 """
 
