@@ -17,11 +17,16 @@ _ATX = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")
 _FENCE = re.compile(r" {0,3}(```|~~~)")
 
 
+class TooManySections(Exception):
+    """A document cut into more sections than the builder's limit."""
+
+
 @dataclass
 class SectionBuilder:
     """Collects (heading path, text) sections as a document's headings and text arrive in order."""
 
     joiner: str = ""  # put between the pieces of one section's text
+    limit: int = 0  # most sections kept (0: no limit); one more raises TooManySections as it closes
     sections: list[tuple[str, str]] = field(default_factory=list)
     _stack: list[tuple[int, str]] = field(default_factory=list)
     _pieces: list[str] = field(default_factory=list)
@@ -56,13 +61,15 @@ class SectionBuilder:
     def _close(self) -> None:
         text = self.joiner.join(self._pieces)
         if text.strip():
+            if self.limit and len(self.sections) >= self.limit:
+                raise TooManySections(f"more than {self.limit:,} sections")
             self.sections.append((self.path, text))
         self._pieces, self._body = [], False
 
 
-def markdown_sections(text: str) -> list[tuple[str, str]]:
+def markdown_sections(text: str, limit: int = 0) -> list[tuple[str, str]]:
     """(heading path, text) of a Markdown document, cut at its `#` headings outside fenced code."""
-    builder = SectionBuilder()
+    builder = SectionBuilder(limit=limit)
     fence = None
     for line in text.splitlines(keepends=True):
         opening = _FENCE.match(line)

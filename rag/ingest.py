@@ -23,7 +23,7 @@ from models.paths import index_dir
 from models.storage import sha256_file
 from rag.chunk import chunk_long_text, context_line, document_title, fit_context, with_context
 from rag.collection import Draft, Writer
-from rag.loaders import Section, UnreadableFileError, read_sections
+from rag.loaders import Section, UnreadableFileError, check_file_size, read_sections
 from rag.walk import inside, resolve_roots, walk_documents
 
 _EMBED_GROUP = 512  # chunks handed to the embedder at once: large enough to batch well, small for progress
@@ -103,8 +103,12 @@ def _prepare(
     path: Path, root: Path, known, config: Config, embedder: Embedder, summary: IngestSummary
 ) -> _Pending | None:
     key = str(path)
+    if not _utf8(key):
+        summary.skipped.append((key, "its name is not valid UTF-8, which the index cannot store; rename it"))
+        return None
     try:
-        digest, size = sha256_file(path), path.stat().st_size
+        size = check_file_size(path, config.rag)  # before hashing: an oversized file is skipped unread
+        digest = sha256_file(path)
         if known is not None and known.sha256 == digest:
             summary.unchanged += 1
             return None
@@ -118,6 +122,15 @@ def _prepare(
     chunks = chunk_document(sections, document_title(key), config, embedder)
     (summary.updated if known is not None else summary.added).append(key)
     return _Pending(key, str(root), digest, size, chunks)
+
+
+def _utf8(name: str) -> bool:
+    # A name that is not UTF-8 (bytes such as Latin-1's é) reaches Python as lone surrogates.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def chunk_sections(sections: list[Section], config: Config, embedder: Embedder) -> list[tuple[str, str]]:

@@ -123,6 +123,16 @@ class RagConfig:
     # longer is skipped after reading (both reported by name). They keep one file from taking the memory.
     max_file_mb: float = 200.0
     max_text_mb: float = 20.0
+    # Bounds on a document's structure, checked while it is read (so a small file that expands, such as a
+    # zip of repeated text or a PDF page tree listing one page many times, is refused before it is whole):
+    # pages of a .pdf, XML elements of a .docx (paragraphs, runs, table cells...: a time bound, the reader
+    # holds text, not elements), tags of an .html file (counted before it is parsed: the parsed tree takes
+    # about a kilobyte per tag), and sections of any document (.jsonl records, headed sections of .md,
+    # .html and .docx).
+    max_pages: int = 5000
+    max_docx_elements: int = 2_000_000
+    max_html_tags: int = 300_000
+    max_sections: int = 100_000
     # Answer "not in the documents" (rag.prompt.NOT_FOUND, `refused: true`) when the retrieved text does not
     # support the model's answer: its numbers, names and most key words are not found there (rag/grounding.py).
     # The answer is then held back until complete (no token streaming), so nothing unsupported is shown.
@@ -144,3 +154,6 @@ class RagConfig:
         for key in ("max_file_mb", "max_text_mb"):
             value = getattr(self, key)
             check(0 < value < float("inf"), f"rag.{key}", f"should be a positive number, got {value}")
+        for key in ("max_pages", "max_docx_elements", "max_html_tags", "max_sections"):
+            value = getattr(self, key)
+            check(value > 0, f"rag.{key}", f"should be positive, got {value}")

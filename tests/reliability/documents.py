@@ -2,7 +2,9 @@
 
 Each case is (file name, bytes). Seeds are the shipped example documents plus a few made here; damage is
 truncation, byte flips, zip-level damage for .docx (broken central directory, missing or cut XML, a
-decompression bomb), and nesting and size extremes.
+decompression bomb), nesting and size extremes, and small files that expand past a bound while they are
+read (a PDF page tree listing one page thousands of times, a PDF page drawing one form thousands of
+times, a .docx paragraph of many large runs, millions of XML elements, many HTML tags, records or headings).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 import random
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +47,103 @@ def docx_with(document_xml: bytes) -> bytes:
         for name in source.namelist():
             archive.writestr(name, document_xml if name == "word/document.xml" else source.read(name))
     return out.getvalue()
+
+
+NAMESPACE = b'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+
+
+def write_docx_runs(path: Path, runs: int, run_chars: int) -> Path:
+    """A .docx whose body is one paragraph of `runs` runs of `run_chars` characters each, streamed into the zip.
+
+    Repeated text deflates about a thousandfold: 300 runs of 1 MB make a file of about 300 KB.
+    """
+    source = zipfile.ZipFile(io.BytesIO(SEEDS[".docx"]))
+    run = b"<w:r><w:t>" + b"a" * run_chars + b"</w:t></w:r>"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in source.namelist():
+            if name != "word/document.xml":
+                archive.writestr(name, source.read(name))
+        with archive.open("word/document.xml", "w", force_zip64=True) as xml:
+            xml.write(b"<w:document " + NAMESPACE + b"><w:body><w:p>")
+            for _ in range(runs):
+                xml.write(run)
+            xml.write(b"</w:p></w:body></w:document>")
+    return path
+
+
+def fanout_pdf(fan: int) -> bytes:
+    """A PDF whose root /Pages node lists one inner node `fan` times, which lists one page `fan` times.
+
+    A few kilobytes that pypdf reads as fan * fan pages.
+    """
+    stream = b"BT /F1 11 Tf 50 760 Td (The same page again.) Tj ET"
+    return _pdf(
+        b"<< /Type /Pages /Kids [" + b"3 0 R " * fan + b"] /Count %d >>" % (fan * fan),
+        b"<< /Type /Pages /Parent 2 0 R /Kids [" + b"4 0 R " * fan + b"] /Count %d >>" % fan,
+        b"<< /Type /Page /Parent 3 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 6 0 R >> >> "
+        b"/Contents 5 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    )
+
+
+def form_pdf(draws: int, chars: int) -> bytes:
+    """A one-page PDF that draws one form `draws` times, the form showing `chars` characters (deflated).
+
+    A few kilobytes whose one page pypdf reads as draws * chars characters.
+    """
+    page = b" ".join([b"/X0 Do"] * draws)
+    form = zlib.compress(b"BT /F1 11 Tf 50 700 Td (" + b"a" * chars + b") Tj ET", 9)
+    return _pdf(
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 6 0 R >> "
+        b"/XObject << /X0 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(page) + page + b"\nendstream",
+        b"<< /Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /Font << /F1 6 0 R >> >> "
+        b"/Filter /FlateDecode /Length %d >>\nstream\n" % len(form) + form + b"\nendstream",
+    )
+
+
+def _pdf(*objects: bytes) -> bytes:
+    """A PDF written by hand with a correct xref table: the catalog, `objects` as 2 to 5, Helvetica as 6."""
+    objects = (
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        *objects,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def many_runs_docx(runs: int) -> bytes:
+    """A .docx of one paragraph of `runs` empty runs: elements without text, a few kilobytes per million."""
+    empty = b"<w:p>" + b"<w:r/>" * runs + b"</w:p>"
+    return docx_with(b"<w:document " + NAMESPACE + b"><w:body>" + empty + b"</w:body></w:document>")
+
+
+def expanding_cases() -> Iterator[tuple[str, bytes]]:
+    """Small files past a default bound (rag.max_pages, max_text_mb, max_html_tags, max_sections) once read.
+
+    Two million empty .docx runs (many_runs_docx, past rag.max_docx_elements) take seconds to count, so
+    the fuzz suite checks them under a lower bound and tests/reliability/test_document_bounds.py at the default.
+    """
+    yield "fanout.pdf", fanout_pdf(80)  # 6,400 pages, over 5,000
+    runs = b"<w:r><w:t>" + b"a" * 1_000_000 + b"</w:t></w:r>"
+    body = b"<w:p>" + runs * 21 + b"</w:p>"  # 21 million characters in one paragraph
+    yield (
+        "long-paragraph.docx",
+        docx_with(b"<w:document " + NAMESPACE + b"><w:body>" + body + b"</w:body></w:document>"),
+    )
+    yield "many-tags.html", b"<p>" + b"<i>" * 300_001 + b"text</p>"
+    yield "many-records.jsonl", b'{"text": "a"}\n' * 100_001
+    yield "many-headings.md", b"# h\nbody\n" * 100_001
 
 
 def docx_cases(rng: random.Random) -> Iterator[tuple[str, bytes]]:
@@ -89,6 +189,7 @@ def cases(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
         yield f"{damage.__name__}-{i:04d}{suffix}", damage(SEEDS[suffix], rng)
     yield from docx_cases(rng)
     yield from extreme_cases()
+    yield from expanding_cases()
 
 
 def write_cases(folder: Path, count: int, seed: int) -> list[Path]:

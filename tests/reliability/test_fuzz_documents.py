@@ -5,16 +5,18 @@ Seeded and bounded (tests/reliability/documents.py); `pytest --fuzz-long` runs t
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from models.config import RagConfig
 from models.errors import InputError
 from rag.loaders import UnreadableFileError, read_sections
 from tests.conftest import EXAMPLES, REPO
-from tests.reliability.documents import write_cases
+from tests.reliability.documents import many_runs_docx, write_cases
 
 INGEST = """
 import json, sys
@@ -58,6 +60,21 @@ def test_targeted_cases_end_as_they_should(tmp_path: Path) -> None:
         except UnreadableFileError:
             continue
         raise AssertionError(f"{name} should be refused")
+    # Small files that expand once read are refused by the bound they pass, named as the key to raise.
+    expanding = {
+        "fanout.pdf": "over rag.max_pages=5000",
+        "long-paragraph.docx": "over rag.max_text_mb=20",
+        "many-tags.html": "over rag.max_html_tags=300000",
+        "many-records.jsonl": "over rag.max_sections=100000",
+        "many-headings.md": "over rag.max_sections=100000",
+    }
+    for name, reason in expanding.items():
+        with pytest.raises(UnreadableFileError, match=re.escape(reason)):
+            read_sections(paths[name])
+    runs = tmp_path / "many-runs.docx"
+    runs.write_bytes(many_runs_docx(100_001))
+    with pytest.raises(UnreadableFileError, match=re.escape("over rag.max_docx_elements=100000")):
+        read_sections(runs, RagConfig(max_docx_elements=100_000))
 
 
 def test_oversized_files_and_text_are_refused_with_the_key_to_raise(tmp_path: Path) -> None:

@@ -59,3 +59,98 @@ def test_unreadable_files_name_the_file_and_the_reason(tmp_path: Path, name: str
     with pytest.raises(UnreadableFileError, match=message) as info:
         read_sections(path)
     assert name in str(info.value)
+
+
+def _docx_xml(path: Path, body: str) -> Path:
+    import zipfile
+
+    namespace = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    make_docx(path, ["placeholder"])
+    parts = {}
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    parts["word/document.xml"] = f"<w:document {namespace}><w:body>{body}</w:body></w:document>".encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _refused(path: Path, rag: RagConfig, reason: str) -> None:
+    with pytest.raises(UnreadableFileError, match=reason) as info:
+        read_sections(path, rag)
+    assert str(info.value).startswith(f"{path}: ") and "split it or raise the limit" in str(info.value)
+
+
+def test_pdf_pages_are_bounded_before_they_are_read(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "a.pdf", [["One."], ["Two."], ["Three."]])
+    assert len(read_sections(path, RagConfig(max_pages=3))) == 3
+    _refused(path, RagConfig(max_pages=2), r"lists more than 2 pages, over rag\.max_pages=2")
+    _refused(
+        path, RagConfig(max_text_mb=0.000008), r"more than 8e-06 million characters of text, over rag\.max_text_mb"
+    )
+
+
+def test_pdf_text_is_counted_while_a_page_is_read(tmp_path: Path) -> None:
+    from tests.reliability.documents import form_pdf
+
+    path = tmp_path / "forms.pdf"
+    path.write_bytes(form_pdf(draws=50, chars=1000))  # one page of 50,000 characters
+    assert len(read_sections(path, RagConfig(max_text_mb=0.06))[0].text) >= 50_000
+    _refused(path, RagConfig(max_text_mb=0.01), r"holds more than 0\.01 million characters of text")
+
+
+def test_docx_runs_are_counted_as_they_arrive(tmp_path: Path) -> None:
+    run = "<w:r><w:t>" + "a" * 100 + "</w:t></w:r>"
+    path = _docx_xml(tmp_path / "a.docx", "<w:p>" + run * 30 + "</w:p>")
+    assert len(read_sections(path, RagConfig(max_text_mb=0.003))[0].text) == 3000
+    _refused(path, RagConfig(max_text_mb=0.0029), r"over rag\.max_text_mb=0\.0029")
+    # Every element counts: 30 runs of a w:r and a w:t each, one paragraph, the body and the document.
+    assert read_sections(path, RagConfig(max_docx_elements=63))
+    _refused(path, RagConfig(max_docx_elements=62), r"more than 62 XML elements, over rag\.max_docx_elements=62")
+
+
+def test_docx_spanned_cells_count_each_time_they_are_repeated(tmp_path: Path) -> None:
+    cell = "<w:tc><w:tcPr><w:gridSpan w:val='64'/></w:tcPr><w:p><w:r><w:t>" + "a" * 100 + "</w:t></w:r></w:p></w:tc>"
+    path = _docx_xml(tmp_path / "a.docx", "<w:tbl><w:tr>" + cell + "</w:tr></w:tbl>")
+    assert read_sections(path, RagConfig(max_text_mb=0.01))
+    _refused(path, RagConfig(max_text_mb=0.006), r"over rag\.max_text_mb=0\.006")
+
+
+def test_docx_and_markdown_sections_are_bounded(tmp_path: Path) -> None:
+    body = "".join(
+        f"<w:p><w:pPr><w:pStyle w:val='Heading1'/></w:pPr><w:r><w:t>H{i}</w:t></w:r></w:p>"
+        f"<w:p><w:r><w:t>Body {i}.</w:t></w:r></w:p>"
+        for i in range(3)
+    )
+    path = _docx_xml(tmp_path / "a.docx", body)
+    assert len(read_sections(path, RagConfig(max_sections=3))) == 3
+    _refused(path, RagConfig(max_sections=2), r"more than 2 sections, over rag\.max_sections=2")
+    (tmp_path / "a.md").write_text("# A\none\n# B\ntwo\n# C\nthree\n")
+    assert len(read_sections(tmp_path / "a.md", RagConfig(max_sections=3))) == 3
+    _refused(tmp_path / "a.md", RagConfig(max_sections=2), r"over rag\.max_sections=2")
+
+
+def test_html_tags_and_text_are_bounded_before_the_text_is_built(tmp_path: Path) -> None:
+    path = tmp_path / "a.html"
+    path.write_text("<h1>Title</h1><p>" + "word " * 200 + "</p><h2>Next</h2><p>More.</p>")
+    assert len(read_sections(path, RagConfig(max_html_tags=4, max_sections=2))) == 2
+    _refused(path, RagConfig(max_html_tags=3), r"more than 3 tags, over rag\.max_html_tags=3")
+    _refused(path, RagConfig(max_text_mb=0.0005), r"over rag\.max_text_mb=0\.0005")
+    _refused(path, RagConfig(max_sections=1), r"over rag\.max_sections=1")
+
+
+def test_jsonl_records_and_text_are_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "one two"}\n' * 3)
+    assert len(read_sections(path, RagConfig(max_sections=3))) == 3
+    _refused(path, RagConfig(max_sections=2), r"more than 2 records, over rag\.max_sections=2")
+    _refused(path, RagConfig(max_text_mb=0.00002), r"over rag\.max_text_mb=2e-05")
+
+
+@pytest.mark.parametrize("key", ["max_pages", "max_docx_elements", "max_html_tags", "max_sections"])
+def test_structure_bounds_must_be_positive(key: str) -> None:
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"rag\.{key}.*should be positive, got 0"):
+        RagConfig(**{key: 0})
