@@ -19,8 +19,11 @@ past those the engine holds (another node, or a lost RAGTUNE_HOME, wrote them).
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
+import stat
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -80,16 +83,28 @@ def current_generation(root: Path) -> str | None:
     """The generation CURRENT names, or None before the first ingest; anything else there is corrupt."""
     path = root / "CURRENT"
     try:
-        raw = path.read_bytes()
+        raw = _read_small_file(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:  # a directory, unreadable permissions, ...
+    except OSError as exc:  # a directory, a FIFO, unreadable permissions, ...
         raise IndexCorruptError(f"{path} cannot be read ({exc.strerror}); {_REBUILD}") from None
     name = raw.decode("ascii", errors="replace").strip()
     # Only a generation folder of this index: never a path that leads elsewhere (../, /, links).
     if not _GENERATION.fullmatch(name):
         raise IndexCorruptError(f"{path} should name a generation such as gen-000001, not {name[:40]!r}; {_REBUILD}")
     return name
+
+
+def _read_small_file(path: Path, limit: int = 256) -> bytes:
+    """At most `limit` bytes of a regular file. Opened without blocking and checked before it is read: a FIFO
+    put in its place would otherwise hang every reader (a server's health check and each question)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def missing_index(root: Path, config: IndexConfig | None = None) -> IndexMissingError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,14 +31,36 @@ class ServeConfig:
     max_upload_total_bytes: int = 1_000_000_000
     # Uploads read and validated at once (each holds a worker thread and a spooled copy); more get 429.
     max_concurrent_uploads: int = 2
+    # Messages in one chat request, checked before any is tokenized; more get 400.
+    max_messages: int = 256
+    # Fine-tuning jobs queued or running at once (finished ones do not count); one more gets 429.
+    max_jobs: int = 16
+    # Seconds a client has to send a request's headers, counted from its connection (or its previous
+    # answer); a connection still short of them is closed, so half-sent requests cannot hold sockets.
+    header_timeout_s: float = 10.0
+    # Seconds a request's body may go without a byte while the server waits for it; then the connection
+    # is closed. Time the server spends not reading (its buffer full) does not count.
+    body_timeout_s: float = 30.0
+    # Seconds /health waits for the index lookup (CURRENT, or the engine at index.uri) before it reports
+    # the index unreachable rather than hang.
+    health_timeout_s: float = 5.0
+    # Seconds between two writes of a training job's progress to its job.json; a change of state (queued,
+    # running, succeeded, failed, cancelled) is written at once. 0: every step is written.
+    job_write_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
         limits = ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit", "max_embedding_inputs")
         limits += ("max_embedding_chars", "max_files", "max_upload_total_bytes", "max_concurrent_uploads")
+        limits += ("max_messages", "max_jobs")
         for key in limits:
             value = getattr(self, key)
             check(value > 0, f"serve.{key}", f"should be positive, got {value}")
+        for key in ("header_timeout_s", "body_timeout_s", "health_timeout_s"):
+            value = getattr(self, key)
+            check(0 < value < math.inf, f"serve.{key}", f"should be a positive, finite number of seconds, got {value}")
+        interval = self.job_write_interval_s
+        check(0 <= interval < math.inf, "serve.job_write_interval_s", f"should be >= 0 and finite, got {interval}")
         total, one = self.max_upload_total_bytes, self.max_upload_bytes
         check(one <= total, "serve.max_upload_bytes", f"should be <= serve.max_upload_total_bytes={total}, got {one}")
 

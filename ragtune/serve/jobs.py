@@ -1,9 +1,11 @@
 """Fine-tuning jobs over HTTP: OpenAI-shaped `/v1/fine_tuning/jobs`, trained one at a time in a subprocess.
 
-Each job is a folder `serve/jobs/ID/` with `job.json` (rewritten atomically on every change), the resolved
-`config.yaml` and the trainer's logs. A worker thread runs `python -m ragtune.cli train` for the oldest queued
-job and turns its `step i/N loss x` lines into events. A job caught running by a restart becomes failed
-(`server_restarted`); `POST .../resume` queues it again and training continues from its last checkpoint.
+Each job is a folder `serve/jobs/ID/` with `job.json` (rewritten atomically: at once on a change of state, at
+most every serve.job_write_interval_s for training progress), the resolved `config.yaml` and the trainer's
+logs. A worker thread runs `python -m ragtune.cli train` for the oldest queued job and turns its
+`step i/N loss x` lines into events. A job caught running by a restart becomes failed (`server_restarted`);
+`POST .../resume` queues it again and training continues from its last checkpoint. At most serve.max_jobs
+jobs are queued or running at once.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class JobRunner:
         self._current: str | None = None  # the id of the job whose trainer is _process
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._written: dict[str, float] = {}  # job id -> when its job.json was last written (monotonic)
+        self._unwritten: set[str] = set()  # jobs whose latest progress is not on disk yet
         for path in sorted(self.root.glob("ftjob-*/job.json")):
             try:
                 job = read_json(path, "job record")
@@ -117,6 +121,9 @@ class JobRunner:
                 process.kill()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._lock:
+            for job_id in list(self._unwritten):
+                self._write(self._jobs[job_id])
 
     # -- requests ----------------------------------------------------------------------------------
     def create(self, body: JobRequest, base_ids: tuple[str, ...]) -> dict[str, Any]:
@@ -128,6 +135,7 @@ class JobRunner:
             raise ApiError(400, "validation_file is not supported; finetune.eval_fraction of training_file is held out")
         config, shown = resolved_hyperparameters(self.config, body)
         with self._lock:  # with the file looked up under the lock, a delete cannot slip in before the job is queued
+            self._check_room()
             info = self.files.get(body.training_file)
             job_id = self._new_id(body.suffix or "ft")
             atomic_write_text(self.root / job_id / "config.yaml", to_yaml(config))
@@ -188,6 +196,7 @@ class JobRunner:
             self.files.get(job["training_file"])  # deleted since: 404 now rather than a failed job later
             if self._current == job_id:
                 raise ApiError(409, f"job {job_id}'s trainer is still stopping; retry in a few seconds", code="busy")
+            self._check_room()
             message = event("Job resumed: queued to continue from its last checkpoint")
             self._update(
                 job, message, status="queued", error=None, finished_at=None, resume=True, queued_at=time.time()
@@ -314,6 +323,18 @@ class JobRunner:
         failed = event(f"Fine-tuning job failed: {why}", level="error")
         self._update(job, failed, status="failed", finished_at=int(time.time()), error=error)
 
+    def _check_room(self) -> None:
+        """429 when serve.max_jobs jobs are already queued or running (called under the lock)."""
+        active, limit = sum(j["status"] in ACTIVE for j in self._jobs.values()), self.config.serve.max_jobs
+        if active >= limit:
+            raise ApiError(
+                429,
+                f"{active} fine-tuning jobs are already queued or running (serve.max_jobs={limit}); "
+                "retry when one finishes, or cancel one",
+                kind="rate_limit_error",
+                code="too_many_jobs",
+            )
+
     def _find(self, job_id: str) -> dict[str, Any]:
         if job_id not in self._jobs:
             raise ApiError(404, f"no fine-tuning job with id {quoted(job_id)}; GET /v1/fine_tuning/jobs lists them")
@@ -328,11 +349,23 @@ class JobRunner:
                 return job_id
 
     def _update(self, job: dict[str, Any], *events: dict[str, Any], **changes: Any) -> None:
-        """Apply changes and new events, then rewrite job.json atomically (readers see old or new, never half)."""
+        """Apply changes and new events; rewrite job.json at once for a new job, state or trainer (its pid finds
+        an orphan after a crash), else at most every serve.job_write_interval_s (the last one waits for the next
+        change, or stop). Clients read the jobs in memory, always current."""
         job.update(changes)
         job["events"].extend(events)
         self._jobs[job["id"]] = job
-        atomic_write_json(self.root / job["id"] / "job.json", job)
+        last = self._written.get(job["id"])
+        due = last is None or time.monotonic() - last >= self.config.serve.job_write_interval_s
+        if due or {"status", "pid"} & changes.keys():
+            self._write(job)
+        else:
+            self._unwritten.add(job["id"])
+
+    def _write(self, job: dict[str, Any]) -> None:
+        atomic_write_json(self.root / job["id"] / "job.json", job)  # readers see the old or the new, never half
+        self._written[job["id"]] = time.monotonic()
+        self._unwritten.discard(job["id"])
 
 
 def _cmdline(pid: int) -> bytes:

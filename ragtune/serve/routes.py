@@ -6,6 +6,8 @@ client raises its usual exceptions. Nothing from a request is executed, logged o
 
 from __future__ import annotations
 
+import asyncio
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from models.config import ServeConfig
 from models.errors import (
     AdapterError,
     ConfigError,
@@ -27,6 +30,7 @@ from models.errors import (
     RagtuneError,
     RemoteModelError,
 )
+from models.paths import index_dir
 from ragtune import __version__
 from ragtune.serve.answers import (
     END,
@@ -44,6 +48,59 @@ from ragtune.serve.guard import Guard
 from ragtune.serve.schemas import ChatRequest, EmbeddingsRequest
 
 STATIC = Path(__file__).parent / "static"
+UNREACHABLE = "the index engine at index.uri does not answer; check that it is up"
+IndexState = tuple[str, str | None, str | None]  # ok/missing/unreachable/damaged, the generation, the problem
+
+
+class IndexCheck:
+    """The index lookup /health reports: off the event loop, given serve.health_timeout_s, one at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lookup: asyncio.Future[IndexState] | None = None
+
+    async def __call__(self) -> IndexState:
+        # A lookup that hangs (an engine that never answers) keeps its thread: later checks wait on that
+        # same lookup rather than pile up threads behind it.
+        if self._lookup is None or self._lookup.done() or self._lookup.get_loop() is not asyncio.get_running_loop():
+            self._lookup = asyncio.ensure_future(run_in_threadpool(self.look_up))
+            self._lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+        timeout = self.engine.config.serve.health_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._lookup), timeout)
+        except asyncio.TimeoutError:
+            late = f"the index did not answer within serve.health_timeout_s={timeout} s"
+            return "unreachable", None, f"{late}; check the engine at index.uri and the index folder's CURRENT"
+
+    def look_up(self) -> IndexState:
+        # CURRENT must be a plain file: reading a FIFO put in its place would wait for a writer forever.
+        try:
+            if not stat.S_ISREG((index_dir(self.engine.config) / "CURRENT").stat().st_mode):
+                return "damaged", None, None
+        except FileNotFoundError:
+            pass  # no index yet, or one its engine (index.uri) serves alone
+        except OSError:
+            return "damaged", None, None
+        try:
+            generation = self.engine.index_generation()
+        except (IndexUnavailableError, ConfigError):  # index.uri's engine is down, or was never reached
+            return "unreachable", None, UNREACHABLE
+        except IndexStateError:
+            return "damaged", None, None
+        return ("ok" if generation else "missing"), generation, None
+
+
+def bounded_messages(body: ChatRequest, limits: ServeConfig) -> list[dict[str, str]]:
+    """The request's messages as plain dicts, within serve.max_messages (400 otherwise, before any is tokenized)."""
+    if len(body.messages) > limits.max_messages:
+        raise ApiError(
+            400,
+            f"messages: {len(body.messages)} messages is over this server's limit of {limits.max_messages} "
+            "(serve.max_messages); send a shorter conversation",
+            code="too_many_messages",
+            param="messages",
+        )
+    return [m.model_dump() for m in body.messages]
 
 
 class Handlers:
@@ -51,19 +108,13 @@ class Handlers:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.index_check = IndexCheck(engine)
 
     async def health(self) -> dict[str, Any]:
         # Answers without a key, so it names no path or address (the key to check, index.uri, instead);
-        # a damaged or unreachable index is reported, not a 500.
+        # a damaged, unreachable or hung index is reported, not a 500 nor a wait.
         engine = self.engine
-        generation, problem = None, None
-        try:
-            generation = engine.index_generation()
-            index = "ok" if generation else "missing"
-        except (IndexUnavailableError, ConfigError):  # index.uri's engine is down, or was never reached
-            index, problem = "unreachable", "the index engine at index.uri does not answer; check that it is up"
-        except IndexStateError:
-            index = "damaged"
+        index, generation, problem = await self.index_check()
         return {
             "status": "ok",
             "version": __version__,
@@ -99,8 +150,8 @@ class Handlers:
 
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         engine = self.engine
+        messages = bounded_messages(body, engine.config.serve)
         params = sampling(body, engine)
-        messages = [m.model_dump() for m in body.messages]
         release = engine.admit()  # held until the answer is complete, or the stream ends or breaks
         try:
             reply = await run_in_threadpool(engine.reply, body.model, messages, params)
@@ -162,7 +213,7 @@ def http_error(exc: HTTPException) -> JSONResponse:
 
 
 def api_error(exc: ApiError) -> JSONResponse:
-    return error(exc.status, exc.message, exc.kind, exc.code)
+    return error(exc.status, exc.message, exc.kind, exc.code, exc.param)
 
 
 # Each error type and the reply it gets. An exception takes the entry of its nearest class, so a RagtuneError
@@ -210,6 +261,7 @@ def create_app(engine: Engine, api_key: str, extra_routers: list[APIRouter] | No
         openapi_url=None,
     )
     app.add_middleware(Guard, api_key=api_key, limit=engine.config.serve.max_request_bytes, error=error)
+    app.state.serve = engine.config.serve  # the read deadlines of the uvicorn that runs it (guard.uvicorn_options)
     for kind, reply in ERRORS.items():
         app.add_exception_handler(kind, respond_with(reply))
     handlers = Handlers(engine)

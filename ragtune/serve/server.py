@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from models.config import Config
 from ragtune.serve.auth import load_api_key
 from ragtune.serve.engine import Engine
+from ragtune.serve.guard import uvicorn_options
 from ragtune.serve.routes import create_app
 
 
@@ -33,5 +34,5 @@ def serve(config: Config) -> int:
         f"ragtune: serving on http://{config.serve.host}:{config.serve.port} (chat page at /, API at /v1)",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=config.serve.host, port=config.serve.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=config.serve.host, port=config.serve.port, **uvicorn_options(config.serve))
     return 0

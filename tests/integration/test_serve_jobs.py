@@ -14,6 +14,7 @@ import pytest
 from models.config import load_config
 from models.generate import load_language_model
 from models.paths import data_home
+from ragtune.serve import jobs
 from ragtune.serve.background import running
 from ragtune.serve.engine import Engine
 from ragtune.serve.jobs import JobRequest, JobRunner
@@ -212,3 +213,56 @@ def test_restart_fails_running_jobs_and_resume_finishes_them(serve, tiny_lm_path
     assert "Fine-tuning job started (resuming)" in messages
     with pytest.raises(openai.BadRequestError, match="only failed or cancelled"):
         client.post(f"/fine_tuning/jobs/{crashed}/resume", cast_to=openai.types.fine_tuning.FineTuningJob)
+
+
+def test_the_queue_is_bounded_by_serve_max_jobs(serve, tiny_lm_path: Path, tmp_path: Path) -> None:
+    client, _ = serve(tiny(tiny_lm_path, "serve.max_jobs=2"))
+    uploaded = client.files.create(file=write_train(tmp_path / "t.jsonl").open("rb"), purpose="fine-tune")
+    long = {"n_epochs": 100}
+
+    def create():
+        return client.fine_tuning.jobs.create(training_file=uploaded.id, model="base", hyperparameters=long)
+
+    first, second = create(), create()  # one trains, one waits
+    with pytest.raises(openai.RateLimitError) as refused:
+        create()
+    assert refused.value.status_code == 429
+    assert refused.value.body == {
+        "message": "2 fine-tuning jobs are already queued or running (serve.max_jobs=2); "
+        "retry when one finishes, or cancel one",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "too_many_jobs",
+    }
+    client.fine_tuning.jobs.cancel(second.id)  # a finished job frees its place
+    third = create()
+    with pytest.raises(openai.RateLimitError, match="serve.max_jobs=2"):  # resuming queues a job too
+        client.post(f"/fine_tuning/jobs/{second.id}/resume", cast_to=openai.types.fine_tuning.FineTuningJob)
+    for job in (first, third):
+        client.fine_tuning.jobs.cancel(job.id)
+    assert {j.status for j in client.fine_tuning.jobs.list()} == {"cancelled"}
+
+
+def test_progress_is_written_at_most_every_interval_and_every_state_at_once(
+    serve, tiny_lm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[str] = []  # the status in each write of a job.json, in order
+
+    def counting(path: Path, data: dict, *args, **kwargs) -> None:
+        if path.name == "job.json":
+            written.append(data["status"])
+        write(path, data, *args, **kwargs)
+
+    write = jobs.atomic_write_json
+    monkeypatch.setattr(jobs, "atomic_write_json", counting)
+    config = tiny(tiny_lm_path, "finetune.max_steps=6", "serve.job_write_interval_s=600")
+    client, runner = serve(config)
+    uploaded = client.files.create(file=write_train(tmp_path / "t.jsonl").open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="base")
+    assert wait_done(client, job.id).status == "succeeded"
+    steps = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    assert len(steps) == 6
+    # Created, queued, running, its trainer's pid, succeeded: no step of the six wrote the file by itself.
+    assert written == ["validating_files", "queued", "running", "running", "succeeded"]
+    on_disk = json.loads((data_home() / "serve" / "jobs" / job.id / "job.json").read_text())
+    assert on_disk["status"] == "succeeded" and on_disk["events"] == runner._jobs[job.id]["events"]

@@ -8,6 +8,7 @@ a training file nested too deeply is refused by line, over HTTP and by `ragtune 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ import openai
 import pytest
 from fastapi import APIRouter
 
-from models.config import Config, load_config
+from models.config import Config, ServeConfig, load_config
+from models.errors import ConfigError
 from models.generate import load_language_model
 from rag.ingest import ingest
 from ragtune.cli import main
@@ -102,6 +104,43 @@ def test_stop_sequences_are_bounded_in_count_and_length(serve) -> None:
         assert error_of(response)["param"] == "stop"
     reply = client.chat.completions.create(model="base", messages=HELLO, max_tokens=2, stop=["y" * 64] * 4)
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_chat_messages_are_bounded_in_count_before_any_is_tokenized(serve) -> None:
+    url, client, *_ = serve()
+    many = {"model": "base", "messages": [{"role": "user", "content": "a"}] * 27_000, "max_tokens": 2}
+    started = time.monotonic()
+    response = httpx.post(url + "/v1/chat/completions", json=many, headers=AUTH, timeout=60)
+    assert response.status_code == 400 and time.monotonic() - started < 5  # tokenizing them all took 18 s
+    assert error_of(response) == {
+        "message": "messages: 27000 messages is over this server's limit of 256 (serve.max_messages); "
+        "send a shorter conversation",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "too_many_messages",
+    }
+    url, client, *_ = serve("serve.max_messages=3")
+    three = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, *HELLO]
+    reply = client.chat.completions.create(model="base", messages=three, max_tokens=2)
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError, match=r"4 messages is over this server's limit of 3"):
+        client.chat.completions.create(model="base", messages=[*three, *HELLO], max_tokens=2)
+
+
+def test_the_bounds_refuse_values_out_of_range_by_key() -> None:
+    cases = [
+        ("serve.max_messages=0", "serve.max_messages: should be positive, got 0"),
+        ("serve.max_jobs=-1", "serve.max_jobs: should be positive, got -1"),
+        ("serve.header_timeout_s=0", "serve.header_timeout_s: should be a positive, finite number of seconds, got 0"),
+        ("serve.health_timeout_s=-1", "serve.health_timeout_s: should be a positive, finite number of seconds"),
+        ("serve.job_write_interval_s=-0.5", "serve.job_write_interval_s: should be >= 0 and finite, got -0.5"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])
+    with pytest.raises(ConfigError, match=r"serve.body_timeout_s: should be a positive, finite number of seconds"):
+        ServeConfig(body_timeout_s=float("inf"))
+    assert load_config(None, ["serve.job_write_interval_s=0"]).serve.job_write_interval_s == 0
 
 
 # -- embeddings -------------------------------------------------------------------------------------------

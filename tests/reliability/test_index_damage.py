@@ -1,6 +1,7 @@
 """A damaged or mismatched index is refused with a clear error before its library (hnswlib) reads a byte of it."""
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,13 +188,15 @@ def _damage_current(root: Path, kind: str) -> None:
         current.write_bytes(b"\xff\xfegen-\x80\x81\n")
     elif kind == "directory":
         current.mkdir()
+    elif kind == "fifo":  # reading it would block until a writer came: every reader would hang
+        os.mkfifo(current)
     elif kind == "outside":
         current.write_text("../../../etc\n")
     elif kind == "absolute":
         current.write_text(str(root.parent) + "\n")
 
 
-@pytest.mark.parametrize("kind", ["non-utf8", "directory", "outside", "absolute"])
+@pytest.mark.parametrize("kind", ["non-utf8", "directory", "fifo", "outside", "absolute"])
 def test_a_damaged_current_pointer_is_corrupt_and_rebuild_repairs_it(built, kind: str, docs, tiny_config, embedder):
     folder, expect = built
     _damage_current(folder.parent, kind)
