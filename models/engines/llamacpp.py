@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from models.chat_text import encode_chat_text
 from models.config import LLMConfig
 from models.errors import AdapterError, ModelError
 from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations, check_prompt_length
 from models.gguf import gguf_file
-from models.lora_gguf import GGUF_LORA_FILE, check_lora_gguf
+from models.gguf.lora import GGUF_LORA_FILE, check_lora_gguf
 from models.presets import PRESETS
 
 _INSTALL = "pip install 'ragtune[llamacpp]' (llama-cpp-python==0.3.36; the first install compiles llama.cpp)"
@@ -157,14 +158,23 @@ class LlamaCppGenerator:
         self.name = lm.name + (f"+{adapter}" if adapter else "")
 
     def count_tokens(self, text: str) -> int:
-        return len(self.lm.llama.tokenize(text.encode(), add_bos=False, special=True))
+        return len(self._text_ids(text))
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat prompt's tokens, by the template in the GGUF (special tokens parsed, as transformers does)."""
-        prompt = self.lm.template(messages=messages).prompt
-        ids = self.lm.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        """The chat prompt's tokens by the template in the GGUF: its markers as control tokens (as transformers
+        parses them), every message content as text."""
+        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids)
         check_prompt_length(len(ids), self.lm.context_window)
         return ids
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        return self.lm.template(messages=messages).prompt
+
+    def _markup_ids(self, text: str) -> list[int]:
+        return self.lm.llama.tokenize(text.encode(), add_bos=False, special=True)
+
+    def _text_ids(self, text: str) -> list[int]:
+        return self.lm.llama.tokenize(text.encode(), add_bos=False, special=False)
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:
         ids = self.encode_chat(messages)

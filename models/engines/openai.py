@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from models.chat_text import encode_chat_text, hf_markup_ids, hf_text_ids
 from models.config import LLMConfig
 from models.engines.openai_http import RemoteServer
 from models.errors import AdapterError, ModelError, RemoteModelError
@@ -189,7 +191,7 @@ class TokenCounter:
             return counted
         tokenizer = self._local()
         if tokenizer is not None:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(hf_text_ids(tokenizer, text))
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
     def count_chat(self, messages: list[dict[str, str]]) -> int | None:
@@ -197,8 +199,16 @@ class TokenCounter:
         counted = self._remote({"messages": messages, "add_generation_prompt": True})
         if counted is not None:
             return counted
-        text = self.chat_text(messages)
-        return None if text is None else len(self._local()(text, add_special_tokens=False)["input_ids"])
+        tokenizer = self._local()
+        if tokenizer is None:
+            return None
+
+        def render(turns: list[dict[str, str]]) -> str:
+            return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+
+        # As a local engine would count it: the template's markers as control tokens, the contents as text.
+        ids = encode_chat_text(render, messages, partial(hf_markup_ids, tokenizer), partial(hf_text_ids, tokenizer))
+        return len(ids)
 
     def chat_text(self, messages: list[dict[str, str]]) -> str | None:
         tokenizer = self._local()

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from models.chat_text import encode_chat_text, hf_markup_ids, hf_text_ids
 from models.config import LLMConfig
 from models.errors import ModelError
 from models.generate import AdapterRef, DecodeStream, SamplingParams, Step, check_continuations, check_prompt_length
@@ -93,14 +94,22 @@ class TransformersGenerator:
         self._activate = activate or nullcontext
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._text_ids(text))
 
     def encode_chat(self, messages: list[dict[str, str]]) -> torch.Tensor:
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        )["input_ids"]
-        check_prompt_length(int(ids.shape[1]), self.context_window)
-        return ids
+        """The chat prompt's tokens: the template's markers as control tokens, every content as text."""
+        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids)
+        check_prompt_length(len(ids), self.context_window)
+        return torch.tensor([ids], dtype=torch.long)
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _markup_ids(self, text: str) -> list[int]:
+        return hf_markup_ids(self.tokenizer, text)
+
+    def _text_ids(self, text: str) -> list[int]:
+        return hf_text_ids(self.tokenizer, text)
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> DecodeStream:
         input_ids = self.encode_chat(messages)

@@ -126,7 +126,8 @@ def _prompt_tokens(lm: LanguageModel) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(lm_folder(lm.name, progress=False))
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    return lm.generator().count_tokens(prompt)
+    # Tokenized as the template's text, its markers as control tokens (count_tokens reads text as text).
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 def _random_gguf_lora(_: Path, out: Path, seed: int) -> Path:
