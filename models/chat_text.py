@@ -20,6 +20,10 @@ Message = dict[str, str]
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
 
+# A content longer than this many characters per token of the budget is probed by its start first.
+_PROBE_CHARS_PER_TOKEN = 16
+
+
 def placeholder(index: int) -> str:
     return f"\ue000{index}\ue001"
 
@@ -42,11 +46,21 @@ def encode_chat_text(
     messages: list[Message],
     encode_markup: Callable[[str], list[int]],
     encode_text: Callable[[str], list[int]],
+    budget: int | None = None,
 ) -> list[int]:
     """The chat prompt's token ids: the template's text through `encode_markup` (special tokens parsed), each
-    message content through `encode_text` (special tokens as ordinary text)."""
+    message content through `encode_text` (special tokens as ordinary text).
+
+    With a `budget` (the context window), a content far longer than it could fit is first tokenized in part:
+    when that part alone is over the budget, the ids so far are returned (more than `budget` of them, for the
+    caller to refuse) without tokenizing the rest, so a huge message is refused in the time of a small one.
+    """
     ids: list[int] = []
     for text, is_content in render_parts(render, messages):
+        if is_content and budget is not None and len(text) > budget * _PROBE_CHARS_PER_TOKEN:
+            probe = encode_text(text[: budget * _PROBE_CHARS_PER_TOKEN])
+            if len(ids) + len(probe) > budget:
+                return ids + probe
         ids.extend(encode_text(text) if is_content else encode_markup(text))
     return ids
 

@@ -245,7 +245,7 @@ def check_prompt_length(tokens: int, context_window: int) -> None:
     """Every engine refuses a prompt over llm.context_window the same way, before generating anything."""
     if tokens > context_window:
         raise ModelError(
-            f"the prompt is {tokens} tokens, over llm.context_window={context_window}; "
+            f"the prompt is {tokens} tokens or more, over llm.context_window={context_window}; "
             "lower rag.max_context_tokens or shorten the question"
         )
 

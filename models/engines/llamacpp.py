@@ -163,7 +163,7 @@ class LlamaCppGenerator:
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat prompt's tokens by the template in the GGUF: its markers as control tokens (as transformers
         parses them), every message content as text."""
-        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids)
+        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids, self.lm.context_window)
         check_prompt_length(len(ids), self.lm.context_window)
         return ids
 

@@ -98,7 +98,7 @@ class TransformersGenerator:
 
     def encode_chat(self, messages: list[dict[str, str]]) -> torch.Tensor:
         """The chat prompt's tokens: the template's markers as control tokens, every content as text."""
-        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids)
+        ids = encode_chat_text(self._render, messages, self._markup_ids, self._text_ids, self.context_window)
         check_prompt_length(len(ids), self.context_window)
         return torch.tensor([ids], dtype=torch.long)
 
