@@ -44,6 +44,17 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Attribution:
+    """One answer sentence and what supports it (rag/attribution.py)."""
+
+    start: int  # the sentence's span in the answer's text
+    end: int
+    support: str  # "supported", "partly" or "unsupported"
+    source: int | None = None  # the number of the source that supports it best (None: no source holds any of it)
+    span: tuple[int, int] | None = None  # where in that source's text the support stands
+
+
+@dataclass(frozen=True)
 class Sources:
     sources: list[Source]
     generation: str | None  # the index generation searched
@@ -65,10 +76,13 @@ class Verdict:
     refused: bool
     cited: list[int]  # source numbers the answer cites as [n]
     supports: list[int]  # source numbers whose text supports the answer
-    grounded: bool  # the answer's content is found in the retrieved text taken together
+    grounded: bool  # every sentence of the answer is supported by a retrieved source
     # Who put the citation there: "written" (the model's own [n]) or "chosen" (appended); None: it cites nothing.
     citation: str | None = None
     draft: str | None = None  # the model's own words when the refusal replaced them
+    # The answer as a whole: "supported" (every sentence), "partly", "unsupported"; None for a refusal.
+    support: str | None = None
+    sentences: list[Attribution] = field(default_factory=list)  # of the text as it stands
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,12 @@ class Answer:
     usage: Usage | None = None
     generation: str | None = None
     choice_logprobs: dict[str, float] | None = None
+    support: str | None = None
+    sentences: list[Attribution] = field(default_factory=list)
+
+    def sentences_json(self) -> list[dict[str, Any]]:
+        """Each sentence's attribution with its text: what `ask --json`, the API and eval's answers carry."""
+        return [{**asdict(s), "text": self.text[s.start : s.end]} for s in self.sentences]
 
     def to_json(self) -> dict[str, Any]:
         """The `ask --json` shape: `answer` is the text; each source says whether the answer cites it and
@@ -115,6 +135,7 @@ class Answer:
         for source in data["sources"]:
             source["cited"] = source["number"] in self.cited
             source["supports"] = source["number"] in self.supports
+        data["sentences"] = self.sentences_json()
         data["usage"] = (
             None
             if self.usage is None
@@ -145,6 +166,7 @@ class AnswerBuilder:
                 event.text, event.refused, list(event.cited), list(event.supports)
             )  # fmt: skip
             answer.grounded, answer.citation, answer.draft = event.grounded, event.citation, event.draft
+            answer.support, answer.sentences = event.support, list(event.sentences)
         elif isinstance(event, Timings):
             answer.timings.update(event.seconds)
             answer.usage = event.usage if event.usage is not None else answer.usage

@@ -37,20 +37,21 @@ from models.answer import (
 from models.config import Config
 from models.errors import ModelError, RemoteModelError
 from models.generate import Generator, SamplingParams
-from rag.grounding import check_support
+from rag.attribution import DEFAULT_RULE, SUPPORTED, Rule, attribute, supporting_sources, verdict
 from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
 from rag.retrieve import Retriever
 
 
-def check(question: str, text: str, sources: list[Source]) -> Verdict:
-    """The citations of an answer that is not a refusal: markers naming a retrieved source, the sources whose
-    text supports it, and whether the retrieved text taken together does."""
+def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE) -> Verdict:
+    """The citations and support of an answer that is not a refusal: markers naming a retrieved source, each
+    sentence's supporting source and span, the sources supporting any sentence, and the answer's verdict."""
     numbers = {s.number for s in sources}
     cited = [n for n in cited_numbers(text) if n in numbers]
-    supports = [s.number for s in sources if check_support(text, s.text, question, NOT_FOUND).supported]
-    together = "\n".join(s.text for s in sources)
-    grounded = check_support(text, together, question, NOT_FOUND).supported
-    return Verdict(text, refused=False, cited=cited, supports=supports, grounded=grounded)
+    found = attribute(text, [(s.number, s.text) for s in sources], question, NOT_FOUND, rule)
+    support = verdict(found)
+    return Verdict(
+        text, False, cited, supporting_sources(found), support == SUPPORTED, support=support, sentences=found
+    )
 
 
 def refusal(draft: str) -> Verdict:
@@ -59,13 +60,14 @@ def refusal(draft: str) -> Verdict:
     return Verdict(NOT_FOUND, refused=True, cited=[], supports=[], grounded=False, draft=kept)
 
 
-def settle(question: str, text: str, sources: list[Source], held: bool) -> Verdict:
-    """After generation: the fixed form when the model refused or (`held`, rag.refuse_unsupported) when nothing
-    retrieved supports the answer; otherwise the answer with its citations checked."""
+def settle(question: str, text: str, sources: list[Source], held: bool, rule: Rule = DEFAULT_RULE) -> Verdict:
+    """After generation: the fixed form when the model refused or (`held`, rag.refuse_unsupported) when the
+    retrieved text does not support every sentence of the answer; otherwise the answer with its citations
+    checked."""
     if is_refusal(text):
         return refusal(text)
-    verdict = check(question, text, sources)
-    return refusal(text) if held and not verdict.grounded else verdict
+    checked = check(question, text, sources, rule)
+    return refusal(text) if held and checked.support != SUPPORTED else checked
 
 
 class RagAnswerer:
@@ -73,6 +75,7 @@ class RagAnswerer:
 
     def __init__(self, config: Config, retriever: Retriever, generator: Generator) -> None:
         self.config, self.retriever, self.generator = config, retriever, generator
+        self.rule = Rule(share=config.rag.support_share)
 
     def events(
         self, question: str, conversation: Sequence[Message] = (), params: SamplingParams | None = None
@@ -93,8 +96,11 @@ class RagAnswerer:
         held = self.config.rag.refuse_unsupported  # held back until the support check has run
         stream = self.generator.stream(messages, params or sampling_params(self.config))
         text = yield from generated(stream, started, shown=not held)
-        verdict = settle(question, text, sources, held)
+        checking = time.perf_counter()
+        verdict = settle(question, text, sources, held, self.rule)
+        citing = time.perf_counter()
         verdict, marker = yield from self._cite(question, passages, sources, verdict)
+        yield Timings({"support_s": citing - checking, "cite_s": time.perf_counter() - citing})
         if held:
             yield Timings({"first_token_s": time.perf_counter() - started})
             yield Token(verdict.text)
@@ -117,12 +123,12 @@ class RagAnswerer:
     def _cite(
         self, question: str, passages: list[Passage], sources: list[Source], verdict: Verdict
     ) -> Steps[AnswerEvent, None, tuple[Verdict, str]]:
-        """The verdict once the answer cites a source, and the marker appended ("" when none was), with a
-        Progress event after each scoring pass.
+        """The verdict once the answer cites a source, and the marker appended ("" when none was).
 
-        The model still chooses: its answer is scored after a prompt holding each retrieved passage alone,
-        and the passage that makes the answer likeliest is cited (attribution by the model's likelihood, not
-        by the support check, which stays an independent measure of the citation).
+        rag.citation=attribution cites the source that supports most of the answer's sentences (the check has
+        found it already); likelihood lets the model choose: its answer is scored after a prompt holding each
+        retrieved passage alone, with a Progress event after each pass, and the passage that makes the answer
+        likeliest is cited.
         """
         if verdict.refused or not verdict.text.strip():
             return verdict, ""
@@ -130,7 +136,10 @@ class RagAnswerer:
             return replace(verdict, citation="written"), ""
         base = verdict.text.rstrip()
         best = passages[0].number
-        if len(passages) > 1:
+        if self.config.rag.citation == "attribution":
+            # The source most of its sentences lean on: its attribution, already computed, costs nothing more.
+            best = next(iter(verdict.supports), _likeliest_source(verdict) or best)
+        elif len(passages) > 1:
             scores = []
             for passage in passages:
                 try:
@@ -143,7 +152,7 @@ class RagAnswerer:
                 yield Progress("cite")
             best = passages[max(range(len(passages)), key=scores.__getitem__)].number
         # The text changed: check it again (the same text would give the same figures).
-        return replace(check(question, f"{base} [{best}]", sources), citation="chosen"), f" [{best}]"
+        return replace(check(question, f"{base} [{best}]", sources, self.rule), citation="chosen"), f" [{best}]"
 
     def choose(self, question: str, choices: tuple[str, ...]) -> Answer:
         """The likeliest of `choices` as the start of the reply to the same grounded prompt `events` builds.
@@ -158,6 +167,11 @@ class RagAnswerer:
             yield from choice_events(self.generator, build_messages(question, passages), choices, started)
 
         return collect(question, events())
+
+
+def _likeliest_source(verdict: Verdict) -> int | None:
+    """With no source supporting a sentence: the one holding most of the answer's first sentences' terms."""
+    return next((a.source for a in verdict.sentences if a.source is not None), None)
 
 
 def _label(source: Source) -> str:

@@ -14,6 +14,8 @@ Mode = Literal["base", "rag", "finetune", "hybrid"]
 LLMBackend = Literal["transformers", "llamacpp", "openai"]
 IndexBackend = Literal["hnswlib", "milvus"]
 RetrieverKind = Literal["dense", "lexical", "hybrid"]
+# How an answer that cites nothing gets its [n] (rag/pipeline.py).
+Citation = Literal["attribution", "likelihood"]
 
 
 def check(ok: bool, key: str, message: str) -> None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.config.choices import IndexBackend, RetrieverKind, check
+from models.config.choices import Citation, IndexBackend, RetrieverKind, check
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,20 @@ class RagConfig:
     max_docx_elements: int = 2_000_000
     max_html_tags: int = 300_000
     max_sections: int = 100_000
-    # Answer "not in the documents" (rag.prompt.NOT_FOUND, `refused: true`) when the retrieved text does not
-    # support the model's answer: its numbers, names and most key words are not found there (rag/grounding.py).
-    # The answer is then held back until complete (no token streaming), so nothing unsupported is shown.
-    refuse_unsupported: bool = True
+    # Every rag and hybrid answer streams as it is generated and ends with its support verdict (supported,
+    # partly, unsupported: rag/attribution.py), shown beside it. true: answer "not in the documents"
+    # (rag.prompt.NOT_FOUND, `refused: true`) instead of any answer the retrieved text does not wholly
+    # support; the answer is then held back until it is checked (no token streaming). Off by default: on
+    # real questions the check flags more right answers than it should withhold (docs/trust.md).
+    refuse_unsupported: bool = False
+    # The marker an answer that cites nothing gets: "attribution" cites the source that supports most of its
+    # sentences (rag/attribution.py: string matching, no model call); "likelihood" the source after which the
+    # model finds its own answer likeliest (one scoring pass per retrieved source).
+    citation: Citation = "attribution"
+    # How much of an answer sentence's key words (besides its numbers and names, which must all appear) a
+    # retrieved passage must hold to support it (rag/attribution.py); chosen on a calibration set of real
+    # questions (docs/trust.md).
+    support_share: float = 0.6
 
     def __post_init__(self) -> None:
         check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
@@ -146,6 +156,7 @@ class RagConfig:
             f"should be >= 0 and below rag.chunk_tokens ({self.chunk_tokens}), got {self.chunk_overlap}",
         )
         check(self.top_k > 0, "rag.top_k", f"should be positive, got {self.top_k}")
+        check(0 <= self.support_share <= 1, "rag.support_share", f"should be in [0, 1], got {self.support_share}")
         check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
         check(self.candidates > 0, "rag.candidates", f"should be positive, got {self.candidates}")
         check(

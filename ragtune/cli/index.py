@@ -81,8 +81,26 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def support_line(answer: Any) -> str | None:
+    """The answer's support verdict in words, for under the answer (None for a refusal or a closed-book mode)."""
+    if answer.refused or answer.support is None:
+        return None
+    total = len(answer.sentences)
+    held = sum(s.support == "supported" for s in answer.sentences)
+    backing = ", ".join(f"[{n}]" for n in answer.supports)
+    if answer.support == "supported":
+        return f"Supported: every sentence is found in the sources ({backing})."
+    if answer.support == "partly":
+        found = f" ({backing})" if backing else ""
+        return f"Partly supported: {held} of {total} sentences found in the sources{found}; check the others."
+    return "Not supported: no sentence of this answer is found in the retrieved sources; check it before relying on it."
+
+
 def print_sources(answer: Any) -> None:
-    """The numbered sources under a streamed answer (* marks the cited ones), then the timings on stderr."""
+    """The support verdict and the numbered sources under a streamed answer (* marks the cited ones), then the
+    timings on stderr."""
+    if (line := support_line(answer)) is not None:
+        print(f"\n{line}")
     if not answer.sources:
         return
     print("\nSources:")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragtune.compare.metrics import bootstrap_statistic, cohen_kappa, ranking_auc, summary
+from ragtune.compare.metrics import bootstrap_statistic, cohen_kappa, contains, ranking_auc, summary
 
 
 def _get(row: Any, key: str) -> Any:
@@ -50,13 +50,28 @@ def citation_metrics(rows: list[Any]) -> dict[str, Any]:
     }
 
 
+def _declined(row: Any) -> bool:
+    """Refused, or shown flagged as not wholly supported (what rag.refuse_unsupported would have refused)."""
+    flagged = row.get("flagged", False) if isinstance(row, dict) else getattr(row, "flagged", False)
+    return bool(_get(row, "refused") or flagged)
+
+
 def refusal_metrics(rows: list[Any]) -> dict[str, Any]:
-    """Refusal precision (refusals that were right to refuse) and recall (unanswerable questions refused)."""
-    refused = [r for r in rows if _get(r, "refused")]
+    """Refusal precision (refusals that were right to refuse), recall (unanswerable questions refused) and the
+    false-refusal rate (answerable questions refused), a flagged answer counting as refused, with what the
+    support check cost: the share of
+    answerable questions whose answer holds an accepted answer as shown, and as the model wrote it (its
+    draft, where the check replaced it by the refusal)."""
+    refused = [r for r in rows if _declined(r)]
     unanswerable = [r for r in rows if not _get(r, "answers")]
+    answerable = [r for r in rows if _get(r, "answers")]
     return {
         "refusal_precision": summary([float(not _get(r, "answers")) for r in refused]),
-        "refusal_recall": summary([float(bool(_get(r, "refused"))) for r in unanswerable]),
+        "refusal_recall": summary([float(_declined(r)) for r in unanswerable]),
+        "false_refusal_rate": summary([float(_declined(r)) for r in answerable]),
+        "contains_unchecked": summary(
+            [contains(_get(r, "draft") or _get(r, "prediction"), _get(r, "answers")) for r in answerable]
+        ),
     }
 
 

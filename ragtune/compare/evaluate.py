@@ -52,8 +52,15 @@ class Scored:
     cited: list[int] = field(default_factory=list)
     supports: list[int] = field(default_factory=list)
     grounded: bool | None = None
-    citation: str | None = None  # "written" by the model, "chosen" (appended by likelihood) or None
+    citation: str | None = None  # "written" by the model, "chosen" (appended: rag.citation) or None
     draft: str | None = None  # the model's answer when the support check replaced it by the refusal
+    # The answer's support verdict (supported, partly, unsupported; None for a refusal or without retrieval)
+    # and each sentence's: its span in the prediction, its supporting source and the span in that source.
+    support: str | None = None
+    sentences: list[dict[str, Any]] = field(default_factory=list)
+    # Shown with a verdict other than "supported" (rag.refuse_unsupported off): the check declined to vouch for
+    # it, as it would have refused it with the setting on. Refusal figures count it with the refusals.
+    flagged: bool = False
     # eval.judge.model's verdict on the written text the lexical check ruled on (the answer, or the held-back
     # draft: ragtune.compare.judge), and log P of "yes" and "no"; None where nothing was judged.
     judge_supported: bool | None = None
@@ -103,7 +110,7 @@ def score(
     """Score one `models.answer.Answer` against its question; `ranking` is the deeper retrieval, if kept.
 
     A question the documents do not answer (no accepted answers) scores 1 on em, f1 and contains when the
-    answer is a refusal, else 0.
+    answer is a refusal, or is shown flagged as not wholly supported, else 0.
     """
     prediction = answer.text
     ranked = list(dict.fromkeys(s.path for s in answer.sources))  # per document, best rank first
@@ -115,7 +122,8 @@ def score(
     scores = None
     if retrieves and gold:
         scores = score_ranking([(s.path, s.text) for s in chunks], gold, question.answers, ks_within(DEPTH))
-    answered = _answer_scores(question, prediction, answer.refused)
+    flagged = retrieves and not answer.refused and answer.support not in (None, "supported")
+    answered = _answer_scores(question, prediction, answer.refused or flagged)
     return Scored(
         id=question.id,
         question=question.question,
@@ -132,6 +140,9 @@ def score(
         grounded=answer.grounded if retrieves and scoring != "loglik" else None,
         citation=answer.citation if retrieves else None,
         draft=getattr(answer, "draft", None),
+        support=answer.support if retrieves else None,
+        flagged=flagged,
+        sentences=answer.sentences_json() if retrieves else [],
         **answered,
         hit=max(retrieval_hits(ranked, g, len(ranked) or 1) for g in gold) if scores else None,
         rr=scores["rr"] if scores else None,
@@ -216,6 +227,7 @@ def aggregate(
         "f1": summary([s.f1 for s in scored]),
         "contains": summary([s.contains for s in scored]),
         "refusals": sum(s.refused for s in scored),
+        "flagged": sum(s.flagged for s in scored),
     }
     closed = [(q, s) for q, s in zip(questions, scored) if q.choices]
     if closed:

@@ -51,6 +51,8 @@ CHECK_LABELS = {
     "judge_agreement": "judge agrees with the lexical check (answers and held-back drafts)",
     "refusal_precision": "refusal precision (refusals on unanswerable questions)",
     "refusal_recall": "refusal recall (unanswerable questions refused)",
+    "false_refusal_rate": "false refusals (answerable questions refused)",
+    "contains_unchecked": "answer contained without the support check (its drafts shown)",
 }
 
 

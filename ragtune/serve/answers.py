@@ -100,10 +100,12 @@ def sources_json(reply: Reply) -> list[dict[str, Any]]:
 
 
 def grounding_json(reply: Reply) -> dict[str, Any]:
-    """rag and hybrid: `refused` (the fixed "not in the documents" answer) and the cited source numbers."""
+    """rag and hybrid: `refused` (the fixed "not in the documents" answer), the cited source numbers, the
+    answer's support verdict and each sentence's (its text, supporting source and span in that source)."""
     if not reply.checked:
         return {}
-    return {"refused": reply.answer.refused, "cited": reply.answer.cited}
+    data = reply.answer.to_json()
+    return {key: data[key] for key in ("refused", "cited", "support", "sentences")}
 
 
 def finish_reason(reply: Reply) -> str:

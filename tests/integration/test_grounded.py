@@ -21,9 +21,10 @@ from tests.remote import KEY, ServedRagtune, free_port
 QUESTION = "How much does a non-resident library card cost?"
 
 
-def pipeline_for(config, embedder, docs: Path, refuse: bool):
+def pipeline_for(config, embedder, docs: Path, refuse: bool, citation: str = "attribution"):
     ingest([docs], config, embedder, progress=False)
-    return build_answerer(replace(config, rag=replace(config.rag, refuse_unsupported=refuse)), embedder=embedder)
+    rag = replace(config.rag, refuse_unsupported=refuse, citation=citation)
+    return build_answerer(replace(config, rag=rag), embedder=embedder)
 
 
 def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config, embedder) -> None:
@@ -42,7 +43,7 @@ def test_an_unsupported_answer_becomes_the_fixed_refusal(docs: Path, tiny_config
 
 
 def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path, tiny_config, embedder) -> None:
-    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False, citation="likelihood")
     events = list(pipeline.events(QUESTION))
     answer = collect(QUESTION, events)
     streamed = "".join(e.text for e in events if isinstance(e, Token))
@@ -58,6 +59,22 @@ def test_an_uncited_answer_gets_the_source_the_model_finds_likeliest(docs: Path,
     assert answer.supports == [] and answer.grounded is False  # random words support nothing, and say so
 
 
+def test_an_uncited_answer_gets_the_source_its_sentences_lean_on_without_a_model_call(
+    docs: Path, tiny_config, embedder, monkeypatch
+) -> None:
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    monkeypatch.setattr(pipeline.generator, "continuation_logprobs", None)  # attribution never scores
+    passages, sources = returned(pipeline._retrieve(QUESTION))
+    text = "A non-resident library card costs $45 per year."
+    card = next(s.number for s in sources if "$45" in s.text)
+    draft = settle(QUESTION, text, sources, held=False)
+    verdict, marker = returned(pipeline._cite(QUESTION, passages, sources, draft))
+    assert marker == f" [{card}]" and verdict.citation == "chosen" and verdict.cited == [card]
+    assert verdict.support == "supported" and verdict.supports[0] == card
+    (sentence,) = verdict.sentences
+    assert sentence.source == card and "$45" in next(s.text for s in sources if s.number == card)[slice(*sentence.span)]
+
+
 @pytest.mark.parametrize("held", [True, False])
 def test_a_model_refusal_takes_the_one_fixed_form_whether_held_or_not(held: bool) -> None:
     verdict = settle(QUESTION, f"Sorry, {NOT_FOUND.lower()} Ask at the desk.", [], held)
@@ -71,7 +88,7 @@ def test_a_model_refusal_takes_the_one_fixed_form_whether_held_or_not(held: bool
 def test_a_remote_server_that_is_down_while_citing_is_an_error(
     docs: Path, tiny_config, embedder, tiny_lm_path: Path, tmp_path: Path
 ) -> None:
-    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False, citation="likelihood")
     (tmp_path / "key").write_text(KEY)
     down = ServedRagtune(f"http://127.0.0.1:{free_port()}", tmp_path / "key", tmp_path, tiny_lm_path).llm()
     remote = RagAnswerer(pipeline.config, pipeline.retriever, OpenAILM(down, RemoteServer(down), ["base"]).generator())
@@ -114,12 +131,14 @@ def test_ask_json_names_the_answer_and_checks_each_source(
     tiny = ["--set", f"llm.model={tiny_lm_path}", "--set", "llm.max_new_tokens=4"]
     assert main(["ingest", str(docs), *tiny]) == 0
     capsys.readouterr()
-    assert main(["ask", "--json", QUESTION, *tiny, "--set", "rag.refuse_unsupported=false"]) == 0
+    assert main(["ask", "--json", QUESTION, *tiny]) == 0  # the default: shown, with its verdict
     data = json.loads(capsys.readouterr().out)
     assert "text" not in data and data["answer"].endswith(f"[{data['cited'][0]}]") and data["refused"] is False
     assert [s["cited"] for s in data["sources"]] == [s["number"] in data["cited"] for s in data["sources"]]
     assert all(isinstance(s["supports"], bool) for s in data["sources"]) and data["citation"] == "chosen"
-    assert main(["ask", "--json", QUESTION, *tiny]) == 0
+    assert data["support"] in ("partly", "unsupported") and "support_s" in data["timings"]
+    assert all(data["answer"][s["start"] : s["end"]] == s["text"] for s in data["sentences"])
+    assert main(["ask", "--json", QUESTION, *tiny, "--set", "rag.refuse_unsupported=true"]) == 0
     refused = json.loads(capsys.readouterr().out)
     assert refused["refused"] is True and refused["answer"] == NOT_FOUND and refused["draft"]
 
@@ -158,10 +177,15 @@ def test_eval_scores_unanswerable_questions_as_refusals(
     assert main(["ingest", str(docs), *tiny]) == 0
     capsys.readouterr()
     unanswerable = EXAMPLES / "unanswerable.jsonl"
-    assert main(["eval", "--questions", str(unanswerable), "--docs", str(docs), "--json", *tiny]) == 0
+    refuse = ["--set", "rag.refuse_unsupported=true"]
+    assert main(["eval", "--questions", str(unanswerable), "--docs", str(docs), "--json", *tiny, *refuse]) == 0
     results = json.loads(capsys.readouterr().out)
     metrics, n = results["metrics"], results["questions"]
     # The tiny LM's random words are never supported, so every unanswerable question is refused.
     assert metrics["refusals"] == n and metrics["refusal_recall"]["mean"] == 1.0 and metrics["refusal_recall"]["n"] == n
     assert metrics["refusal_precision"]["mean"] == 1.0 and metrics["contains"]["mean"] == 1.0
     assert metrics["citation_rate"]["n"] == 0  # no answer was given, so no citation is counted
+    # By default the same answers are shown, each flagged as not supported: counted as the check declining them.
+    assert main(["eval", "--questions", str(unanswerable), "--docs", str(docs), "--json", *tiny]) == 0
+    flagged = json.loads(capsys.readouterr().out)["metrics"]
+    assert flagged["refusals"] + flagged["flagged"] == n and flagged["refusal_recall"]["mean"] == 1.0

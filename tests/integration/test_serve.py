@@ -58,14 +58,31 @@ def test_official_client_non_streamed_with_sources(server) -> None:
     assert Path(sources[0]["path"]).name == "borrowing-rules.txt" and sources[0]["number"] == 1
 
 
-def test_rag_replies_say_whether_they_refused_and_check_each_source(server) -> None:
+def test_rag_replies_carry_their_support_verdict_sentence_by_sentence(server) -> None:
     url, *_ = server
     reply = client(url).chat.completions.create(
         model="rag", messages=[{"role": "user", "content": "How long can I borrow a DVD?"}], max_tokens=5
     )
+    extra, text = reply.model_extra, reply.choices[0].message.content
+    # The answer is shown (rag.refuse_unsupported is off) with its verdict: the tiny LM's words are not in
+    # the documents, so no sentence is supported, and each source says it supports nothing.
+    assert extra["refused"] is False and extra["support"] in ("partly", "unsupported")
+    assert all(s["supports"] is False for s in extra["sources"]) and extra["sources"]
+    for sentence in extra["sentences"]:
+        assert text[sentence["start"] : sentence["end"]] == sentence["text"] and sentence["support"] != "supported"
+
+
+def test_rag_replies_refuse_unsupported_answers_when_configured(tiny_lm_path: Path, docs: Path, embedder) -> None:
+    config = load_config(None, [f"llm.model={tiny_lm_path}", "llm.max_new_tokens=5", "rag.refuse_unsupported=true"])
+    ingest([docs], config, embedder, progress=False)
+    engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
+    with running(create_app(engine, KEY)) as url:
+        reply = client(url).chat.completions.create(
+            model="rag", messages=[{"role": "user", "content": "How long can I borrow a DVD?"}], max_tokens=5
+        )
     extra = reply.model_extra
     # The tiny LM's words are not in the documents: the reply is the fixed refusal, and says so.
-    assert extra["refused"] is True and extra["cited"] == []
+    assert extra["refused"] is True and extra["cited"] == [] and extra["support"] is None
     assert reply.choices[0].message.content == "I could not find the answer in the documents."
     assert all(s["cited"] is False and s["supports"] is False for s in extra["sources"]) and extra["sources"]
 

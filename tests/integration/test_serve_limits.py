@@ -78,10 +78,11 @@ def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(serve) ->
 
 
 def test_a_client_that_hangs_up_on_a_held_back_rag_stream_stops_its_generation(serve, docs: Path, embedder) -> None:
-    # rag.refuse_unsupported (the default) holds the text back until it is complete: the stream must still
-    # start at once and notice the hang-up, not generate 1500 tokens for nobody while holding the model.
+    # rag.refuse_unsupported holds the text back until it is complete: the stream must still start at once
+    # and notice the hang-up, not generate 1500 tokens for nobody while holding the model.
     # Those take the tiny LM over five seconds here: the bounds below are well under that.
-    url, _, engine, _ = serve("llm.max_new_tokens=1500", "serve.max_tokens_limit=1500")
+    settings = ("llm.max_new_tokens=1500", "serve.max_tokens_limit=1500", "rag.refuse_unsupported=true")
+    url, _, engine, _ = serve(*settings)
     assert engine.config.rag.refuse_unsupported
     ingest([docs], engine.config, embedder, progress=False)
     question = [{"role": "user", "content": "How long can I borrow a DVD?"}]

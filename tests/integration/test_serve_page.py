@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -143,4 +144,36 @@ def test_page_shows_api_and_network_errors(browser, server: str, tmp_path: Path)
     page.route(chat, lambda route: route.abort("connectionrefused"))
     page.get_by_role("button", name="Ask").click()
     expect(alert).to_contain_text("Cannot reach the server")
+    assert errors == []
+
+
+def test_page_shows_the_support_verdict_beside_the_answer(browser, server: str, tmp_path: Path) -> None:
+    """The verdict the last chunk carries, in words, with the sources that support the answer marked."""
+    from playwright.sync_api import expect
+
+    page, errors = open_page(browser, server)
+    page.get_by_label("API key").fill(KEY)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_label("Model")).to_be_enabled()
+    answer = "DVDs are lent for 7 days. The café opens at 7."
+    sentences = [
+        {"start": 0, "end": 25, "support": "supported", "source": 1, "span": [0, 30], "text": answer[:25]},
+        {"start": 26, "end": 46, "support": "unsupported", "source": None, "span": None, "text": answer[26:]},
+    ]
+    source = {"number": 1, "path": "borrowing-rules.txt", "chunk": 0, "locator": "", "score": 0.9}
+    source["text"] = "DVDs: 7 days."
+    last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "sources": [{**source, "supports": True}]}
+    last.update(refused=False, cited=[], support="partly", sentences=sentences)
+    first = {"choices": [{"index": 0, "delta": {"content": answer}, "finish_reason": None}]}
+    stream = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in (first, last)) + "data: [DONE]\n\n"
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, body=stream, headers={"Content-Type": "text/event-stream"}),
+    )
+    page.get_by_label("Question").fill("How long can I borrow a DVD?")
+    page.get_by_role("button", name="Ask").click()
+    verdict = page.get_by_role("status").filter(has_text="supported")
+    expect(verdict).to_have_text("Partly supported: 1 of 2 sentences found in the sources; check the others.")
+    expect(page.locator("#sources > li").first).to_contain_text("supports the answer")
+    screenshot(page, tmp_path / "support-verdict.png")
     assert errors == []

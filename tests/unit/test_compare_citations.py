@@ -3,9 +3,22 @@
 from ragtune.compare.citations import citation_metrics, refusal_metrics
 
 
-def row(answers, refused=False, cited=(), supports=(), grounded=True, contains=1.0, citation="written", scoring=None):
+def row(
+    answers,
+    refused=False,
+    cited=(),
+    supports=(),
+    grounded=True,
+    contains=1.0,
+    citation="written",
+    scoring=None,
+    prediction="",
+    draft=None,
+):
     return {
         "answers": list(answers),
+        "prediction": prediction,
+        "draft": draft,
         "refused": refused,
         "cited": list(cited),
         "supports": list(supports),
@@ -39,12 +52,15 @@ def test_refusal_precision_and_recall() -> None:
     rows = [
         row([], refused=True),  # right to refuse
         row([], refused=False),  # should have refused
-        row(["$45"], refused=True),  # refused an answerable question
-        row(["7 days"]),
+        row(["$45"], refused=True, prediction="I could not find it.", draft="A card is $45."),  # a false refusal
+        row(["7 days"], prediction="Seven days."),  # shown, and wrong
     ]
     m = refusal_metrics(rows)
     assert m["refusal_precision"]["mean"] == 0.5 and m["refusal_precision"]["n"] == 2
     assert m["refusal_recall"]["mean"] == 0.5 and m["refusal_recall"]["n"] == 2
+    assert m["false_refusal_rate"]["mean"] == 0.5 and m["false_refusal_rate"]["n"] == 2
+    # Without the check the refused draft would have been shown, and it held the answer.
+    assert m["contains_unchecked"]["mean"] == 0.5 and m["contains_unchecked"]["n"] == 2
     none = refusal_metrics([row(["$45"])])
     assert none["refusal_precision"] == {"mean": None, "ci95": None, "n": 0}
     assert none["refusal_recall"]["n"] == 0

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   settings: $("settings"), key: $("key"), connect: $("connect"), model: $("model"),
   askForm: $("ask-form"), question: $("question"), ask: $("ask"), error: $("error"),
-  result: $("result"), status: $("status"), answer: $("answer"),
+  result: $("result"), status: $("status"), answer: $("answer"), support: $("support"),
   sources: $("sources"), noSources: $("no-sources"),
 };
 
@@ -87,6 +87,21 @@ async function* events(response) {
 
 // ---- rendering ---------------------------------------------------------------------------------
 
+// The support verdict the last chunk carries (rag and hybrid): how much of the answer the sources hold.
+function renderSupport(chunk) {
+  const sentences = chunk.sentences || [];
+  const held = sentences.filter((s) => s.support === "supported").length;
+  const backing = [...new Set(sentences.filter((s) => s.support === "supported").map((s) => `[${s.source}]`))];
+  const words = {
+    supported: `Supported: every sentence is found in the sources (${backing.join(", ")}).`,
+    partly: `Partly supported: ${held} of ${sentences.length} sentences found in the sources; check the others.`,
+    unsupported: "Not supported: no sentence of this answer is found in the retrieved sources; check it.",
+  };
+  ui.support.textContent = chunk.refused || !chunk.support ? "" : words[chunk.support];
+  ui.support.dataset.support = chunk.support || "";
+  ui.support.hidden = !ui.support.textContent;
+}
+
 function renderSources(sources) {
   ui.sources.replaceChildren(...sources.map(sourceItem));
   ui.noSources.hidden = sources.length > 0;
@@ -102,7 +117,8 @@ function sourceItem(source) {
   const path = document.createElement("code");
   path.textContent = source.path;
   // Plain-text files have no locator (page, section, line); show only what there is.
-  const where = span("hint", [source.locator, `score ${source.score.toFixed(3)}`].filter(Boolean).join(" · "));
+  const facts = [source.locator, `score ${source.score.toFixed(3)}`, source.supports ? "supports the answer" : ""];
+  const where = span("hint", facts.filter(Boolean).join(" · "));
   head.append(number, path, where);
 
   const details = document.createElement("details");
@@ -152,6 +168,7 @@ async function ask() {
   ui.answer.textContent = "";
   ui.answer.setAttribute("aria-busy", "true");
   renderSources([]);
+  renderSupport({});
   ui.noSources.hidden = true; // unknown until the last chunk arrives
   ui.status.textContent = "Answering…";
   const started = performance.now();
@@ -168,6 +185,7 @@ async function ask() {
       if (content) ui.answer.textContent += content;
       // The chunk carrying finish_reason also carries the retrieved passages (absent for base models).
       if (chunk.sources) renderSources(chunk.sources);
+      if (chunk.support !== undefined) renderSupport(chunk);
     }
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     ui.status.textContent = `Done in ${seconds} s with ${ui.model.value}.`;

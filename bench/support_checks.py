@@ -1,0 +1,144 @@
+"""Every support check against the calibration drafts (bench/support_set.py): false refusals and refusal recall.
+
+A question counts as refused when the model refused it itself or the check finds the answer unsupported by the
+passages it was written from. On answerable questions that is a false refusal; on unanswerable ones (their
+article not indexed) it is the right reply. Each rule is reported on dev (where the default is chosen) and on
+test (never tuned on), with 95% bootstrap intervals, plus the share of answerable questions whose shown
+answer holds an accepted answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.common import say, table
+from ragtune.compare.metrics import contains, summary
+
+Check = Callable[[dict[str, Any]], bool]  # a draft row -> supported?
+
+
+def checks() -> dict[str, Check]:
+    """The rules measured: today's whole-answer check, and per-sentence attribution at several settings."""
+    from rag.attribution import PARTLY, SUPPORTED, Rule, attribute, verdict
+    from rag.grounding import check_support
+    from rag.prompt import NOT_FOUND
+
+    def together(row: dict[str, Any]) -> str:
+        return "\n".join(s["text"] for s in row["sources"])
+
+    def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
+        return [(s["number"], s["text"]) for s in row["sources"]]
+
+    def sentence_rule(share: float, echo: bool, accept: tuple[str, ...]) -> Check:
+        def check(row: dict[str, Any]) -> bool:
+            found = attribute(row["text"], passages(row), row["question"], NOT_FOUND, Rule(share, echo))
+            return verdict(found) in accept
+
+        return check
+
+    rules: dict[str, Check] = {
+        "whole answer, passages together (before)": lambda r: (
+            check_support(r["text"], together(r), r["question"], NOT_FOUND).supported
+        ),
+        "whole answer, no question-echo rule": lambda r: check_support(r["text"], together(r), "", NOT_FOUND).supported,
+        "never refuse (no check)": lambda r: True,
+    }
+    for echo in (True, False):
+        for share in (0.0, 0.4, 0.6, 0.8):
+            for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
+                name = f"per sentence, share {share:.1f}, echo {'on' if echo else 'off'}, shown if {label}"
+                rules[name] = sentence_rule(share, echo, accept)
+    # The retrieval's own evidence: a question whose article is not indexed finds only weaker passages.
+    for floor in (0.3, 0.4, 0.5, 0.6):
+        rules[f"best passage's dense similarity >= {floor}"] = partial(close_enough, floor=floor)
+        for share in (0.0, 0.4, 0.6):
+            for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
+                sentences = sentence_rule(share, False, accept)
+                name = f"dense >= {floor} and per sentence, share {share:.1f}, echo off, shown if {label}"
+                rules[name] = partial(both, first=partial(close_enough, floor=floor), second=sentences)
+    return rules
+
+
+def close_enough(row: dict[str, Any], floor: float) -> bool:
+    return max((s["scores"].get("dense", -1.0) for s in row["sources"]), default=-1.0) >= floor
+
+
+def both(row: dict[str, Any], first: Check, second: Check) -> bool:
+    return first(row) and second(row)
+
+
+def refused(row: dict[str, Any], check: Check) -> bool:
+    return bool(row["refused"]) or not check(row)
+
+
+def measure(rows: list[dict[str, Any]], check: Check) -> dict[str, Any]:
+    answerable = [r for r in rows if r["kind"] == "answerable"]
+    unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
+    shown = [0.0 if refused(r, check) else contains(r["text"], r["answers"]) for r in answerable]
+    return {
+        "false_refusal": summary([float(refused(r, check)) for r in answerable]),
+        "refusal_recall": summary([float(refused(r, check)) for r in unanswerable]),
+        "answer_contained": summary(shown),
+    }
+
+
+def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """On answerable questions answered with a citation: how often the cited passage comes from the question's
+    own article and holds an accepted answer, for the marker the drafts carry (chosen by likelihood, or written
+    by the model) and for the passage attribution would have chosen from the same text."""
+    from rag.attribution import Rule, attribute, supporting_sources
+    from rag.prompt import NOT_FOUND, cited_numbers
+
+    likelihood, attribution = [], []
+    for row in rows:
+        marks = cited_numbers(row["text"])
+        if row["kind"] != "answerable" or row["refused"] or not marks:
+            continue
+        sources = row["sources"]
+        evidence = {s["number"] for s in sources if s["path"] == row["doc"] and contains(s["text"], row["answers"])}
+        passages = [(s["number"], s["text"]) for s in row["sources"]]
+        found = attribute(row["text"], passages, row["question"], NOT_FOUND, Rule(echo=False))
+        chosen = next(iter(supporting_sources(found)), next((a.source for a in found if a.source), marks[-1]))
+        likelihood.append(float(marks[-1] in evidence))
+        attribution.append(float(chosen in evidence))
+    return {"likelihood (the drafts' markers)": summary(likelihood), "attribution": summary(attribution)}
+
+
+def pct(s: dict[str, Any]) -> str:
+    if s["mean"] is None:
+        return "-"
+    low, high = s["ci95"]
+    return f"{100 * s['mean']:.1f}% ({100 * low:.0f}-{100 * high:.0f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--drafts", type=Path, default=Path("runs/support/drafts.jsonl"))
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in args.drafts.read_text(encoding="utf-8").splitlines()]
+    results = {}
+    for part in ("dev", "test"):
+        part_rows = [r for r in rows if r["part"] == part]
+        counts = {k: sum(r["kind"] == k for r in part_rows) for k in ("answerable", "unanswerable")}
+        say(f"\n{part}: {counts['answerable']} answerable, {counts['unanswerable']} unanswerable questions")
+        body = []
+        for name, check in checks().items():
+            found = measure(part_rows, check)
+            results.setdefault(part, {})[name] = found
+            figures = [pct(found[key]) for key in ("false_refusal", "refusal_recall", "answer_contained")]
+            body.append([name, *figures])
+        say(table("rule | false refusals | unanswerable refused | answer shown and contained", body))
+        cited = citation_accuracy(part_rows)
+        results[part]["citations"] = cited
+        header = "cited passage chosen by | holds the answer (from the question's article)"
+        say(table(header, [[k, pct(v)] for k, v in cited.items()]))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0

@@ -1,0 +1,108 @@
+"""Which passage supports each sentence of an answer, and where in it: per-sentence attribution, pure and cheap.
+
+Each answer sentence is checked against each retrieved passage with the lexical check of rag.grounding (its
+numbers and names must appear there, and enough of its key words); the passage covering most of its terms is
+its source, and the passage sentence sharing most of its terms is the supporting span (character offsets in
+the passage text, for a viewer to highlight). A sentence is `supported` when its source passes the check,
+`partly` when a passage holds some of its terms but not enough, `unsupported` otherwise. The answer is
+`supported` when every sentence with something to check is, `unsupported` when none is, `partly` between.
+Nothing here runs a model: it costs string matching over text already retrieved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from models.answer import Attribution
+from rag.grounding import SUPPORT_SHARE, Terms, answer_terms, text_terms
+
+SUPPORTED, PARTLY, UNSUPPORTED = "supported", "partly", "unsupported"
+# A passage holding at least this share of a sentence's terms (but failing the check) supports it partly.
+PARTLY_SHARE = 0.34
+# A sentence ends at . ! or ? followed by a space or the end (so "$45.00" and "9.5" stay whole), or at a newline.
+_SENTENCE = re.compile(r"\S(?:.*?)(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.S)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What "supported" means; the defaults are the measured choice (docs/trust.md)."""
+
+    share: float = SUPPORT_SHARE  # share of key content words that must appear (rag.support_share)
+    # Key words the sentence shares with the question must all appear: off, since small models echo the
+    # question's words ("nationality", "profession") where documents say "American", "coach".
+    echo: bool = False
+
+
+DEFAULT_RULE = Rule()
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`, citation markers included, surrounding space excluded."""
+    return [(m.start(), m.start() + len(m.group().rstrip())) for m in _SENTENCE.finditer(text) if m.group().strip()]
+
+
+def attribute(
+    answer: str, passages: list[tuple[int, str]], question: str = "", ignore: str = "", rule: Rule = DEFAULT_RULE
+) -> list[Attribution]:
+    """Each sentence of `answer` with its best supporting passage (by number) and span; `ignore` is the refusal
+    sentence (it has nothing to check)."""
+    asked = answer_terms(question) if question and rule.echo else Terms()
+    indexed = [(number, text, text_terms(text)) for number, text in passages]
+    found = []
+    for start, end in sentences(answer):
+        terms = answer_terms(answer[start:end], ignore)
+        if terms.empty:
+            continue
+        best, best_cover, best_ok = None, 0.0, False
+        for number, text, (numbers, words) in indexed:
+            ok, cover = _check(terms, numbers, words, asked, rule)
+            if (ok, cover) > (best_ok, best_cover):
+                best, best_cover, best_ok = (number, text), cover, ok
+        if best is None:
+            found.append(Attribution(start, end, UNSUPPORTED))
+            continue
+        support = SUPPORTED if best_ok else PARTLY if best_cover >= PARTLY_SHARE else UNSUPPORTED
+        found.append(Attribution(start, end, support, best[0], _span(terms, best[1])))
+    return found
+
+
+def verdict(attributions: list[Attribution]) -> str:
+    """The answer's verdict from its sentences': all supported, none, or between (nothing to check: unsupported)."""
+    kinds = {a.support for a in attributions}
+    if kinds == {SUPPORTED}:
+        return SUPPORTED
+    return PARTLY if SUPPORTED in kinds or PARTLY in kinds else UNSUPPORTED
+
+
+def supporting_sources(attributions: list[Attribution]) -> list[int]:
+    """The passages that support at least one sentence, those supporting most sentences first (then in the
+    order the answer leans on them)."""
+    leaned = [a.source for a in attributions if a.support == SUPPORTED and a.source is not None]
+    first = list(dict.fromkeys(leaned))
+    return sorted(first, key=lambda number: (-leaned.count(number), first.index(number)))
+
+
+def _check(terms: Terms, numbers: set[str], words: set[str], asked: Terms, rule: Rule) -> tuple[bool, float]:
+    """(supported, share of the sentence's terms the passage holds)."""
+    checked = terms.numbers | terms.names | terms.words
+    held = (terms.numbers & numbers) | ((terms.names | terms.words) & words)
+    cover = len(held) / len(checked)
+    if terms.numbers - numbers or terms.names - words:
+        return False, cover
+    if terms.words & (asked.words | asked.names) - words:
+        return False, cover
+    share_ok = not terms.words or len(terms.words & words) / len(terms.words) >= rule.share
+    return share_ok and bool(held), cover
+
+
+def _span(terms: Terms, text: str) -> tuple[int, int]:
+    """The passage sentence holding most of the answer sentence's terms (the first, on a tie)."""
+    wanted = terms.numbers | terms.names | terms.words
+    best, best_count = (0, len(text)), -1
+    for start, end in sentences(text):
+        numbers, words = text_terms(text[start:end])
+        count = len(wanted & (numbers | words))
+        if count > best_count:
+            best, best_count = (start, end), count
+    return best
