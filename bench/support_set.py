@@ -1,4 +1,5 @@
-"""A calibration set for the support check from real long documents, and the drafts the default models write on it.
+"""A calibration set for the support check from real long documents, the drafts the default models write on it,
+and every support rule measured on them (bench/support_checks.py).
 
 squad-long's question articles are split, by article and seeded, into an indexed half (their questions are
 answerable) and a withheld half (their questions are unanswerable here: their article is not in the index),
@@ -76,7 +77,9 @@ def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str]) -> N
 
     quiet_libraries()
     os.environ["RAGTUNE_HOME"] = str(out / "home")
-    config = load_config(None, ["rag.refuse_unsupported=false", *overrides])
+    # Nothing withheld, so every draft can be judged; the model's own likelihood picks the citation, so its
+    # choices can be held against attribution's on the same drafts.
+    config = load_config(None, ["rag.refuse_unsupported=false", "rag.citation=likelihood", *overrides])
     embedder = build_embedder(config.embedder)
     summary = ingest([out / "corpus"], config, embedder, progress=False)
     say(f"index: {summary.line()}")
@@ -137,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     build(args.out, args.per_class, args.distractors, args.seed, args.set)
-    return 0
+    from bench.support_checks import main as measure_checks
+
+    return measure_checks(["--drafts", str(args.out / "drafts.jsonl"), "--out", str(args.out / "checks.json")])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the support check's calibration set from squad-long and answer it; see bench/support_set.py."""
+"""The support check's calibration set from squad-long, answered and every rule measured; see bench/support_set.py."""
 
 from __future__ import annotations
 

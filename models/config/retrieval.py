@@ -143,10 +143,10 @@ class RagConfig:
     # sentences (rag/attribution.py: string matching, no model call); "likelihood" the source after which the
     # model finds its own answer likeliest (one scoring pass per retrieved source).
     citation: Citation = "attribution"
-    # How much of an answer sentence's key words (besides its numbers and names, which must all appear) a
-    # retrieved passage must hold to support it (rag/attribution.py); chosen on a calibration set of real
-    # questions (docs/trust.md).
-    support_share: float = 0.6
+    # How much of an answer sentence's key words (besides its numbers and names, which must all appear, and
+    # at least one of its terms) a retrieved passage must hold to support it (rag/attribution.py). 0, chosen on
+    # a calibration set of real questions: higher shares flag more right answers (docs/trust.md).
+    support_share: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.chunk_tokens >= 16, "rag.chunk_tokens", f"should be at least 16, got {self.chunk_tokens}")
