@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
+from tests.docmaker import pdf_bytes
 
 SEEDS = {
     ".txt": (EXAMPLES / "docs" / "borrowing-rules.txt").read_bytes(),
@@ -105,21 +106,8 @@ def form_pdf(draws: int, chars: int) -> bytes:
 
 def _pdf(*objects: bytes) -> bytes:
     """A PDF written by hand with a correct xref table: the catalog, `objects` as 2 to 5, Helvetica as 6."""
-    objects = (
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        *objects,
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    )
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    catalog, font = b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+    return pdf_bytes([catalog, *objects, font])
 
 
 def many_runs_docx(runs: int) -> bytes:

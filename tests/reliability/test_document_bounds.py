@@ -7,27 +7,11 @@ of a million characters 1,000 times (3 KB), two million empty runs,
 examples, with the default config, indexes every example and reports each hostile file with its key.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES
 from tests.reliability.documents import expanding_cases, fanout_pdf, form_pdf, many_runs_docx, write_docx_runs
-
-INGEST = """
-import json, sys
-from models.config import load_config
-from models.embedding import build_embedder
-from rag.ingest import ingest
-config = load_config(None, sys.argv[2:])
-summary = ingest([sys.argv[1]], config, build_embedder(config.embedder), progress=False)
-# VmHWM: this process's own peak; ru_maxrss would also count the parent it was forked from.
-peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"added": summary.added, "skipped": summary.skipped, "peak_mb": peak / 1024,
-                  "seconds": summary.seconds}))
-"""
+from tests.reliability.ingest_child import ingest_in_child
 
 
 def test_expanding_documents_are_skipped_by_name_in_seconds_and_bounded_memory(tmp_path: Path) -> None:
@@ -55,12 +39,7 @@ def test_expanding_documents_are_skipped_by_name_in_seconds_and_bounded_memory(t
     }
     assert set(hostile) == {p.name for p in docs.iterdir()} - {p.name for p in healthy}
     assert max(p.stat().st_size for p in docs.iterdir() if p.name in hostile) < 4_000_000  # small on disk
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [sys.executable, "-c", INGEST, str(docs)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = ingest_in_child(docs, tmp_path / "home")
     skipped = {Path(p).name: reason for p, reason in result["skipped"]}
     assert sorted(Path(p).name for p in result["added"]) == [p.name for p in healthy]
     assert skipped == {name: f"{reason}; split it or raise the limit" for name, reason in hostile.items()}

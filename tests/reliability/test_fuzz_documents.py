@@ -3,11 +3,8 @@
 Seeded and bounded (tests/reliability/documents.py); `pytest --fuzz-long` runs thousands of cases.
 """
 
-import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +12,9 @@ import pytest
 from models.config import RagConfig
 from models.errors import InputError
 from rag.loaders import UnreadableFileError, read_sections
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES
 from tests.reliability.documents import many_runs_docx, write_cases
-
-INGEST = """
-import json, sys
-from models.config import load_config
-from models.embedding import build_embedder
-from rag.ingest import ingest
-config = load_config(None, sys.argv[2:])
-summary = ingest([sys.argv[1]], config, build_embedder(config.embedder), progress=False)
-# VmHWM: this process's own peak; ru_maxrss would also count the parent it was forked from.
-peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"added": summary.added, "skipped": summary.skipped, "peak_mb": peak / 1024}))
-"""
+from tests.reliability.ingest_child import ingest_in_child
 
 
 def test_every_damaged_document_is_read_or_refused_by_name(tmp_path: Path, fuzz_cases: int) -> None:
@@ -97,17 +83,7 @@ def test_ingest_of_a_damaged_folder_indexes_every_healthy_document(tmp_path: Pat
     os.symlink(docs / "loop-b.txt", docs / "loop-a.txt")
     os.symlink(docs / "loop-a.txt", docs / "loop-b.txt")
     (docs / "huge.txt").write_text("word " * 600_000)  # 3 MB, over the bound set below
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [sys.executable, "-c", INGEST, str(docs), "rag.max_file_mb=2"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = ingest_in_child(docs, tmp_path / "home", "rag.max_file_mb=2")
     added = {Path(p).name for p in result["added"]}
     skipped = {Path(p).name: reason for p, reason in result["skipped"]}
     assert {p.name for p in healthy} <= added
@@ -187,12 +163,7 @@ def test_a_docx_bomb_and_a_50_mb_text_cost_little_memory(tmp_path: Path) -> None
         for _ in range(50):
             handle.write("All work and no play. " * 45_455 + "\n")  # 50 MB in all
     (docs / "fine.txt").write_text("The reading room opens at nine.")
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [sys.executable, "-c", INGEST, str(docs)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = ingest_in_child(docs, tmp_path / "home")
     skipped = {Path(p).name: reason for p, reason in result["skipped"]}
     assert "holds no text" in skipped["bomb.docx"]
     assert "over rag.max_text_mb=20" in skipped["huge.txt"]

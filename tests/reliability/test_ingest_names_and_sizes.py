@@ -1,27 +1,9 @@
 """A file name that is not UTF-8 and an oversized file are skipped by name; the rest of the folder is indexed."""
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO
-
-INGEST = """
-import json, sys
-from models.config import load_config
-from models.embedding import build_embedder
-from rag.ingest import ingest
-config = load_config(None, sys.argv[2:])
-embedder = build_embedder(config.embedder)
-def read_bytes():  # bytes this process has read so far, from files or anywhere else
-    return next(int(line.split()[1]) for line in open("/proc/self/io") if line.startswith("rchar:"))
-before = read_bytes()
-summary = ingest([sys.argv[1]], config, embedder, progress=False)
-print(json.dumps({"added": summary.added, "skipped": summary.skipped, "read_mb": (read_bytes() - before) / 1e6,
-                  "seconds": summary.seconds}))
-"""
+from tests.reliability.ingest_child import ingest_in_child
 
 
 def test_a_name_that_is_not_utf8_and_an_oversized_file_are_skipped_unread(tmp_path: Path) -> None:
@@ -32,12 +14,7 @@ def test_a_name_that_is_not_utf8_and_an_oversized_file_are_skipped_unread(tmp_pa
     (docs / os.fsdecode(b"caf\xe9.txt")).write_text("A document whose name is not UTF-8.")
     with open(docs / "sparse.txt", "wb") as handle:
         handle.truncate(2_000_000_000)  # 2 GB that take no disk: over rag.max_file_mb=200
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
-        [sys.executable, "-c", INGEST, str(docs)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = ingest_in_child(docs, tmp_path / "home")
     skipped = {Path(p).name: reason for p, reason in result["skipped"]}
     assert [Path(p).name for p in result["added"]] == ["fine.txt"]
     assert "not valid UTF-8" in skipped["caf\udce9.txt"] and "rename it" in skipped["caf\udce9.txt"]
