@@ -90,7 +90,7 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """On answerable questions answered with a citation: how often the cited passage comes from the question's
     own article and holds an accepted answer, for the marker the drafts carry (chosen by likelihood, or written
     by the model) and for the passage attribution would have chosen from the same text."""
-    from rag.attribution import Rule, attribute, supporting_sources
+    from rag.attribution import attribute, supporting_sources
     from rag.prompt import NOT_FOUND, cited_numbers
 
     likelihood, attribution = [], []
@@ -101,7 +101,7 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
         sources = row["sources"]
         evidence = {s["number"] for s in sources if s["path"] == row["doc"] and contains(s["text"], row["answers"])}
         passages = [(s["number"], s["text"]) for s in row["sources"]]
-        found = attribute(row["text"], passages, row["question"], NOT_FOUND, Rule(echo=False))
+        found = attribute(row["text"], passages, row["question"], NOT_FOUND)  # the shipped rule, as answering uses
         chosen = next(iter(supporting_sources(found)), next((a.source for a in found if a.source), marks[-1]))
         likelihood.append(float(marks[-1] in evidence))
         attribution.append(float(chosen in evidence))

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from models.answer import Attribution
-from rag.grounding import Terms, answer_terms, text_terms
+from rag.grounding import Terms, answer_terms, holds, text_terms
 
 SUPPORTED, PARTLY, UNSUPPORTED = "supported", "partly", "unsupported"
 # A passage holding at least this share of a sentence's terms (but failing the check) supports it partly.
@@ -59,7 +59,7 @@ def attribute(
             continue
         best, best_cover, best_ok = None, 0.0, False
         for number, text, (numbers, words) in indexed:
-            ok, cover = _check(terms, numbers, words, asked, rule)
+            ok, cover = holds(terms, numbers, words, asked, rule.share)
             if (ok, cover) > (best_ok, best_cover):
                 best, best_cover, best_ok = (number, text), cover, ok
         if best is None:
@@ -84,19 +84,6 @@ def supporting_sources(attributions: list[Attribution]) -> list[int]:
     leaned = [a.source for a in attributions if a.support == SUPPORTED and a.source is not None]
     first = list(dict.fromkeys(leaned))
     return sorted(first, key=lambda number: (-leaned.count(number), first.index(number)))
-
-
-def _check(terms: Terms, numbers: set[str], words: set[str], asked: Terms, rule: Rule) -> tuple[bool, float]:
-    """(supported, share of the sentence's terms the passage holds)."""
-    checked = terms.numbers | terms.names | terms.words
-    held = (terms.numbers & numbers) | ((terms.names | terms.words) & words)
-    cover = len(held) / len(checked)
-    if terms.numbers - numbers or terms.names - words:
-        return False, cover
-    if terms.words & (asked.words | asked.names) - words:
-        return False, cover
-    share_ok = not terms.words or len(terms.words & words) / len(terms.words) >= rule.share
-    return share_ok and bool(held), cover
 
 
 def _span(terms: Terms, text: str) -> tuple[int, int]:

@@ -132,8 +132,18 @@ def check_support(answer: str, text: str, question: str = "", ignore: str = "") 
         return Support(False, [])
     numbers, words = text_terms(text)
     asked = answer_terms(question) if question else Terms()
-    subject = terms.words & (asked.words | asked.names)
-    missing = sorted(terms.numbers - numbers) + sorted(terms.names - words) + sorted(subject - words)
-    absent = sorted(terms.words - words)
-    share_ok = not terms.words or (len(terms.words) - len(absent)) / len(terms.words) >= SUPPORT_SHARE
-    return Support(not missing and share_ok, sorted(set(missing + absent)))
+    supported, _ = holds(terms, numbers, words, asked, SUPPORT_SHARE)
+    missing = sorted(terms.numbers - numbers) + sorted(terms.names - words) + sorted(terms.words - words)
+    return Support(supported, sorted(set(missing)))
+
+
+def holds(terms: Terms, numbers: set[str], words: set[str], asked: Terms, share: float) -> tuple[bool, float]:
+    """Whether a text of these `numbers` and `words` supports `terms` (not empty), and the share of the terms it
+    holds: all numbers and names, every key word shared with the question's terms `asked`, at least `share` of
+    the other key words, and at least one term."""
+    held = (terms.numbers & numbers) | ((terms.names | terms.words) & words)
+    cover = len(held) / len(terms.numbers | terms.names | terms.words)
+    if terms.numbers - numbers or terms.names - words or terms.words & (asked.words | asked.names) - words:
+        return False, cover
+    share_ok = not terms.words or len(terms.words & words) / len(terms.words) >= share
+    return share_ok and bool(held), cover

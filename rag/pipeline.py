@@ -2,7 +2,7 @@
 
 "Not in the documents" has one form: the Verdict says `refused` and its text is exactly rag.prompt.NOT_FOUND. It is
 given when no chunk scores above rag.min_score, when the model says so, and (rag.refuse_unsupported) when the
-retrieved text does not support the model's answer (rag.grounding); the model's words are then kept in the
+retrieved text does not support the model's answer (rag.attribution); the model's words are then kept in the
 Verdict's `draft`. With that check on, the answer is held back until it is complete, so nothing unsupported is
 ever shown: each generated token and each citation scoring pass is a Progress event, and the text arrives whole
 after them. With the check off the model's words stream as Token events as they come; a refusal still ends as

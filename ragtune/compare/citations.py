@@ -6,7 +6,7 @@ unanswerable question, no refusal). Definitions, over the answers a retrieving p
 chosen by likelihood, which write no text):
 - citation rate: answers (not refusals) that cite at least one retrieved source as [n]; written
   citation rate: those whose [n] the model wrote itself (not appended by the rag Answerer's format check);
-- citation precision: per citing answer, the share of its cited sources that support it (rag.grounding);
+- citation precision: per citing answer, the share of its cited sources that support a sentence of it (rag.attribution);
 - supported citation on correct answers: right answers that cite at least one source supporting them;
 - groundedness: answers (not refusals) whose content is found in the retrieved text taken together;
 - refusal precision: refusals made on questions the documents do not answer (`answers: []`);

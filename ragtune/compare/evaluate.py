@@ -48,7 +48,7 @@ class Scored:
     choice_logprobs: dict[str, float] | None = None
     choice_norm: str | None = None
     # Retrieving paths' written answers: sources cited as [n], those supporting the answer, and whether the
-    # retrieved text as a whole supports it (rag.grounding); None without retrieval.
+    # retrieved text supports every sentence (rag.attribution); None without retrieval.
     cited: list[int] = field(default_factory=list)
     supports: list[int] = field(default_factory=list)
     grounded: bool | None = None
