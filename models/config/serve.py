@@ -47,12 +47,21 @@ class ServeConfig:
     # Seconds between two writes of a training job's progress to its job.json; a change of state (queued,
     # running, succeeded, failed, cancelled) is written at once. 0: every step is written.
     job_write_interval_s: float = 5.0
+    # Conversations the server keeps (SQLite under $RAGTUNE_HOME/serve), and turns in one of them; a new
+    # one past either limit gets 403 until some are deleted.
+    max_conversations: int = 10_000
+    max_turns: int = 1000
+    # The folder the page's document library uploads into and indexes (in the background, as
+    # `ragtune ingest` would); null: $RAGTUNE_HOME/library.
+    library_dir: str | None = None
+    # The folder whose `compare` reports (each a folder holding results.json) the page lists.
+    reports_dir: str = "reports"
 
     def __post_init__(self) -> None:
         check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
         limits = ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit", "max_embedding_inputs")
         limits += ("max_embedding_chars", "max_files", "max_upload_total_bytes", "max_concurrent_uploads")
-        limits += ("max_messages", "max_jobs")
+        limits += ("max_messages", "max_jobs", "max_conversations", "max_turns")
         for key in limits:
             value = getattr(self, key)
             check(value > 0, f"serve.{key}", f"should be positive, got {value}")
