@@ -5,7 +5,7 @@ is made, and the CLI, the Python API, the server and compare read the same event
 together in one place, `AnswerBuilder`, from those events, so no caller fills in a record on the side.
 
 The events, in the order an answer gives them:
-    Sources   what was retrieved (retrieving modes; before any text)
+    Sources   what was retrieved and the query searched (retrieving modes; before any text)
     Progress  a step with nothing to show yet (a token of an answer held back for its support check, a
               citation scoring pass): a chance for a server to notice a client that hung up
     Token     text to show, in order
@@ -58,6 +58,8 @@ class Attribution:
 class Sources:
     sources: list[Source]
     generation: str | None  # the index generation searched
+    # The text retrieval searched with: the question, or a follow-up made standalone (rag.followup).
+    query: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Answer:
     choice_logprobs: dict[str, float] | None = None
     support: str | None = None
     sentences: list[Attribution] = field(default_factory=list)
+    query: str | None = None  # what retrieval searched with (retrieving modes); None: nothing was retrieved
 
     def sentences_json(self) -> list[dict[str, Any]]:
         """Each sentence's attribution with its text: what `ask --json`, the API and eval's answers carry."""
@@ -158,7 +161,7 @@ class AnswerBuilder:
     def add(self, event: AnswerEvent) -> AnswerEvent:
         answer = self.answer
         if isinstance(event, Sources):
-            answer.sources, answer.generation = list(event.sources), event.generation
+            answer.sources, answer.generation, answer.query = list(event.sources), event.generation, event.query
         elif isinstance(event, Token):
             answer.text += event.text
         elif isinstance(event, Verdict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 NOT_FOUND = "I could not find the answer in the documents."
@@ -41,16 +41,49 @@ def render_context(passages: list[Passage]) -> str:
     return "<context>\n" + "\n".join(blocks) + "\n</context>"
 
 
-def build_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
+TURN_ROLES = ("user", "assistant")
+TURN_OVERHEAD = 8  # the chat template's tokens around one turn
+
+
+def build_messages(
+    question: str, passages: list[Passage], history: Sequence[dict[str, str]] = ()
+) -> list[dict[str, str]]:
+    """The system prompt, the earlier user and assistant turns of `history` as plain text (its other roles, a
+    client's system turns, are left out: the grounding rules stay ours), then the grounded question."""
     user = f"{render_context(passages)}\n\nQuestion: {question.strip()}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    earlier = [{"role": m["role"], "content": m["content"]} for m in history if m.get("role") in TURN_ROLES]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *earlier, {"role": "user", "content": user}]
+
+
+def fit_history(
+    history: Sequence[dict[str, str]], budget: int, count_tokens: Callable[[str], int]
+) -> list[dict[str, str]]:
+    """The most recent user and assistant turns whose tokens fit the budget, oldest first: a turn that does not
+    fit ends the walk back (older ones are dropped too, so the kept turns are one unbroken stretch)."""
+    kept: list[dict[str, str]] = []
+    used = 0
+    for turn in reversed([m for m in history if m.get("role") in TURN_ROLES]):
+        cost = count_tokens(turn["content"]) + TURN_OVERHEAD
+        if used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    return kept[::-1]
+
+
+PASSAGE_OVERHEAD = 16  # the tag lines around one passage
+
+
+def passage_tokens(passages: list[Passage], count_tokens: Callable[[str], int]) -> int:
+    """The tokens `fit_passages` counts for these passages."""
+    return sum(count_tokens(p.text) + PASSAGE_OVERHEAD for p in passages)
 
 
 def fit_passages(passages: list[Passage], budget: int, count_tokens: Callable[[str], int]) -> list[Passage]:
     """Keep passages in rank order while their tokens fit the budget (the best one always stays)."""
     kept, used = [], 0
     for passage in passages:
-        cost = count_tokens(passage.text) + 16  # the tag line around it
+        cost = count_tokens(passage.text) + PASSAGE_OVERHEAD
         if kept and used + cost > budget:
             break
         kept.append(passage)

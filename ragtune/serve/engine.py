@@ -14,7 +14,8 @@ from typing import Any
 from finetune.adapters import base_fingerprint, check_base, list_adapters, usable_adapter
 from models.answer import Answer, AnswerBuilder, AnswerEvent, EventStream, Sources, Timings
 from models.config import Config
-from models.embedding import Embedder, build_embedder
+from models.embedders import build_embedder
+from models.embedding import Embedder
 from models.errors import InputError, RagtuneError
 from models.generate import AdapterRef, Generator, LanguageModel, SamplingParams, load_language_model
 from models.modes import MODES
@@ -129,11 +130,14 @@ class Engine:
             raise UnknownModelError(f"model {model_id!r} does not exist; GET /v1/models lists the served models")
         generator = self._generator(adapter or None)
         if mode.retrieves:
-            question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            # The last user turn is the question; every turn before it (system turns too) is its conversation.
+            last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
+            question = messages[last]["content"] if last is not None else ""
             if not question.strip():
                 raise InputError("messages: a rag or hybrid request needs a user message holding the question")
             answerer = RagAnswerer(replace(self.config, mode="rag"), self.retriever, generator)
-            return Reply(question, answerer.events(question, params=params), checked=True)
+            earlier = messages[:last]
+            return Reply(question, answerer.events(question, earlier, params=params), checked=True)
         # The LM alone answers the conversation as the client sent it, its last user turn as the question.
         asks = messages[-1]["role"] == "user"
         question, earlier = (messages[-1]["content"], messages[:-1]) if asks else ("", messages)

@@ -112,3 +112,114 @@ def test_an_earlier_turn_is_accepted_by_every_mode(answerer) -> None:
     if not mode.retrieves:  # the LM alone reads the turns: its prompt is longer than the question's alone
         alone = collect(QUESTION, subject.events(QUESTION)).usage
         assert collect(QUESTION, events).usage.prompt_tokens > alone.prompt_tokens
+
+
+def test_a_retrieving_answer_records_its_query(answerer) -> None:
+    mode, subject = answerer
+    built = collect(QUESTION, subject.events(QUESTION))
+    assert built.query == (QUESTION if mode.retrieves else None)
+    assert built.to_json()["query"] == built.query
+
+
+class Recording:
+    """Passes every call through, keeping what retrieval searched with and the prompts the model was given."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.queries, self.prompts = inner, [], []
+        self.name = getattr(inner, "name", "recording")
+
+    def retrieve(self, question: str):
+        self.queries.append(question)
+        return self.inner.retrieve(question)
+
+    def stream(self, messages, params):
+        self.prompts.append(messages)
+        return self.inner.stream(messages, params)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def continuation_logprobs(self, messages, continuations):
+        return self.inner.continuation_logprobs(messages, continuations)
+
+
+FOLLOW_UP = "Can it be renewed?"
+EARLIER = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": QUESTION},
+    {"role": "assistant", "content": "Seven days."},
+]
+
+
+@pytest.fixture
+def rag_parts(ragtune_home: Path, tiny_config, embedder, docs: Path):
+    """A rag answerer over the example documents with its retriever and generator recorded, for rag.followup=X."""
+    from rag.pipeline import RagAnswerer
+
+    ingest([docs], replace(tiny_config, mode="rag"), embedder, progress=False)
+
+    def build(**rag):
+        config = replace(tiny_config, mode="rag", rag=replace(tiny_config.rag, **rag))
+        built = build_answerer(config, embedder=embedder, progress=False)
+        retriever, generator = Recording(built.retriever), Recording(built.generator)
+        return RagAnswerer(config, retriever, generator), retriever, generator
+
+    return build
+
+
+def test_a_follow_up_is_retrieved_as_a_standalone_question(rag_parts) -> None:
+    subject, retriever, _ = rag_parts(followup="rules")
+    events = list(subject.events(FOLLOW_UP, EARLIER))
+    built = collect(FOLLOW_UP, events)
+    assert retriever.queries == ["Can it be renewed? (DVD)"]  # the earlier question's names added
+    assert built.query == "Can it be renewed? (DVD)" and built.question == FOLLOW_UP
+    assert next(e for e in events if isinstance(e, Sources)).query == built.query
+    assert built.to_json()["query"] == built.query and "rewrite_s" in built.timings
+    off, retriever, _ = rag_parts(followup="off")
+    assert collect(FOLLOW_UP, off.events(FOLLOW_UP, EARLIER)).query == FOLLOW_UP == retriever.queries[0]
+
+
+def test_the_lm_rewrites_a_follow_up_with_the_answering_model(rag_parts) -> None:
+    subject, retriever, generator = rag_parts(followup="lm", followup_max_tokens=6)
+    built = collect(FOLLOW_UP, subject.events(FOLLOW_UP, EARLIER))
+    # The tiny random LM writes junk or is cut off: whatever it gives, retrieval gets one non-empty line.
+    assert len(generator.prompts) == 2  # the rewrite, then the answer
+    assert QUESTION in generator.prompts[0][-1]["content"] and FOLLOW_UP in generator.prompts[0][-1]["content"]
+    assert retriever.queries == [built.query] and built.query.strip() and "\n" not in built.query
+    # With no earlier user turn the model is not asked to rewrite.
+    subject, retriever, generator = rag_parts(followup="lm")
+    assert collect(QUESTION, subject.events(QUESTION, EARLIER[:1])).query == QUESTION
+    assert len(generator.prompts) == 1 and retriever.queries == [QUESTION]
+
+
+def test_the_prompt_holds_the_earlier_turns_before_the_grounded_question(rag_parts) -> None:
+    subject, _, generator = rag_parts(followup="rules")
+    collect(FOLLOW_UP, subject.events(FOLLOW_UP, EARLIER))
+    (messages,) = generator.prompts
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"] != "Be brief."  # a client's system turn does not replace the grounding rules
+    assert messages[1]["content"] == QUESTION and messages[2]["content"] == "Seven days."
+    assert "<context>" in messages[3]["content"] and messages[3]["content"].endswith(f"Question: {FOLLOW_UP}")
+
+
+def test_earlier_turns_get_what_the_passages_leave_of_the_budget(rag_parts) -> None:
+    from rag.prompt import PASSAGE_OVERHEAD, TURN_OVERHEAD
+
+    long_turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"Turn {i}: " + "borrow a DVD " * 30}
+        for i in range(12)
+    ]
+    subject, _, generator = rag_parts(followup="off")
+    count = generator.count_tokens
+    sources = collect(FOLLOW_UP, subject.events(FOLLOW_UP)).sources
+    passages = sum(count(s.text) + PASSAGE_OVERHEAD for s in sources)
+    turn = count(long_turns[-1]["content"]) + TURN_OVERHEAD
+    # Room for every retrieved passage and two and a half of the (equally long) turns.
+    budget = passages + turn * 5 // 2
+    subject, _, generator = rag_parts(followup="off", max_context_tokens=budget)
+    built = collect(FOLLOW_UP, subject.events(FOLLOW_UP, long_turns))
+    (messages,) = generator.prompts
+    assert built.sources == sources  # the passages keep priority: all still fit
+    kept = messages[1:-1]
+    assert kept == long_turns[-2:]  # the two most recent turns, in order; the older ones are dropped
+    assert passages + sum(count(m["content"]) + TURN_OVERHEAD for m in kept) <= budget
