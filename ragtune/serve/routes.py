@@ -15,9 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -32,15 +31,12 @@ from models.errors import (
 )
 from models.paths import index_dir
 from ragtune import __version__
-from ragtune.serve.answers import (
-    END,
-    base64_floats,
-    completion,
-    embedding_inputs,
-    gone,
-    sampling,
-    stream_events,
-    whole_answer,
+from ragtune.serve.answers import base64_floats, embedding_inputs, respond, sampling
+from ragtune.serve.conversations import (
+    ConversationNotFoundError,
+    ConversationStoreError,
+    TooManyConversationsError,
+    TooManyTurnsError,
 )
 from ragtune.serve.engine import BusyError, Engine, UnknownModelError
 from ragtune.serve.errors import ApiError, ErrorReply, error, model_label
@@ -152,26 +148,8 @@ class Handlers:
         engine = self.engine
         messages = bounded_messages(body, engine.config.serve)
         params = sampling(body, engine)
-        release = engine.admit()  # held until the answer is complete, or the stream ends or breaks
-        try:
-            reply = await run_in_threadpool(engine.reply, body.model, messages, params)
-            # Retrieval and prompt checks run on the first step: do it before the 200 headers go out, so
-            # their errors (no index, prompt too long) reach the client as ordinary HTTP errors.
-            first = await run_in_threadpool(reply.begin) if body.stream else END
-        except BaseException:
-            release()
-            raise
-        if not body.stream:
-            try:
-                text = await whole_answer(reply, request)
-            finally:
-                release()
-            return completion(body.model, text, reply) if text is not None else gone()
-        return StreamingResponse(
-            stream_events(body, reply, first, request, release),
-            media_type="text/event-stream",
-            background=BackgroundTask(release),
-        )
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await respond(engine, body.model, messages, params, request, body.stream, usage)
 
     async def openapi(self, request: Request) -> dict[str, Any]:
         return request.app.openapi()
@@ -189,7 +167,8 @@ class Route(NamedTuple):
     in_schema: bool = True
 
 
-# Registered in this order, before the extra routers (files, jobs); /openapi.json and the page stay out of the schema.
+# Registered in this order, before the extra routers (files, jobs, conversations); /openapi.json and the page
+# stay out of the schema.
 ROUTES = (
     Route("GET", "/health", "health"),
     Route("GET", "/openapi.json", "openapi", in_schema=False),
@@ -223,6 +202,11 @@ ERRORS: dict[type[Exception], Callable[[Any], JSONResponse]] = {
     HTTPException: http_error,
     ApiError: api_error,
     UnknownModelError: ErrorReply(404, code="model_not_found", param="model"),
+    ConversationNotFoundError: ErrorReply(404, code="conversation_not_found"),
+    TooManyTurnsError: ErrorReply(403, code="too_many_turns"),
+    TooManyConversationsError: ErrorReply(403, code="too_many_conversations"),
+    # The conversations file went bad while serving (it is checked when the server starts).
+    ConversationStoreError: ErrorReply(503, "server_error", "conversations_unavailable"),
     BusyError: ErrorReply(429, "rate_limit_error", "busy", message=lambda exc: f"server busy: {exc}; retry shortly"),
     # Not the client's fault: the server has no usable index (none built yet, or damaged).
     IndexStateError: ErrorReply(503, "server_error", "index_unavailable"),

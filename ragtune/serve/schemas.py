@@ -84,10 +84,10 @@ class StreamOptions(StrictBody):
     include_usage: bool = False
 
 
-class ChatRequest(StrictBody):
+class Sampling(StrictBody):
+    """How an answer is sampled: chat completions and conversation turns take the same settings."""
+
     model: Name
-    messages: list[Message] = Field(min_length=1)
-    stream: bool = False
     stream_options: StreamOptions | None = None
     # The upper bound is serve.max_tokens_limit, checked by the route.
     max_tokens: int | None = Field(default=None, ge=1)
@@ -96,7 +96,32 @@ class ChatRequest(StrictBody):
     top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     stop: Stop = None
     seed: Seed | None = None
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
     n: int = Field(default=1, ge=1, le=1)
+
+
+# -- conversations -------------------------------------------------------------------------------------
+MAX_TITLE_CHARS = 200
+Title = Annotated[str, Field(max_length=MAX_TITLE_CHARS)]
+
+
+class ConversationRequest(StrictBody):
+    title: Title | None = None  # none (or blank): titled by its first question
+    model: Name | None = None
+
+
+class ConversationPatch(StrictBody):
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
+
+
+class TurnRequest(Sampling):
+    # How long: serve.max_request_bytes; a blank one is refused by the route.
+    question: str
+    stream: bool = True
 
 
 # -- embeddings ----------------------------------------------------------------------------------------

@@ -57,4 +57,5 @@ def test_the_serving_snippets_run_against_ragtune_serve(
         exec(compile(code, "docs/serving.md", "exec"), {"__name__": "docs"})  # noqa: S102 - our own docs
     printed = output.getvalue()
     assert "borrowing-rules.txt" in printed  # the sources of the first answer
+    assert str(docs) not in printed  # shown relative to their indexed folder, never by the server's path
     assert re.search(r"^succeeded finetune:library-\w+$", printed, re.M), printed
