@@ -11,6 +11,8 @@ its text; the store keeps the two apart, and a source shows the text alone.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,9 @@ from rag.loaders import Section, UnreadableFileError, check_file_size, read_sect
 from rag.walk import inside, resolve_roots, walk_documents
 
 _EMBED_GROUP = 512  # chunks handed to the embedder at once: large enough to batch well, small for progress
+
+# Called as a document's chunks are embedded: (its path, its chunks embedded so far, all its chunks).
+OnProgress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -59,9 +64,15 @@ class _Pending:
 
 
 def ingest(
-    roots: list[str | Path], config: Config, embedder: Embedder, *, rebuild: bool = False, progress: bool | None = None
+    roots: list[str | Path],
+    config: Config,
+    embedder: Embedder,
+    *,
+    rebuild: bool = False,
+    progress: bool | None = None,
+    on_progress: OnProgress | None = None,
 ) -> IngestSummary:
-    """Bring the configured index in line with the documents under `roots`."""
+    """Bring the configured index in line with the documents under `roots`; `on_progress` follows each document."""
     limit = embedder.max_tokens - 2  # the embedder adds its own start and end tokens
     if config.rag.chunk_tokens > limit:
         raise ConfigError(
@@ -91,7 +102,7 @@ def ingest(
             if gone and any(inside(Path(path), root) for root in resolved):
                 draft.index.delete(draft.store.remove_document(path))
                 summary.removed.append(path)
-        _embed_and_store(pending, draft, embedder, summary, progress)
+        _embed_and_store(pending, draft, embedder, summary, progress, on_progress)
         summary.total_chunks = draft.store.chunk_count()
         if summary.added or summary.updated or summary.removed or draft.base is None or draft.upgraded:
             summary.generation = writer.commit()
@@ -157,27 +168,47 @@ def chunk_document(
 
 
 def _embed_and_store(
-    pending: list[_Pending], draft: Draft, embedder: Embedder, summary: IngestSummary, progress: bool | None
+    pending: list[_Pending],
+    draft: Draft,
+    embedder: Embedder,
+    summary: IngestSummary,
+    progress: bool | None,
+    on_progress: OnProgress | None,
 ) -> None:
     total = sum(len(p.chunks) for p in pending)
+    tally = _Tally({p.path: len(p.chunks) for p in pending}, on_progress)
     with tqdm(total=total, desc="embedding", unit="chunk", disable=_quiet(progress)) as bar:
-        group: list[tuple[int, str]] = []
+        group: list[tuple[int, str, str]] = []  # (chunk id, indexed text, document path)
         for item in pending:
             draft.index.delete(draft.store.remove_document(item.path))
             ids = draft.store.add_document(item.path, item.root, item.sha256, item.size, item.chunks)
-            group.extend(zip(ids, (with_context(context, text) for _, text, context in item.chunks)))
+            group.extend((i, with_context(context, text), item.path) for i, (_, text, context) in zip(ids, item.chunks))
             while len(group) >= _EMBED_GROUP:
-                _flush(group[:_EMBED_GROUP], draft, embedder, bar)
+                _flush(group[:_EMBED_GROUP], draft, embedder, bar, tally)
                 group = group[_EMBED_GROUP:]
-        _flush(group, draft, embedder, bar)
+        _flush(group, draft, embedder, bar, tally)
     summary.chunks = total
 
 
-def _flush(group: list[tuple[int, str]], draft: Draft, embedder: Embedder, bar: tqdm) -> None:
+class _Tally:
+    """Chunks embedded per document, reported to `on_progress` after each group."""
+
+    def __init__(self, totals: dict[str, int], on_progress: OnProgress | None) -> None:
+        self.totals, self.on_progress, self.done = totals, on_progress, Counter[str]()
+
+    def add(self, paths: list[str]) -> None:
+        if self.on_progress is not None:
+            self.done.update(paths)
+            for path in dict.fromkeys(paths):
+                self.on_progress(path, self.done[path], self.totals[path])
+
+
+def _flush(group: list[tuple[int, str, str]], draft: Draft, embedder: Embedder, bar: tqdm, tally: _Tally) -> None:
     if group:
-        ids, texts = zip(*group)
+        ids, texts, paths = zip(*group)
         draft.index.add(embedder.encode(list(texts)), list(ids))
         bar.update(len(group))
+        tally.add(list(paths))
 
 
 def remove_documents(paths: list[str], config: Config, dim: int) -> list[str]:

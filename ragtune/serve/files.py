@@ -14,14 +14,13 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from finetune.data import DataError, read_records
 from models.config import ServeConfig
@@ -29,9 +28,8 @@ from models.storage import atomic_write_json, publish_dir, read_json, remove_sta
 from ragtune.serve.admission import Admission
 from ragtune.serve.errors import ApiError
 from ragtune.serve.schemas import MAX_ID_CHARS, FileUpload, quoted
+from ragtune.serve.uploads import read_upload
 
-# Room for the multipart boundaries, part headers and the purpose field around the file itself.
-FORM_SLACK = 64 * 1024
 MAX_FILENAME_CHARS = 255  # what most file systems allow; the name is stored and shown back
 MAX_PAGE = 10_000  # OpenAI's largest `limit` for listing files
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
@@ -48,25 +46,9 @@ def data_suffix(filename: str) -> str:
     return suffix if _SUFFIX.fullmatch(suffix) else ".jsonl"
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, f"the upload is over serve.max_upload_bytes={limit} bytes; split the file", code="file_too_large"
-    )
-
-
 def over_quota(what: str) -> ApiError:
     # 403, not 429: waiting does not help, and the official client retries a 429 by itself.
     return ApiError(403, f"{what}; delete files you no longer need (DELETE /v1/files/ID)", code="quota_exceeded")
-
-
-async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The request body, stopped with 413 as soon as it passes `limit` (nothing larger is spooled)."""
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > limit + FORM_SLACK:
-            raise too_large(limit)
-        yield chunk
 
 
 class FileStore:
@@ -172,23 +154,8 @@ class FileStore:
 
 async def read_form(request: Request, limit: int) -> tuple[UploadFile, str]:
     """(file, purpose) of a multipart upload; 413 past `limit`, 400 for a malformed form."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ApiError(400, "send the upload as multipart/form-data with the fields file and purpose")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + FORM_SLACK:
-        raise too_large(limit)
-    parser = MultiPartParser(request.headers, limited(request.stream(), limit), max_files=1, max_fields=8)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ApiError(400, f"malformed upload: {exc.message}") from None
-    upload, purpose = form.get("file"), form.get("purpose")
-    if not isinstance(upload, UploadFile):
-        await form.close()
-        raise ApiError(400, "file: the multipart field `file` (the training file) is missing")
-    if upload.size is not None and upload.size > limit:
-        await form.close()
-        raise too_large(limit)
+    upload, form = await read_upload(request, limit, "fields file and purpose", "the training file")
+    purpose = form.get("purpose")
     return upload, purpose if isinstance(purpose, str) else ""
 
 

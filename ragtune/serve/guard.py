@@ -22,7 +22,8 @@ from ragtune.serve.auth import key_matches
 
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/health", "/")
-UPLOADS = "/v1/files"  # bounded by serve.max_upload_bytes while the upload is read (files.py)
+# Bounded by serve.max_upload_bytes while the upload is read (files.py, library.py), not by max_request_bytes.
+UPLOADS = ("/v1/files", "/v1/library")
 
 
 class Guard:
