@@ -1,4 +1,7 @@
-"""The chat page in headless Chromium against a real server: a streamed answer, its sources, error messages."""
+"""The web app in headless Chromium against a real server: a streamed answer, its sources, error messages.
+
+The server and browser fixtures here serve tests/integration/test_serve_app.py as well.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,23 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-from models.config import load_config
+from models.config import Config, load_config
 from models.generate import load_language_model
+from models.paths import data_home
 from rag.ingest import ingest
 from ragtune.serve.background import running
+from ragtune.serve.conversation_routes import conversations_router
+from ragtune.serve.conversations import ConversationStore, conversations_file
 from ragtune.serve.engine import Engine
+from ragtune.serve.library import Library
+from ragtune.serve.library_routes import library_router, reports_router
 from ragtune.serve.routes import create_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's browser: `playwright install` would download one from the internet
@@ -53,14 +62,34 @@ def browser() -> Iterator:
         launched.close()
 
 
+@contextmanager
+def serving(config: Config, embedder, lm=None) -> Iterator[str]:
+    """The whole app (chat, conversations, document library, reports) over `config`, served by uvicorn on a free
+    loopback port, with the library's indexing worker running; yields its URL."""
+    engine = Engine(config, embedder=embedder, lm=lm)
+    store = ConversationStore(conversations_file(data_home()), config.serve)
+    library = Library(config, embedder)
+    routers = [conversations_router(store, engine), library_router(library, engine), reports_router(config)]
+    library.start()
+    try:
+        with running(create_app(engine, KEY, extra_routers=routers)) as url:
+            yield url
+    finally:
+        library.stop()
+        store.close()
+
+
+def tiny_config(tiny_lm_path: Path, *overrides: str) -> Config:
+    base = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=8"]
+    return load_config(None, [*base, *overrides])
+
+
 @pytest.fixture
 def server(docs: Path, tiny_lm_path: Path, embedder) -> Iterator[str]:
     """A real app over the example documents, served by uvicorn on a free loopback port; yields its URL."""
-    overrides = [f"llm.model={tiny_lm_path}", "llm.dtype=float32", "llm.device=cpu", "llm.max_new_tokens=8"]
-    config = load_config(None, overrides)
+    config = tiny_config(tiny_lm_path)
     ingest([docs], config, embedder)
-    engine = Engine(config, embedder=embedder, lm=load_language_model(config.llm, progress=False))
-    with running(create_app(engine, KEY)) as url:
+    with serving(config, embedder, load_language_model(config.llm, progress=False)) as url:
         yield url
 
 
@@ -93,13 +122,17 @@ def test_page_streams_an_answer_with_numbered_sources(browser, server: str, tmp_
     page.get_by_label("Question").press("Enter")
 
     expect(page.locator("#status")).to_have_text(re.compile(r"^Done in"))
-    first = page.locator("#sources > li").first
+    answer = page.get_by_test_id("answer").last
+    first = answer.locator(".sources > li").first
     expect(first.locator(".number")).to_have_text("[1]")
     expect(first.locator("code")).to_have_text(re.compile(r"borrowing-rules\.txt$"))
-    assert page.locator("#answer").text_content().strip()
+    assert answer.locator(".answer").text_content().strip()
     assert page.locator("#error").is_hidden()
-    first.locator("summary").click()  # the passage text opens on demand
-    expect(first.locator("pre")).to_be_visible()
+    panel = page.get_by_test_id("citation-panel")
+    expect(panel).to_be_hidden()
+    first.get_by_role("button").click()  # the passage text opens on demand, in the source panel
+    expect(panel.locator("pre")).to_be_visible()
+    expect(panel.locator("pre")).to_contain_text("DVD")
     # The key lives in sessionStorage only: never in the address bar.
     assert KEY not in page.url
     assert page.evaluate("sessionStorage.getItem('ragtune.apiKey')") == KEY
@@ -131,7 +164,7 @@ def test_page_shows_api_and_network_errors(browser, server: str, tmp_path: Path)
     expect(alert).to_be_hidden()
     page.get_by_label("Question").fill("Where is the library?")
     # Statuses the tiny server does not produce on demand: the browser answers them, in the OpenAI error shape.
-    chat = "**/v1/chat/completions"
+    chat = "**/v1/conversations/*/turns"
     for status, message, shown in [
         (404, "model 'x' does not exist", "Not found (HTTP 404): model 'x' does not exist"),
         (429, "server busy", "The server is busy, try again in a moment (HTTP 429): server busy"),
@@ -167,13 +200,16 @@ def test_page_shows_the_support_verdict_beside_the_answer(browser, server: str, 
     first = {"choices": [{"index": 0, "delta": {"content": answer}, "finish_reason": None}]}
     stream = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in (first, last)) + "data: [DONE]\n\n"
     page.route(
-        "**/v1/chat/completions",
+        "**/v1/conversations/*/turns",
         lambda route: route.fulfill(status=200, body=stream, headers={"Content-Type": "text/event-stream"}),
     )
     page.get_by_label("Question").fill("How long can I borrow a DVD?")
     page.get_by_role("button", name="Ask").click()
     verdict = page.get_by_role("status").filter(has_text="supported")
     expect(verdict).to_have_text("Partly supported: 1 of 2 sentences found in the sources; check the others.")
-    expect(page.locator("#sources > li").first).to_contain_text("supports the answer")
+    expect(page.get_by_test_id("answer").locator(".sources > li").first).to_contain_text("supports the answer")
+    # The source opens in the panel with the sentence's span (clipped to the passage) marked.
+    page.get_by_test_id("answer").locator(".sources > li").first.get_by_role("button").click()
+    expect(page.get_by_test_id("citation-panel").locator("mark")).to_have_text("DVDs: 7 days.")
     screenshot(page, tmp_path / "support-verdict.png")
     assert errors == []
