@@ -51,7 +51,8 @@ from bench.rag_ingest import bench_ingest, bench_retrieval
 from bench.rag_search import bench_search, blas_threads
 from bench.weights import WEIGHT_TYPES
 from models.config import load_config
-from models.embedding import Embedder, build_embedder
+from models.embedders import build_embedder
+from models.embedding import Embedder
 from models.errors import RagtuneError
 from models.storage import write_section
 from ragtune.compose import quiet_libraries

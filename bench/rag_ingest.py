@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.common import ms, pct, say, table, verdict
 from models.config import load_config
-from models.embedding import build_embedder
+from models.embedders import build_embedder
 from models.paths import index_dir
 from rag.ingest import ingest
 from rag.retrieve import CurrentIndex, DenseRetriever
@@ -40,6 +40,8 @@ def bench_ingest(
         found.update(store.chunks(labels[start : start + 500]))
     texts = [found[label].indexed_text for label in labels]  # what ingest embedded (with any context), in order
     assert len(texts) == summary.chunks, (len(texts), summary.chunks)
+    if embedder.model is None:  # embedder.backend=openai: the reference is a local raw encode
+        raise SystemExit("bench_rag measures ingest against a local raw encode; set embedder.backend=torch")
     started = time.perf_counter()
     embedder.model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     raw_seconds = time.perf_counter() - started

@@ -168,7 +168,7 @@ def throughput_text(options: Options, corpus: Any, embedder: Any) -> str:
 
 def run(options: Options) -> str:
     """Every section, measured now (indexes reused from options.work); the Markdown for BENCHMARKS.md."""
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
 
     os.environ["RAGTUNE_HOME"] = str(options.work / "home")
     say(f"$ {options.command}")

@@ -6,8 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from models.config import EmbedderConfig
-
 
 class Embedder:
     def __init__(self, model: Any, name: str, batch_size: int = 64) -> None:
@@ -28,6 +26,9 @@ class Embedder:
             self._backend.no_truncation()
             self._backend.no_padding()
 
+    def close(self) -> None:
+        """Release what the embedder holds open (nothing for a local model)."""
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character (start, end) of each token of the whole text, without special tokens."""
         if self._backend is not None:
@@ -43,9 +44,3 @@ class Embedder:
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
-
-
-def build_embedder(config: EmbedderConfig) -> Embedder:
-    from models.loading import load_embedder
-
-    return Embedder(load_embedder(config), config.model, config.batch_size)

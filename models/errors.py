@@ -16,7 +16,7 @@ class ModelError(RagtuneError):
 
 
 class RemoteModelError(ModelError):
-    """The model server at llm.base_url is down, too slow or failing: the server's problem, not the request's."""
+    """The model server at llm.base_url or embedder.base_url is down, too slow or failing: not the request's fault."""
 
 
 class AdapterError(ModelError):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from models.answer import Answerer
 from models.config import Config
-from models.embedding import Embedder, build_embedder
+from models.embedders import build_embedder
+from models.embedding import Embedder
 from models.errors import ConfigError
 from models.generate import AdapterRef, Generator, load_language_model
 from models.modes import answer_mode

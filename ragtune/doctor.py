@@ -223,7 +223,7 @@ def index(config: Config) -> list[Check]:
 
 
 def _snapshot(config: Config, root: Path):  # noqa: ANN202 - rag.collection.Snapshot, imported lazily
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
     from rag.retrieve import CurrentIndex
 
     return CurrentIndex(root, config, build_embedder(config.embedder).dim).snapshot()

@@ -42,7 +42,7 @@ class Ragtune:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            from models.embedding import build_embedder
+            from models.embedders import build_embedder
 
             self._embedder = build_embedder(self.config.embedder)
         return self._embedder

@@ -33,7 +33,7 @@ def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedder():
     from models.config import EmbedderConfig
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
 
     return build_embedder(EmbedderConfig())
 

@@ -14,11 +14,47 @@ class EmbedderConfig:
     model: str = "minilm-l6"
     # Where embeddings are computed: auto | cpu | cuda.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Chunks embedded per forward pass; larger is faster until memory runs out.
+    # Chunks embedded per forward pass; larger is faster until memory runs out. embedder.backend=openai: chunks
+    # per request (fewer when the server allows fewer).
     batch_size: int = 64
+    # Where the vectors are computed: torch (embedder.model on this machine) or openai (an OpenAI-compatible
+    # /v1/embeddings server at embedder.base_url). embedder.model still cuts the chunks (its tokenizer) and names
+    # the index's embedder: the server must serve that same model, which is checked before the first request.
+    backend: Literal["torch", "openai"] = "torch"
+    # embedder.backend=openai: the server's address (http://HOST:PORT or http://HOST:PORT/v1).
+    base_url: str | None = None
+    # embedder.backend=openai: a file holding the server's API key (sent as a Bearer token); null sends none.
+    api_key_file: str | None = None
+    # embedder.backend=openai: the model's name on the server; null uses embedder.model.
+    served_model: str | None = None
+    # embedder.backend=openai: seconds to wait for a connection to embedder.base_url.
+    connect_timeout: float = 5.0
+    # embedder.backend=openai: seconds to wait for any response byte (the first one includes the server's queue).
+    read_timeout: float = 120.0
+    # embedder.backend=openai: retries of a request answered 429 or 503 or not connected, waiting 0.5 s, 1 s, ...
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
         check(self.batch_size > 0, "embedder.batch_size", f"should be positive, got {self.batch_size}")
+        if self.backend == "openai":
+            check(
+                bool(self.base_url),
+                "embedder.base_url",
+                "embedder.backend=openai needs the server's address, such as http://gpu-box:8080/v1",
+            )
+        check(
+            self.base_url is None or self.base_url.startswith(("http://", "https://")),
+            "embedder.base_url",
+            f"should start with http:// or https://, got {self.base_url!r}",
+        )
+        check(
+            self.served_model is None or bool(self.served_model.strip()),
+            "embedder.served_model",
+            "should be a model name or null (null uses embedder.model), got an empty name",
+        )
+        check(self.connect_timeout > 0, "embedder.connect_timeout", f"should be positive, got {self.connect_timeout}")
+        check(self.read_timeout > 0, "embedder.read_timeout", f"should be positive, got {self.read_timeout}")
+        check(self.max_retries >= 0, "embedder.max_retries", f"should be >= 0, got {self.max_retries}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""HTTP to an OpenAI-compatible server: timeouts, retries of 429/503, server-sent events, errors that name llm.base_url.
+"""HTTP to an OpenAI-compatible server: timeouts, retries of 429/503, server-sent events, errors that name base_url.
 
 Every failure becomes one typed error: RemoteModelError when the server is down, slow or failing (the app
-answers 503), ModelError when it refuses the request itself (400: a prompt over its context length).
+answers 503), ModelError when it refuses the request itself (400: a prompt over its context length). The
+errors name the keys of the config section that chose the server: llm.* for the LM, embedder.* for embeddings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from models.config import LLMConfig
+from models.config import EmbedderConfig, LLMConfig
 from models.errors import ConfigError, ModelError, RemoteModelError
 
 log = logging.getLogger("ragtune.remote")
@@ -27,19 +28,23 @@ MAX_BACKOFF_S = 30.0
 
 
 class RemoteServer:
-    """One OpenAI-compatible server: a pooled HTTP client (thread-safe) and the settings from llm.*."""
+    """One OpenAI-compatible server: a pooled HTTP client (thread-safe) and the settings from `section`.*."""
 
-    def __init__(self, config: LLMConfig) -> None:
+    def __init__(self, config: LLMConfig | EmbedderConfig, section: str = "llm", retry_connect: bool = False) -> None:
         url = (config.base_url or "").rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"llm.base_url: llm.backend=openai needs the server's address, such as http://gpu-box:8000/v1, "
-                f"got {config.base_url!r}"
+                f"{section}.base_url: {section}.backend=openai needs the server's address, such as "
+                f"http://gpu-box:8000/v1, got {config.base_url!r}"
             )
-        self.label = f"llm.base_url={config.base_url}"
+        # retry_connect: a refused connection is retried like a 429 (a batch job outlives a server restart);
+        # the LM fails at once instead, so that a question never waits on a server that is down.
+        self.section, self.retry_connect = section, retry_connect
+        self.label = f"{section}.base_url={config.base_url}"
         self.root = url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not under it
         self.read_timeout, self.max_retries = config.read_timeout, config.max_retries
-        headers = {"Authorization": f"Bearer {read_key(config.api_key_file)}"} if config.api_key_file else {}
+        key = read_key(config.api_key_file, f"{section}.api_key_file") if config.api_key_file else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
         self.client = httpx.Client(headers=headers, timeout=timeout)
 
@@ -69,11 +74,14 @@ class RemoteServer:
 
     @contextmanager
     def open(self, method: str, path: str, body: dict[str, Any] | None = None) -> Iterator[httpx.Response]:
-        """A response with a 2xx status, retried on 429/503 with exponential backoff; other statuses raise."""
+        """A response with a 2xx status, retried on 429/503 (and, with retry_connect, a refused connection) with
+        exponential backoff; other statuses raise."""
         url = (self.root + path) if path.startswith("/tokenize") else f"{self.root}/v1{path}"
         for attempt in range(self.max_retries + 1):
+            answered = False
             try:
                 with self.client.stream(method, url, json=body) as response:
+                    answered = True
                     if response.status_code < 400:
                         yield response
                         return
@@ -81,9 +89,13 @@ class RemoteServer:
                     if response.status_code not in RETRIED or attempt == self.max_retries:
                         raise self._status_error(response, method, path, attempt + 1)
                     wait = _backoff(response, attempt)
+                    said = f"answered {response.status_code} to {path}"
             except httpx.HTTPError as exc:
-                raise self._transport_error(exc, path) from None
-            log.warning("%s answered %s to %s; retrying in %.1f s", self.label, response.status_code, path, wait)
+                connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not answered
+                if not (connect and self.retry_connect and attempt < self.max_retries):
+                    raise self._transport_error(exc, path) from None
+                wait, said = min(FIRST_BACKOFF_S * 2**attempt, MAX_BACKOFF_S), f"could not be reached ({exc})"
+            log.warning("%s %s; retrying in %.1f s", self.label, said, wait)
             time.sleep(wait)
 
     def _json(self, response: httpx.Response, path: str) -> dict[str, Any]:
@@ -95,14 +107,18 @@ class RemoteServer:
     def _transport_error(self, exc: httpx.HTTPError, path: str) -> RemoteModelError:
         """Any failure of httpx itself (transport, timeout, a body it cannot decode or stream) as one typed error."""
         if isinstance(exc, httpx.ConnectTimeout):
-            return RemoteModelError(f"cannot connect to {self.label} within llm.connect_timeout; is the server up?")
+            return RemoteModelError(
+                f"cannot connect to {self.label} within {self.section}.connect_timeout; is the server up?"
+            )
         if isinstance(exc, httpx.TimeoutException):
             return RemoteModelError(
-                f"no answer from {self.label} to {path} within llm.read_timeout={self.read_timeout:g} s: the server "
-                "is overloaded or stuck (raise llm.read_timeout if long prompts need longer)"
+                f"no answer from {self.label} to {path} within {self.section}.read_timeout={self.read_timeout:g} s: "
+                f"the server is overloaded or stuck (raise {self.section}.read_timeout if long prompts need longer)"
             )
         if isinstance(exc, httpx.TransportError):
-            return RemoteModelError(f"cannot reach {self.label} ({exc}): start the server or fix llm.base_url")
+            return RemoteModelError(
+                f"cannot reach {self.label} ({exc}): start the server or fix {self.section}.base_url"
+            )
         return RemoteModelError(  # DecodingError, StreamError, ...: the server's answer could not be read
             f"cannot read the answer of {self.label} to {path} ({type(exc).__name__}: {exc}); check the server"
         )
@@ -111,9 +127,9 @@ class RemoteServer:
         status, message = response.status_code, _server_message(response)
         said = f"{self.label} answered {status} to {method} {path}: {message}"
         if status in (401, 403):
-            return RemoteModelError(f"{said}; check llm.api_key_file")
+            return RemoteModelError(f"{said}; check {self.section}.api_key_file")
         if status in RETRIED:
-            return RemoteModelError(f"{said} (attempts: {attempts}); retry later or raise llm.max_retries")
+            return RemoteModelError(f"{said} (attempts: {attempts}); retry later or raise {self.section}.max_retries")
         if status >= 500:
             return RemoteModelError(said)
         return ModelError(said)
@@ -123,15 +139,15 @@ class RemoteServer:
         self.client.close()
 
 
-def read_key(path: str | None) -> str:
-    """The API key from llm.api_key_file (the key itself never appears in a config)."""
+def read_key(path: str | None, key: str = "llm.api_key_file") -> str:
+    """The API key from the file `key` names (the key itself never appears in a config)."""
     file = Path(path or "").expanduser()
     try:
         key = file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"llm.api_key_file: cannot read {file} ({exc.strerror})") from None
+        raise ConfigError(f"{key}: cannot read {file} ({exc.strerror})") from None
     if not key:
-        raise ConfigError(f"llm.api_key_file: {file} is empty; put the server's API key in it")
+        raise ConfigError(f"{key}: {file} is empty; put the server's API key in it")
     return key
 
 

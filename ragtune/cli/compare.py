@@ -155,7 +155,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         require_adapter(config)  # before any model loads
         embedder = None
         if mode.retrieves:  # one embedder for the answer's retriever and the deeper one scored
-            from models.embedding import build_embedder
+            from models.embedders import build_embedder
             from ragtune.compare.judge import load_judge
 
             judge = load_judge(config, progress=not args.json)  # first: one that cannot load fails before all else
@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
     """`eval --retrieval-only`: every retrieval setting scored over the configured index; no LM is loaded."""
     from models.config import load_config
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
     from models.errors import InputError
     from models.paths import index_dir
     from rag.collection import current_generation, missing_index

@@ -210,7 +210,7 @@ def cmd_data(args: argparse.Namespace, config: Config) -> int:
         counts = IMPORTERS[args.data_command].run(args.source, args.out)
         print(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()) + f" -> {args.out}")
         return 0
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
     from ragtune.data.corpus import document_chunks
 
     embedder = build_embedder(config.embedder)

@@ -119,7 +119,7 @@ def print_sources(answer: Any) -> None:
 
 
 def cmd_docs(args: argparse.Namespace, config: Config) -> int:
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
     from models.paths import index_dir
     from rag.ingest import remove_documents
     from rag.retrieve import CurrentIndex

@@ -97,9 +97,12 @@ def throughput(docs: list[Path], overrides: list[str], embedder: Any, work: Path
     """
     import shutil
 
+    from models.errors import ConfigError
     from rag.collection import expectation, open_snapshot
     from rag.ingest import ingest
 
+    if getattr(embedder, "model", None) is None:  # embedder.backend=openai: no local model to encode with
+        raise ConfigError("the ingest throughput is measured against a local raw encode; set embedder.backend=torch")
     folder = work / "throughput-docs"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -103,7 +103,7 @@ def test_a_failing_ingest_leaves_the_alias_on_the_old_generation(tmp_path: Path,
 
 
 INGEST = (
-    "import sys; from models.config import load_config; from models.embedding import build_embedder; "
+    "import sys; from models.config import load_config; from models.embedders import build_embedder; "
     "from rag.ingest import ingest; c = load_config(None, sys.argv[2:]); "
     "ingest([sys.argv[1]], c, build_embedder(c.embedder), progress=False)"
 )

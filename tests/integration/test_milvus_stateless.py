@@ -28,7 +28,7 @@ from tests.conftest import EXAMPLES, REPO
 _READER = """
 import json, sys
 from models.config import load_config
-from models.embedding import build_embedder
+from models.embedders import build_embedder
 from models.paths import index_dir
 from rag.retrieve import build_retriever
 config = load_config(None, sys.argv[2:])

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 SCRIPT = """
 import json, sys
 from models.config import load_config
-from models.embedding import build_embedder
+from models.embedders import build_embedder
 from rag.ingest import ingest
 def status(field, source):  # a figure this process reports about itself
     return next(int(line.split()[1]) for line in open(source) if line.startswith(field))

@@ -16,7 +16,7 @@ from rag.ingest import ingest
 from tests.conftest import REPO
 
 INGEST = (
-    "import sys; from models.config import load_config; from models.embedding import build_embedder; "
+    "import sys; from models.config import load_config; from models.embedders import build_embedder; "
     "from rag.ingest import ingest; c = load_config(); "
     "ingest([sys.argv[1]], c, build_embedder(c.embedder), progress=False)"
 )
