@@ -2,7 +2,7 @@
 
 "Not in the documents" has one form: the Verdict says `refused` and its text is exactly rag.prompt.NOT_FOUND. It is
 given when no chunk scores above rag.min_score, when the model says so, and (rag.refuse_unsupported) when the
-retrieved text does not support the model's answer (rag.attribution); the model's words are then kept in the
+check finds the model's answer unsupported (rag.attribution); the model's words are then kept in the
 Verdict's `draft`. With that check on, the answer is held back until it is complete, so nothing unsupported is
 ever shown: each generated token and each citation scoring pass is a Progress event, and the text arrives whole
 after them. With the check off the model's words stream as Token events as they come; a refusal still ends as
@@ -37,18 +37,30 @@ from models.answer import (
 from models.config import Config
 from models.errors import ModelError, RemoteModelError
 from models.generate import Generator, SamplingParams
-from rag.attribution import DEFAULT_RULE, SUPPORTED, Rule, attribute, supporting_sources, verdict
-from rag.prompt import NOT_FOUND, Passage, build_messages, cited_numbers, fit_passages, is_refusal
+from rag.attribution import DEFAULT_RULE, SUPPORTED, UNSUPPORTED, Rule, attribute, covers, supporting_sources, verdict
+from rag.followup import earlier_questions, standalone_query
+from rag.prompt import (
+    NOT_FOUND,
+    Passage,
+    build_messages,
+    cited_numbers,
+    fit_history,
+    fit_passages,
+    is_refusal,
+    passage_tokens,
+)
 from rag.retrieve import Retriever
 
 
 def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE) -> Verdict:
     """The citations and support of an answer that is not a refusal: markers naming a retrieved source, each
-    sentence's supporting source and span, the sources supporting any sentence, and the answer's verdict."""
+    sentence's supporting source and span, the sources supporting any sentence, and the answer's verdict
+    (unsupported too where the sources do not cover the question: rag.attribution.covers)."""
     numbers = {s.number for s in sources}
     cited = [n for n in cited_numbers(text) if n in numbers]
-    found = attribute(text, [(s.number, s.text) for s in sources], question, NOT_FOUND, rule)
-    support = verdict(found)
+    passages = [(s.number, s.text) for s in sources]
+    found = attribute(text, passages, question, NOT_FOUND, rule)
+    support = verdict(found, covers(question, passages))
     return Verdict(
         text, False, cited, supporting_sources(found), support == SUPPORTED, support=support, sentences=found
     )
@@ -62,12 +74,12 @@ def refusal(draft: str) -> Verdict:
 
 def settle(question: str, text: str, sources: list[Source], held: bool, rule: Rule = DEFAULT_RULE) -> Verdict:
     """After generation: the fixed form when the model refused or (`held`, rag.refuse_unsupported) when the
-    retrieved text does not support every sentence of the answer; otherwise the answer with its citations
-    checked."""
+    check finds the answer unsupported; otherwise the answer with its citations checked. A `partly` answer is
+    shown: on the calibration set, refusing it too withheld far more right answers (docs/trust.md)."""
     if is_refusal(text):
         return refusal(text)
     checked = check(question, text, sources, rule)
-    return refusal(text) if held and checked.support != SUPPORTED else checked
+    return refusal(text) if held and checked.support == UNSUPPORTED else checked
 
 
 class RagAnswerer:
@@ -80,10 +92,16 @@ class RagAnswerer:
     def events(
         self, question: str, conversation: Sequence[Message] = (), params: SamplingParams | None = None
     ) -> EventStream:
-        """The answer to `question` from the documents. Retrieval reads the question alone; `conversation` is
-        accepted for the protocol's sake and not yet read (each question is answered on its own)."""
+        """The answer to `question` from the documents, after the earlier turns of `conversation`.
+
+        Retrieval reads the question made standalone (rag.followup: "when was he born?" after a question about
+        Tesla searches for Tesla), announced as the Sources event's `query`. The prompt holds the retrieved
+        passages first, within rag.max_context_tokens, and then as many of the most recent earlier user and
+        assistant turns as the rest of that budget holds; the question stays in the user's own words.
+        """
         started = time.perf_counter()
-        passages, sources = yield from self._retrieve(question)
+        query = yield from self._query(question, conversation)
+        passages, sources = yield from self._retrieve(query)
         if not passages:
             # Nothing scored above rag.min_score: say so rather than let the model guess.
             yield Token(NOT_FOUND)
@@ -92,7 +110,9 @@ class RagAnswerer:
             yield Timings({"first_token_s": elapsed, "total_s": elapsed})
             yield Done()
             return
-        messages = build_messages(question, passages)
+        count = self.generator.count_tokens
+        left = self.config.rag.max_context_tokens - passage_tokens(passages, count)
+        messages = build_messages(question, passages, fit_history(conversation, max(left, 0), count))
         held = self.config.rag.refuse_unsupported  # held back until the support check has run
         stream = self.generator.stream(messages, params or sampling_params(self.config))
         text = yield from generated(stream, started, shown=not held)
@@ -110,13 +130,24 @@ class RagAnswerer:
         yield Timings({"total_s": time.perf_counter() - started})
         yield Done()
 
-    def _retrieve(self, question: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source]]]:
+    def _query(self, question: str, conversation: Sequence[Message]) -> Steps[AnswerEvent, None, str]:
+        """The standalone query for `question` after `conversation` (rag.followup), its time as an event when a
+        rewrite was tried."""
+        rag = self.config.rag
+        if rag.followup == "off" or not earlier_questions(conversation):
+            return question
+        rewriting = time.perf_counter()
+        query = standalone_query(question, conversation, rag.followup, self.generator, rag.followup_max_tokens)
+        yield Timings({"rewrite_s": time.perf_counter() - rewriting})
+        return query
+
+    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source]]]:
         """The passages that fit rag.max_context_tokens, best first, and their sources (announced as events)."""
-        retrieval = self.retriever.retrieve(question)
+        retrieval = self.retriever.retrieve(query)
         passages = [Passage(s.number, _label(s), s.text) for s in retrieval.sources]
         passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
         sources = retrieval.sources[: len(passages)]
-        yield Sources(sources, retrieval.generation)
+        yield Sources(sources, retrieval.generation, query)
         yield Timings(dict(retrieval.timings))
         return passages, sources
 

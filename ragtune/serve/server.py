@@ -1,4 +1,5 @@
-"""Start the server: load the models once, wire the jobs worker, then run uvicorn on the configured address."""
+"""Start the server: load the models once, wire the jobs worker, the conversations, the document library and the
+reports, then run uvicorn."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from fastapi import FastAPI
 
 from models.config import Config
+from models.paths import data_home
 from ragtune.serve.auth import load_api_key
 from ragtune.serve.engine import Engine
 from ragtune.serve.guard import uvicorn_options
@@ -14,14 +16,28 @@ from ragtune.serve.routes import create_app
 
 
 def assemble(engine: Engine, api_key: str) -> FastAPI:
-    """The whole app over a loaded engine: chat, embeddings, files and fine-tuning jobs (`app.state.runner`)."""
+    """The whole app over a loaded engine: chat, embeddings, files, fine-tuning jobs (`app.state.runner`),
+    conversations (`app.state.conversations`, opened and checked here: a damaged file stops the start), the
+    document library indexed in the background (`app.state.library`) and the compare reports."""
+    from ragtune.serve.conversation_routes import conversations_router
+    from ragtune.serve.conversations import ConversationStore, conversations_file
     from ragtune.serve.jobs import JobRunner, jobs_router
+    from ragtune.serve.library import Library
+    from ragtune.serve.library_routes import library_router, reports_router
 
+    conversations = ConversationStore(conversations_file(data_home()), engine.config.serve)
     runner = JobRunner(engine.config)
-    app = create_app(engine, api_key, extra_routers=[jobs_router(runner, engine)])
-    app.router.on_startup.append(runner.start)
-    app.router.on_shutdown.append(runner.stop)
-    app.state.runner = runner
+    library = Library(engine.config, engine.embedder)
+    routers = [
+        jobs_router(runner, engine),
+        conversations_router(conversations, engine),
+        library_router(library, engine),
+        reports_router(engine.config),
+    ]
+    app = create_app(engine, api_key, extra_routers=routers)
+    app.router.on_startup += [runner.start, library.start]
+    app.router.on_shutdown += [runner.stop, library.stop]
+    app.state.runner, app.state.conversations, app.state.library = runner, conversations, library
     return app
 
 

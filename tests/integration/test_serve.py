@@ -14,6 +14,7 @@ from models.config import load_config
 from models.generate import load_language_model
 from rag.ingest import ingest
 from ragtune.serve.background import running
+from ragtune.serve.documents import document_id
 from ragtune.serve.engine import Engine
 from ragtune.serve.routes import create_app
 
@@ -47,7 +48,7 @@ def client(url: str, key: str = KEY) -> openai.OpenAI:
 
 
 def test_official_client_non_streamed_with_sources(server) -> None:
-    url, *_ = server
+    url, *_, docs = server
     reply = client(url).chat.completions.create(
         model="rag", messages=[{"role": "user", "content": "How long can I borrow a DVD?"}], max_tokens=5, seed=1
     )
@@ -55,7 +56,10 @@ def test_official_client_non_streamed_with_sources(server) -> None:
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens > 0 and 1 <= reply.usage.completion_tokens <= 5
     sources = reply.model_extra["sources"]
-    assert Path(sources[0]["path"]).name == "borrowing-rules.txt" and sources[0]["number"] == 1
+    # Shown relative to the folder it was indexed from, with its document's id: never the server's absolute path.
+    assert sources[0]["path"] == "borrowing-rules.txt" and sources[0]["number"] == 1
+    assert sources[0]["document"] == document_id(str((docs / "borrowing-rules.txt").resolve()))
+    assert str(docs) not in reply.model_dump_json()
 
 
 def test_rag_replies_carry_their_support_verdict_sentence_by_sentence(server) -> None:
@@ -101,7 +105,7 @@ def test_official_client_streamed_with_sources_in_last_chunk(server) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     last = chunks[-1]
     assert last.choices[0].finish_reason in ("stop", "length") and last.usage.completion_tokens >= 1
-    assert Path(last.model_extra["sources"][0]["path"]).name == "hours-and-branches.html"
+    assert last.model_extra["sources"][0]["path"] == "hours-and-branches.html"
     same = client(url).chat.completions.create(
         model="rag", messages=[{"role": "user", "content": "When is the Eastside Branch closed?"}], max_tokens=6
     )
@@ -258,7 +262,7 @@ def test_a_new_index_generation_is_served_without_restart(server, embedder) -> N
     reply = client(url).chat.completions.create(
         model="rag", messages=[{"role": "user", "content": "Is parking free at the Central Library?"}], max_tokens=3
     )
-    assert Path(reply.model_extra["sources"][0]["path"]).name == "parking.txt"
+    assert reply.model_extra["sources"][0]["path"] == "parking.txt"
 
 
 def test_openapi_schema_is_served(server) -> None:
@@ -307,3 +311,29 @@ def test_stream_errors_before_the_first_token_are_http_errors(tiny_lm_path: Path
                 )
             )
     assert engine.queued == 0
+
+
+def test_rag_replies_read_the_conversation_before_the_question(server, embedder) -> None:
+    from dataclasses import replace
+
+    from models.generate import SamplingParams
+
+    _, _, engine, config, _ = server
+    rules = Engine(replace(config, rag=replace(config.rag, followup="rules")), embedder=embedder, lm=engine.lm)
+    earlier = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How long can I borrow a DVD?"},
+        {"role": "assistant", "content": "Seven days."},
+    ]
+    params = SamplingParams(max_new_tokens=4)
+    reply = rules.reply("rag", [*earlier, {"role": "user", "content": "Can it be renewed?"}], params)
+    list(reply)
+    # The last user turn is the question; retrieval searched with it made standalone from the turns before it.
+    assert reply.answer.question == "Can it be renewed?" and reply.answer.query == "Can it be renewed? (DVD)"
+    alone = rules.reply("rag", [{"role": "user", "content": "Can it be renewed?"}], params)
+    list(alone)
+    assert alone.answer.query == "Can it be renewed?"
+    assert reply.answer.usage.prompt_tokens > alone.answer.usage.prompt_tokens  # the earlier turns are in the prompt
+    closed = rules.reply("base", [*earlier, {"role": "user", "content": "Can it be renewed?"}], params)
+    list(closed)
+    assert closed.answer.query is None

@@ -59,6 +59,10 @@ CHAT = "POST /v1/chat/completions"
 EMBED = "POST /v1/embeddings"
 JOBS = "POST /v1/fine_tuning/jobs"
 UPLOAD = "POST /v1/files"
+CONV = "POST /v1/conversations"
+RENAME = "PATCH /v1/conversations/{conversation_id}"
+TURN = "POST /v1/conversations/{conversation_id}/turns"
+CONVERSATION_IDS = [Case("x" * 3000, 404, "no conversation"), Case("conv-nope", 404, "no conversation")]
 ID_CASES = [Case("x" * 3000, 404, "no "), Case("ftjob-nope", 404, "no "), Case(UNKNOWN_FILE, 404, "no ")]
 PAGE = {
     "query.limit": cases(0, -1, 10_001, 2**70, "abc", "1.5"),
@@ -132,6 +136,40 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     **{("GET /v1/fine_tuning/jobs/{job_id}/events", k): v for k, v in PAGE.items()},
     ("POST /v1/fine_tuning/jobs/{job_id}/cancel", "path.job_id"): ID_CASES,
     ("POST /v1/fine_tuning/jobs/{job_id}/resume", "path.job_id"): ID_CASES,
+    # -- conversations
+    (CONV, "body.title"): [*cases(5, [], "t" * 201), TOO_BIG],
+    (CONV, "body.model"): cases(5, [], "m" * 300),
+    (RENAME, "body.title"): cases(None, 5, "", "t" * 201, MISSING, Case(" \n", says="title")),
+    (TURN, "body.question"): [*cases(None, 5, [], MISSING, ""), Case(" \n", says="question"), TOO_BIG],
+    (TURN, "body.model"): NAME,
+    (TURN, "body.stream"): cases(None, "yes", 1, []),
+    (TURN, "body.stream_options"): cases("x", 5, []),
+    (TURN, "body.stream_options.include_usage"): cases(None, "yes", 1),
+    (TURN, "body.max_tokens"): MAX_TOKENS,
+    (TURN, "body.max_completion_tokens"): MAX_TOKENS,
+    (TURN, "body.temperature"): bad_numbers(-0.01, 2.01, 1e300),
+    (TURN, "body.top_p"): bad_numbers(0, -1, 1.01),
+    (TURN, "body.stop"): cases("", "x" * 65, [""], ["x" * 65], ["a"] * 5, ["a"] * 400, [5], 5, {"s": "x"}),
+    (TURN, "body.seed"): SEED,
+    ("GET /v1/conversations/{conversation_id}", "path.conversation_id"): CONVERSATION_IDS,
+    ("DELETE /v1/conversations/{conversation_id}", "path.conversation_id"): CONVERSATION_IDS,
+    (RENAME, "path.conversation_id"): [Case("conv-nope", 400, "request body")],  # the table sends no body
+    (TURN, "path.conversation_id"): [Case("conv-nope", 400, "request body")],
+    # -- the document library, its PDF pages, the compare reports
+    ("POST /v1/library", "form.file"): [
+        Case(MISSING, says="file"),
+        Case(("../t.txt", b"x"), says="separator"),
+        Case((".t.txt", b"x"), says="hidden"),
+        Case(("n" * 300 + ".txt", b"x"), says="over 255"),
+        Case(("t.exe", b"x"), says=".pdf"),
+        Case(("t.txt", b"x" * 300_000), 413, "serve.max_upload_bytes"),
+    ],
+    ("DELETE /v1/library/{doc_id}", "path.doc_id"): ID_CASES,
+    ("GET /v1/documents/{doc_id}/pages/{number}", "path.doc_id"): ID_CASES,
+    ("GET /v1/documents/{doc_id}/pages/{number}", "path.number"): cases("abc", "1.5", Case("0", 404, "no ")),
+    ("GET /v1/reports/{report_id}", "path.report_id"): ID_CASES,
+    ("GET /v1/reports/{report_id}/charts/{name}.png", "path.report_id"): ID_CASES,
+    ("GET /v1/reports/{report_id}/charts/{name}.png", "path.name"): ID_CASES,
 }
 
 # A body every route accepts; each case changes one field of it. Nested objects start from TEMPLATE.
@@ -139,7 +177,12 @@ BASES = {
     CHAT: {"model": "base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
     EMBED: {"model": "minilm-l6", "input": "library card"},
     JOBS: {"training_file": "<file>", "model": "base", "suffix": "table"},
+    CONV: {},
+    RENAME: {"title": "t"},
+    TURN: {"question": "Hi", "model": "base", "max_tokens": 1, "stream": False},
 }
+# Each path part a case leaves alone, as a well-formed value naming nothing on the server.
+OTHER_PATH_PARTS = {"doc_id": "doc-" + "0" * 24, "number": "1", "report_id": "nope", "name": "nope"}
 TEMPLATE = {"method": {"type": "supervised", "supervised": {"hyperparameters": {}}}, "stream_options": {}}
 
 
@@ -204,7 +247,10 @@ def send(http: httpx.Client, route: str, field: str, value: Any, file_id: str) -
     method, path = route.split(" ", 1)
     where, name = field.split(".", 1)
     if where == "path":
-        return http.request(method, path.replace("{" + name + "}", value))
+        path = path.replace("{" + name + "}", value)
+        for other, neutral in OTHER_PATH_PARTS.items():  # the route's other path parts: valid in form, unknown
+            path = path.replace("{" + other + "}", neutral)
+        return http.request(method, path)
     if where == "query":
         return http.request(method, path.replace("{job_id}", "ftjob-nope"), params={name: value})
     if where == "form":
