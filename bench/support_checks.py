@@ -19,11 +19,45 @@ from bench.common import say, table
 from ragtune.compare.metrics import contains, summary
 
 Check = Callable[[dict[str, Any]], bool]  # a draft row -> supported?
+# A draft row as bench/support_set.py writes it: the question's fields, then the answer's.
+FIELDS = {"id", "question", "part", "kind", "doc", "answers", "withheld_answers"}
+FIELDS |= {"text", "refused", "draft", "grounded", "sources", "timings"}
+REQUIRED = ("id", "question", "part", "kind", "answers", "text", "refused", "sources")
+
+
+class DraftsError(ValueError):
+    """A drafts file line that is not a draft row; the message names the file, the line and the fix."""
+
+
+def read_drafts(path: Path) -> list[dict[str, Any]]:
+    """Every draft row of `path`, each checked: JSON, known fields only, the required ones, known kind and part."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DraftsError(f"{where}: not valid JSON ({exc.msg}); each line is one draft row") from None
+        if not isinstance(row, dict):
+            raise DraftsError(f"{where}: each line should be a JSON object (a draft row)")
+        unknown = sorted(set(row) - FIELDS)
+        missing = [key for key in REQUIRED if key not in row]
+        if unknown or missing:
+            what = f"unknown field(s) {unknown}" if unknown else f"missing field(s) {missing}"
+            raise DraftsError(f"{where}: {what}; a draft row has {sorted(FIELDS)} (bench/support_set.py writes them)")
+        if row["kind"] not in ("answerable", "unanswerable") or row["part"] not in ("dev", "test"):
+            raise DraftsError(f"{where}: 'kind' should be answerable or unanswerable and 'part' dev or test")
+        if row["kind"] == "answerable" and not row["answers"]:
+            raise DraftsError(f"{where}: an answerable question with no 'answers'; list its accepted answers")
+        rows.append(row)
+    return rows
 
 
 def checks() -> dict[str, Check]:
     """The rules measured: today's whole-answer check, and per-sentence attribution at several settings."""
-    from rag.attribution import PARTLY, SUPPORTED, Rule, attribute, verdict
+    from rag.attribution import PARTLY, SUPPORTED, Rule, attribute, covers, verdict
     from rag.grounding import check_support
     from rag.prompt import NOT_FOUND
 
@@ -52,6 +86,16 @@ def checks() -> dict[str, Check]:
             for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
                 name = f"per sentence, share {share:.1f}, echo {'on' if echo else 'off'}, shown if {label}"
                 rules[name] = sentence_rule(share, echo, accept)
+    # The question checked too: the passages must hold its names and numbers and a share of its key terms.
+    for question_share in (0.3, 0.4, 0.5):
+        for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
+
+            def covered_rule(row: dict[str, Any], share: float = question_share, accept: tuple = accept) -> bool:
+                found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
+                return verdict(found, covers(row["question"], passages(row), share)) in accept
+
+            name = f"question covered (share {question_share:.1f}) and per sentence, share 0.0, shown if {label}"
+            rules[name] = covered_rule
     # The retrieval's own evidence: a question whose article is not indexed finds only weaker passages.
     for floor in (0.3, 0.4, 0.5, 0.6):
         rules[f"best passage's dense similarity >= {floor}"] = partial(close_enough, floor=floor)
@@ -122,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drafts", type=Path, default=Path("runs/support/drafts.jsonl"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args(argv)
-    rows = [json.loads(line) for line in args.drafts.read_text(encoding="utf-8").splitlines()]
+    try:
+        rows = read_drafts(args.drafts)
+    except (DraftsError, OSError) as exc:
+        say(f"error: {exc}")
+        return 2
     results = {}
     for part in ("dev", "test"):
         part_rows = [r for r in rows if r["part"] == part]

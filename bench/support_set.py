@@ -25,6 +25,22 @@ from bench.common import say
 SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad-long"
 
 
+def prompt_variants() -> dict[str, str]:
+    """The system prompts measured: the shipped one, the same without its refusal sentence, and one reworded so
+    the model refuses only when no document mentions what is asked."""
+    from rag.prompt import NOT_FOUND, SYSTEM_PROMPT
+
+    refusal = f'If they do not contain the answer, say: "{NOT_FOUND}"'
+    without = SYSTEM_PROMPT.replace(refusal, "").strip()
+    reworded = SYSTEM_PROMPT.replace(
+        refusal,
+        "Answer from what the documents say, even when they say it in other words; only when no document "
+        f'mentions what is asked, say: "{NOT_FOUND}"',
+    )
+    assert without != SYSTEM_PROMPT and reworded != SYSTEM_PROMPT, "the shipped prompt's refusal sentence changed"
+    return {"shipped": SYSTEM_PROMPT, "without": without, "reworded": reworded}
+
+
 def split_articles(questions: list[dict[str, Any]], docs: list[str], seed: int, distractors: int) -> dict[str, Any]:
     """Question articles -> indexed / withheld, each -> dev / test; plus the distractor articles indexed."""
     rng = random.Random(seed)
@@ -67,11 +83,13 @@ def interleaved(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for turn in zip_longest(*groups.values()) for row in turn if row is not None]
 
 
-def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str]) -> None:
-    """Answer every row not yet in out/drafts.jsonl with the rag path, nothing withheld (resumable)."""
+def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str], prompt: str = "shipped") -> None:
+    """Answer every row not yet in its drafts file (out/drafts.jsonl for the shipped prompt, else
+    out/drafts-PROMPT.jsonl) with the rag path, nothing withheld (resumable)."""
+    import rag.prompt
     from models.answer import collect
     from models.config import load_config
-    from models.embedding import build_embedder
+    from models.embedders import build_embedder
     from rag.ingest import ingest
     from ragtune.compose import build_answerer, quiet_libraries
 
@@ -84,7 +102,9 @@ def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str]) -> N
     summary = ingest([out / "corpus"], config, embedder, progress=False)
     say(f"index: {summary.line()}")
     answerer = build_answerer(replace(config, mode="rag"), embedder=embedder, progress=False)
-    done_path = out / "drafts.jsonl"
+    # The variant replaces the system prompt build_messages reads, for this process only.
+    rag.prompt.SYSTEM_PROMPT = prompt_variants()[prompt]
+    done_path = out / ("drafts.jsonl" if prompt == "shipped" else f"drafts-{prompt}.jsonl")
     done = {json.loads(line)["id"] for line in done_path.read_text().splitlines()} if done_path.exists() else set()
     todo = interleaved([r for r in rows if r["id"] not in done])
     started = time.perf_counter()
@@ -110,7 +130,7 @@ def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str]) -> N
                 say(f"answered {n}/{len(todo)} ({rate:.1f} s each)")
 
 
-def build(out: Path, per_class: int, distractors: int, seed: int, overrides: list[str]) -> None:
+def build(out: Path, per_class: int, distractors: int, seed: int, overrides: list[str], prompt: str) -> None:
     questions = [json.loads(line) for line in (SQUAD / "questions.jsonl").read_text().splitlines()]
     docs = sorted(p.name for p in (SQUAD / "docs").glob("*.txt"))
     split = split_articles(questions, docs, seed, distractors)
@@ -126,7 +146,7 @@ def build(out: Path, per_class: int, distractors: int, seed: int, overrides: lis
     for r in rows:
         counts[(r["kind"], r["part"])] += 1
     say(f"calibration set: {counts}; {len(split['indexed'])} + {len(split['distractors'])} articles indexed")
-    answer_all(rows, out, overrides)
+    answer_all(rows, out, overrides, prompt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,8 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, default=60, help="articles without questions indexed beside")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument(
+        "--prompt",
+        choices=("shipped", "without", "reworded"),
+        default="shipped",
+        help="the system prompt's refusal sentence: as shipped, left out, or reworded (bench/support_set.py)",
+    )
     args = parser.parse_args(argv)
-    build(args.out, args.per_class, args.distractors, args.seed, args.set)
+    build(args.out, args.per_class, args.distractors, args.seed, args.set, args.prompt)
     from bench.support_checks import main as measure_checks
 
-    return measure_checks(["--drafts", str(args.out / "drafts.jsonl"), "--out", str(args.out / "checks.json")])
+    drafts = args.out / ("drafts.jsonl" if args.prompt == "shipped" else f"drafts-{args.prompt}.jsonl")
+    checked = args.out / ("checks.json" if args.prompt == "shipped" else f"checks-{args.prompt}.json")
+    return measure_checks(["--drafts", str(drafts), "--out", str(checked)])

@@ -6,7 +6,11 @@ its source, and the passage sentence sharing most of its terms is the supporting
 the passage text, for a viewer to highlight). A sentence is `supported` when its source passes the check,
 `partly` when a passage holds some of its terms but not enough, `unsupported` otherwise. The answer is
 `supported` when every sentence with something to check is, `unsupported` when none is, `partly` between.
-Nothing here runs a model: it costs string matching over text already retrieved.
+
+The question is checked too: passages that lack its names and numbers, or most of its key words, are about
+something else, and an answer read from them is `unsupported` whatever its sentences share with them (a
+small model answers "When did Tesla die?" from a passage about Edison's death). Nothing here runs a model:
+it costs string matching over text already retrieved.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from rag.grounding import Terms, answer_terms, holds, text_terms
 SUPPORTED, PARTLY, UNSUPPORTED = "supported", "partly", "unsupported"
 # A passage holding at least this share of a sentence's terms (but failing the check) supports it partly.
 PARTLY_SHARE = 0.34
+# Passages cover a question when they hold all its names and numbers and at least this share of its key terms.
+# Chosen with the answer's verdict on the dev part of a calibration set of real questions (docs/trust.md).
+QUESTION_SHARE = 0.4
 # A sentence ends at . ! or ? followed by a space or the end (so "$45.00" and "9.5" stay whole), or at a newline.
 _SENTENCE = re.compile(r"\S(?:.*?)(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.S)
 
@@ -70,8 +77,24 @@ def attribute(
     return found
 
 
-def verdict(attributions: list[Attribution]) -> str:
-    """The answer's verdict from its sentences': all supported, none, or between (nothing to check: unsupported)."""
+def covers(question: str, passages: list[tuple[int, str]], share: float = QUESTION_SHARE) -> bool:
+    """Whether the passages, together, hold every name and number of `question` and `share` of its key terms."""
+    terms = answer_terms(question)
+    wanted = terms.numbers | terms.names | terms.words
+    if not wanted:
+        return True
+    held: set[str] = set()
+    for _, text in passages:
+        numbers, words = text_terms(text)
+        held |= numbers | words
+    return terms.numbers | terms.names <= held and len(wanted & held) >= share * len(wanted)
+
+
+def verdict(attributions: list[Attribution], covered: bool = True) -> str:
+    """The answer's verdict from its sentences': all supported, none, or between (nothing to check: unsupported);
+    unsupported too when the passages do not cover the question (`covers`)."""
+    if not covered:
+        return UNSUPPORTED
     kinds = {a.support for a in attributions}
     if kinds == {SUPPORTED}:
         return SUPPORTED

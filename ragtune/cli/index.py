@@ -93,6 +93,10 @@ def support_line(answer: Any) -> str | None:
     if answer.support == "partly":
         found = f" ({backing})" if backing else ""
         return f"Partly supported: {held} of {total} sentences found in the sources{found}; check the others."
+    if held or any(s.support == "partly" for s in answer.sentences):  # its sentences are there, the question is not
+        return (
+            "Not supported: the retrieved sources do not cover what the question asks; check it before relying on it."
+        )
     return "Not supported: no sentence of this answer is found in the retrieved sources; check it before relying on it."
 
 

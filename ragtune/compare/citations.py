@@ -51,7 +51,7 @@ def citation_metrics(rows: list[Any]) -> dict[str, Any]:
 
 
 def _declined(row: Any) -> bool:
-    """Refused, or shown flagged as not wholly supported (what rag.refuse_unsupported would have refused)."""
+    """Refused, or shown flagged unsupported (what rag.refuse_unsupported would have refused)."""
     flagged = row.get("flagged", False) if isinstance(row, dict) else getattr(row, "flagged", False)
     return bool(_get(row, "refused") or flagged)
 

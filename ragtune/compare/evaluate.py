@@ -58,8 +58,8 @@ class Scored:
     # and each sentence's: its span in the prediction, its supporting source and the span in that source.
     support: str | None = None
     sentences: list[dict[str, Any]] = field(default_factory=list)
-    # Shown with a verdict other than "supported" (rag.refuse_unsupported off): the check declined to vouch for
-    # it, as it would have refused it with the setting on. Refusal figures count it with the refusals.
+    # Shown with the verdict "unsupported" (rag.refuse_unsupported off): the check found it unsupported, as it
+    # would have refused it with the setting on. Refusal figures count it with the refusals.
     flagged: bool = False
     # eval.judge.model's verdict on the written text the lexical check ruled on (the answer, or the held-back
     # draft: ragtune.compare.judge), and log P of "yes" and "no"; None where nothing was judged.
@@ -110,7 +110,7 @@ def score(
     """Score one `models.answer.Answer` against its question; `ranking` is the deeper retrieval, if kept.
 
     A question the documents do not answer (no accepted answers) scores 1 on em, f1 and contains when the
-    answer is a refusal, or is shown flagged as not wholly supported, else 0.
+    answer is a refusal, or is shown flagged unsupported by the passages, else 0.
     """
     prediction = answer.text
     ranked = list(dict.fromkeys(s.path for s in answer.sources))  # per document, best rank first
@@ -122,7 +122,7 @@ def score(
     scores = None
     if retrieves and gold:
         scores = score_ranking([(s.path, s.text) for s in chunks], gold, question.answers, ks_within(DEPTH))
-    flagged = retrieves and not answer.refused and answer.support not in (None, "supported")
+    flagged = retrieves and not answer.refused and answer.support == "unsupported"
     answered = _answer_scores(question, prediction, answer.refused or flagged)
     return Scored(
         id=question.id,

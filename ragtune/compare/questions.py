@@ -104,6 +104,15 @@ def _question(item: Any, number: int, where: str) -> Question:
         if field not in item:
             raise QuestionsError(f"{where}: missing the {field!r} field; a question looks like {SHAPE}")
     question = _text(item["question"], "question", where)
+    if (
+        isinstance(item["answers"], list)
+        and item["answers"]
+        and not any(isinstance(a, str) and a.strip() for a in item["answers"])
+    ):
+        raise QuestionsError(
+            f"{where}: 'answers' holds only empty strings; write the accepted answers, or \"answers\": [] for a "
+            "question the documents cannot answer (the right reply is then a refusal)"
+        )
     answers = () if item["answers"] == [] else _texts(item["answers"], "answers", where)
     qid = f"line-{number}" if item.get("id") is None else _text(item["id"], "id", where)
     docs = _gold_docs(item, where)

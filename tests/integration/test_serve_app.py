@@ -239,6 +239,60 @@ def test_an_uploaded_file_is_indexed_and_can_be_deleted(browser, server: str, tm
     watched.check()
 
 
+@pytest.fixture
+def tight_server(docs: Path, tiny_lm_path: Path, embedder) -> Iterator[str]:
+    """The whole app with small bounds: uploads of 4 KB at most, conversations of one turn."""
+    config = tiny_config(tiny_lm_path, "serve.max_upload_bytes=4000", "serve.max_turns=1")
+    ingest([docs], config, embedder)
+    with serving(config, embedder, load_language_model(config.llm, progress=False)) as url:
+        yield url
+
+
+def test_bad_input_is_a_clear_message_in_the_page(browser, tight_server: str, tmp_path: Path) -> None:
+    """An upload over the limit, a damaged file, a full conversation and one deleted elsewhere: each a message
+    in the page (the API's 4xx, in words), and nothing already stored is lost."""
+    from playwright.sync_api import expect
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "big.txt").write_text("The reading room is quiet. " * 400, encoding="utf-8")  # 10.8 KB > 4 KB
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n" + b"\x00 not a pdf body " * 20)
+    watched = Watched(browser, tight_server)
+    page = watched.page
+    connect(page)
+    alert = page.get_by_role("alert")
+
+    page.get_by_role("button", name="Library").click()
+    page.get_by_test_id("upload").set_input_files(str(folder / "big.txt"))
+    expect(alert).to_contain_text("The file is too large (HTTP 413)")
+    expect(alert).to_contain_text("serve.max_upload_bytes")
+    page.get_by_test_id("upload").set_input_files(str(folder / "broken.pdf"))
+    row = page.get_by_test_id("doc").filter(has_text="broken.pdf")
+    expect(row).to_contain_text("skipped", timeout=INDEXING_MS)  # with the reason, and the rest still indexed
+    assert "big.txt" not in [d["name"] for d in api(tight_server, "/v1/library")["data"]]
+    screenshot(page, tmp_path / "library-bad-input.png")
+
+    page.get_by_role("button", name="Chat").click()
+    ask(page, "How long can I borrow a DVD?")
+    page.get_by_test_id("question").fill("And a book?")
+    page.get_by_test_id("ask").click()
+    expect(alert).to_contain_text("HTTP 403")
+    expect(alert).to_contain_text("serve.max_turns")
+    conversation = api(tight_server, "/v1/conversations")["data"][0]
+    assert conversation["turn_count"] == 1  # the refused question changed nothing stored
+
+    httpx.delete(
+        f"{tight_server}/v1/conversations/{conversation['id']}", headers={"Authorization": f"Bearer {KEY}"}
+    ).raise_for_status()
+    page.get_by_test_id("question").fill("Is it still there?")
+    page.get_by_test_id("ask").click()
+    expect(alert).to_contain_text("HTTP 404")
+    expect(alert).to_contain_text("conversation")
+    screenshot(page, tmp_path / "chat-bad-input.png")
+    watched.errors = [e for e in watched.errors if "status of 4" not in e]  # the browser logs each 4xx reply
+    watched.check()
+
+
 def test_the_mode_picker_lists_the_servers_models(browser, server: str) -> None:
     from playwright.sync_api import expect
 

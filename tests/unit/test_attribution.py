@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from rag.attribution import PARTLY, SUPPORTED, UNSUPPORTED, Rule, attribute, sentences, supporting_sources, verdict
+from rag.attribution import (
+    PARTLY,
+    SUPPORTED,
+    UNSUPPORTED,
+    Rule,
+    attribute,
+    covers,
+    sentences,
+    supporting_sources,
+    verdict,
+)
 from rag.prompt import NOT_FOUND
 
 CARDS = "Library cards are free for residents. Non-residents pay $45 per year for a card. Cards last three years."
@@ -59,3 +69,22 @@ def test_the_question_echo_rule_and_the_share_are_settings() -> None:
 @pytest.mark.parametrize("answer", ["", "   ", "[1]", "The."])
 def test_answers_without_terms_have_no_sentences(answer: str) -> None:
     assert attribute(answer, PASSAGES) == []
+
+
+def test_passages_about_something_else_leave_the_answer_unsupported() -> None:
+    """A question whose names the passages never mention: whatever the answer shares with them, it is unsupported."""
+    answer = "The Eastside Branch is closed on Sundays."
+    asked = "When is the Riverside Branch closed?"
+    assert covers("When is the Eastside Branch closed?", PASSAGES)
+    assert not covers(asked, PASSAGES)  # "Riverside" appears in no passage
+    found = attribute(answer, PASSAGES, asked)
+    assert verdict(found) == SUPPORTED  # each sentence alone is found in the passages...
+    assert verdict(found, covers(asked, PASSAGES)) == UNSUPPORTED  # ...but they are not about what was asked
+
+
+def test_a_question_is_covered_by_a_share_of_its_key_terms() -> None:
+    question = "How much do non-residents pay for a library card in Springfield county?"
+    assert not covers(question, PASSAGES)  # "Springfield" is a name the passages lack
+    general = "How much do non-residents pay for a library card each year, renewal fees and late fines included?"
+    assert covers(general, PASSAGES, share=0.4) and not covers(general, PASSAGES, share=0.9)
+    assert covers("What is it?", PASSAGES)  # nothing to check in the question

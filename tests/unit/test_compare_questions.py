@@ -51,6 +51,7 @@ def test_several_gold_documents(tmp_path: Path):
         ({"question": "q", "answers": None}, "'answers' should be a non-empty list"),
         ({"question": "q", "answers": "x"}, "'answers' should be a non-empty list"),
         ({"question": "q", "answers": ["x", ""]}, r"'answers\[1\]' should be a non-empty string"),
+        ({"question": "q", "answers": [""]}, r"only empty strings; .* \"answers\": \[\] for a question the documents"),
         ({"question": "q", "answers": ["x"], "id": 7}, "'id' should be a non-empty string"),
         ({"question": "q", "answers": ["x"], "doc": "/etc/passwd"}, "relative to the documents folder"),
         ({"question": "q", "answers": ["x"], "doc": "a/../../b.txt"}, "without '..'"),

@@ -186,7 +186,9 @@ function supportText(reply) {
   const words = {
     supported: `Supported: every sentence is found in the sources (${backing.join(", ")}).`,
     partly: `Partly supported: ${held.length} of ${sentences.length} sentences found in the sources; check the others.`,
-    unsupported: "Not supported: no sentence of this answer is found in the retrieved sources; check it.",
+    unsupported: sentences.some((s) => s.support !== "unsupported")
+      ? "Not supported: the retrieved sources do not cover what the question asks; check it."
+      : "Not supported: no sentence of this answer is found in the retrieved sources; check it.",
   };
   return words[reply.support] || "";
 }

@@ -1,0 +1,51 @@
+"""The support calibration's drafts file: each bad line is a one-line error naming the file, the line and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.support_checks import DraftsError, measure, read_drafts
+
+ROW = {
+    "id": "q1",
+    "question": "When was Tesla born?",
+    "part": "dev",
+    "kind": "answerable",
+    "answers": ["1856"],
+    "text": "Tesla was born in 1856. [1]",
+    "refused": False,
+    "sources": [{"number": 1, "path": "tesla.txt", "text": "Nikola Tesla was born in 1856.", "scores": {}}],
+}
+
+
+def write(path: Path, *rows: object) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({**ROW, "answer": "1856"}, r":2: unknown field\(s\) \['answer'\]"),
+        ({k: v for k, v in ROW.items() if k != "text"}, r":2: missing field\(s\) \['text'\]"),
+        ({**ROW, "answers": []}, ":2: an answerable question with no 'answers'"),
+        ({**ROW, "kind": "maybe"}, ":2: 'kind' should be answerable or unanswerable"),
+        ("{not json", ":2: not valid JSON"),
+    ],
+)
+def test_a_bad_draft_line_is_named(tmp_path: Path, row: object, message: str) -> None:
+    path = write(tmp_path / "drafts.jsonl", ROW, row)
+    with pytest.raises(DraftsError, match=message) as caught:
+        read_drafts(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_good_drafts_are_measured(tmp_path: Path) -> None:
+    unanswerable = {**ROW, "id": "q2", "kind": "unanswerable", "answers": [], "question": "When did Edison die?"}
+    rows = read_drafts(write(tmp_path / "drafts.jsonl", ROW, unanswerable))
+    found = measure(rows, lambda row: True)  # nothing flagged: no false refusal, nothing refused
+    assert found["false_refusal"]["mean"] == 0.0 and found["refusal_recall"]["mean"] == 0.0
+    assert found["answer_contained"]["mean"] == 1.0
