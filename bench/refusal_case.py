@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             rag.prompt.SYSTEM_PROMPT = prompt  # this process only: the variant build_messages reads
             answer = collect(QUESTION, answerer.events(QUESTION))
             shown = answer.text.replace("\n", " ").replace("|", "/")
-            holding = [f"[{s.number}]" for s in answer.sources if "E7 means the door switch" in s.text]
+            flat = {s.number: " ".join(s.text.split()) for s in answer.sources}  # the manual's lines rejoined
+            holding = [f"[{n}]" for n, text in flat.items() if "E7 means the door switch" in text]
             found = ", ".join(holding) or "none"
             rows.append([name, found, "yes" if answer.refused else "no", answer.support or "-", shown])
     say(f"Question: {QUESTION} (load average {loadavg()})")
