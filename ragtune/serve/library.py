@@ -258,9 +258,12 @@ class Library:
                 self._entries[name] = Entry("indexed", 1.0, None, doc.chunks)
             else:
                 self._entries[name] = Entry()
-        # One run at start, whatever the states: it indexes what is queued, finds the skips again, drops the
-        # documents of files deleted while the server was down, and publishes nothing when nothing changed.
-        self._dirty = True
+        # One run at start when the library has files or the index has documents from it: it indexes what is
+        # queued, finds the skips again, drops the documents of files deleted while the server was down, and
+        # publishes nothing when nothing changed. An empty library never makes an (empty) index of its own: a
+        # server with no documents keeps answering "no index" until something is ingested.
+        from_library = any(Path(path).is_relative_to(self.root) for path in indexed)
+        self._dirty = bool(self._entries) or from_library
 
     def _work(self) -> None:
         while self._settled():
