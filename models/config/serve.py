@@ -16,7 +16,7 @@ class ServeConfig:
     # File holding the API key; required for any host other than loopback. Without it a random key is
     # made at start, written to $RAGTUNE_HOME/serve/api-key (mode 0600) and printed once.
     api_key_file: str | None = None
-    # Requests admitted at once (one generates, the rest wait); more get 429.
+    # Requests admitted at once (serve.parallel generate, the rest wait); more get 429.
     max_queue: int = 8
     # Largest JSON request body, and largest training file upload, in bytes.
     max_request_bytes: int = 1_000_000
@@ -47,6 +47,10 @@ class ServeConfig:
     # Seconds between two writes of a training job's progress to its job.json; a change of state (queued,
     # running, succeeded, failed, cancelled) is written at once. 0: every step is written.
     job_write_interval_s: float = 5.0
+    # Requests the llama.cpp engine decodes together (one batch over a KV cache of this many sequences,
+    # each llm.context_window + llm.max_new_tokens tokens); 1: one request at a time. Other engines ignore it.
+    # 1 by default: on a 2-core CPU batching measured no gain for chat and a loss for rag (BENCHMARKS.md).
+    parallel: int = 1
     # Conversations the server keeps (SQLite under $RAGTUNE_HOME/serve), and turns in one of them; a new
     # one past either limit gets 403 until some are deleted.
     max_conversations: int = 10_000
@@ -61,7 +65,7 @@ class ServeConfig:
         check(0 < self.port < 65536, "serve.port", f"should be in 1..65535, got {self.port}")
         limits = ("max_queue", "max_request_bytes", "max_upload_bytes", "max_tokens_limit", "max_embedding_inputs")
         limits += ("max_embedding_chars", "max_files", "max_upload_total_bytes", "max_concurrent_uploads")
-        limits += ("max_messages", "max_jobs", "max_conversations", "max_turns")
+        limits += ("max_messages", "max_jobs", "max_conversations", "max_turns", "parallel")
         for key in limits:
             value = getattr(self, key)
             check(value > 0, f"serve.{key}", f"should be positive, got {value}")

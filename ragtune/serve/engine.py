@@ -78,6 +78,11 @@ class Engine:
         self._admission = Admission(
             config.serve.max_queue, lambda held: BusyError(f"{held} requests are already queued (serve.max_queue)")
         )
+        self._batch = None
+        if config.serve.parallel > 1 and getattr(self.lm, "backend", None) == "llamacpp":
+            from models.engines.llamacpp_batch import BatchDecoder
+
+            self._batch = BatchDecoder(self.lm, config.serve.parallel)  # streams of every request decode together
 
     @property
     def queued(self) -> int:
@@ -115,12 +120,15 @@ class Engine:
 
     # -- generation ---------------------------------------------------------------------------------
     def _generator(self, adapter: str | None) -> Generator:
-        if adapter is None:
-            return self.lm.generator()
-        if not self.lm.has_adapter(adapter):  # verified (every byte hashed) once, when it is first loaded
+        if adapter is not None and not self.lm.has_adapter(adapter):  # verified (every byte hashed) once, first use
             info = usable_adapter(adapter, self.lm.path, self.fingerprint)
             self.lm.load_adapter(AdapterRef(info.name, info.path))
-        return self.lm.generator(adapter)
+        generator = self.lm.generator(adapter) if adapter is not None else self.lm.generator()
+        if self._batch is not None:
+            from models.engines.llamacpp_batch import BatchedGenerator
+
+            return BatchedGenerator(generator, self._batch)
+        return generator
 
     def reply(self, model_id: str, messages: list[dict[str, str]], params: SamplingParams) -> Reply:
         """Start answering `messages` with `model_id`; raises UnknownModelError for other ids."""
