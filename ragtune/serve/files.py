@@ -25,10 +25,9 @@ from starlette.datastructures import UploadFile
 from finetune.data import DataError, read_records
 from models.config import ServeConfig
 from models.storage import atomic_write_json, publish_dir, read_json, remove_stale_staging, staged_dir
-from ragtune.serve.admission import Admission
 from ragtune.serve.errors import ApiError
 from ragtune.serve.schemas import MAX_ID_CHARS, FileUpload, quoted
-from ragtune.serve.uploads import read_upload
+from ragtune.serve.uploads import read_upload, upload_admission
 
 MAX_FILENAME_CHARS = 255  # what most file systems allow; the name is stored and shown back
 MAX_PAGE = 10_000  # OpenAI's largest `limit` for listing files
@@ -59,15 +58,7 @@ class FileStore:
         self.limits = limits or ServeConfig()
         self._lock = threading.Lock()  # the quota check and the publish that uses it happen as one step
         # Uploads admitted and not yet stored or refused.
-        self._uploads = Admission(
-            self.limits.max_concurrent_uploads,
-            lambda held: ApiError(
-                429,
-                f"{held} uploads are already being processed (serve.max_concurrent_uploads); retry shortly",
-                kind="rate_limit_error",
-                code="busy",
-            ),
-        )
+        self._uploads = upload_admission(self.limits.max_concurrent_uploads)
         remove_stale_staging(root)  # uploads cut off by a crash
         for leftover in root.glob(f".*{_DELETED}"):  # deletes cut off by a crash
             shutil.rmtree(leftover, ignore_errors=True)

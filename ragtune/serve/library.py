@@ -29,10 +29,10 @@ from rag.collection import STORE_FILE, current_generation
 from rag.ingest import ingest
 from rag.loaders import READERS
 from rag.store import ChunkStore, Document
-from ragtune.serve.admission import Admission
 from ragtune.serve.documents import document_id, shown_path
 from ragtune.serve.errors import ApiError, public
 from ragtune.serve.schemas import quoted
+from ragtune.serve.uploads import upload_admission
 
 SETTLE_S = 0.5  # an ingest starts once this long has passed without a change, so a burst of uploads is one run
 MAX_SETTLE_S = 5.0  # ... or this long after the first change, so a steady stream of uploads still gets indexed
@@ -101,15 +101,7 @@ class Library:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._indexed: tuple[str | None, dict[str, Document]] = (None, {})  # per generation
-        self.uploads = Admission(
-            config.serve.max_concurrent_uploads,
-            lambda held: ApiError(
-                429,
-                f"{held} uploads are already being read (serve.max_concurrent_uploads); retry shortly",
-                kind="rate_limit_error",
-                code="busy",
-            ),
-        )
+        self.uploads = upload_admission(config.serve.max_concurrent_uploads)
         remove_stale_staging(self.root)  # uploads cut off by a crash
         self._recover()
 

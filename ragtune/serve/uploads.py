@@ -8,10 +8,25 @@ from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from ragtune.serve.admission import Admission
 from ragtune.serve.errors import ApiError
 
 # Room for the multipart boundaries, part headers and the other fields around the file itself.
 FORM_SLACK = 64 * 1024
+
+
+def upload_admission(limit: int) -> Admission:
+    """At most `limit` uploads read at once (serve.max_concurrent_uploads: each holds a worker thread and a spooled
+    copy); one more gets 429."""
+    return Admission(
+        limit,
+        lambda held: ApiError(
+            429,
+            f"{held} uploads are already being processed (serve.max_concurrent_uploads); retry shortly",
+            kind="rate_limit_error",
+            code="busy",
+        ),
+    )
 
 
 def too_large(limit: int) -> ApiError:
