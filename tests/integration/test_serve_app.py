@@ -288,6 +288,11 @@ def test_bad_input_is_a_clear_message_in_the_page(browser, tight_server: str, tm
     page.get_by_test_id("ask").click()
     expect(alert).to_contain_text("HTTP 404")
     expect(alert).to_contain_text("conversation")
+    # The deleted conversation leaves the list; the question, still in the box, now starts a new one.
+    expect(page.get_by_test_id("conversation")).to_have_count(0)
+    expect(page.get_by_test_id("question")).to_have_value("Is it still there?")
+    ask(page, "Is it still there?", press=None)
+    assert api(tight_server, "/v1/conversations")["data"][0]["turn_count"] == 1
     screenshot(page, tmp_path / "chat-bad-input.png")
     watched.errors = [e for e in watched.errors if "status of 4" not in e]  # the browser logs each 4xx reply
     watched.check()

@@ -46,14 +46,19 @@ class ApiError extends Error {}
 
 async function apiError(response, hints = {}) {
   let detail = "";
+  let code = null;
   try {
-    detail = (await response.json()).error.message; // {"error": {"message", "type", "param", "code"}}
+    const error = (await response.json()).error; // {"error": {"message", "type", "param", "code"}}
+    detail = error.message;
+    code = error.code;
   } catch {
     detail = response.statusText; // not the OpenAI shape: a proxy, or a crash before the handler
   }
   const said = hints[response.status] || STATUS_HINTS[response.status] || "The request failed";
   const hint = `${said} (HTTP ${response.status})`;
-  return new ApiError(detail ? `${hint}: ${detail}` : hint);
+  const err = new ApiError(detail ? `${hint}: ${detail}` : hint);
+  err.code = code;
+  return err;
 }
 
 function showError(err) {
@@ -501,6 +506,7 @@ async function ask() {
   const message = assistantMessage();
   message.root.setAttribute("aria-busy", "true");
   let text = "";
+  let gone = false;
   ui.status.textContent = "Answering…";
   const started = performance.now();
   try {
@@ -540,11 +546,14 @@ async function ask() {
       message.root.remove();
     }
     showError(err);
+    gone = err.code === "conversation_not_found";
   } finally {
     message.root.setAttribute("aria-busy", "false");
     state.asking = false;
     ui.ask.disabled = false;
   }
+  // Deleted elsewhere (another tab, the API): the next question starts a new conversation; the error stays.
+  if (gone) newConversation();
   loadConversations().catch(() => {}); // the new title and turn count; a failure here says nothing new
 }
 
