@@ -1,4 +1,4 @@
-"""A tiny randomly initialised chat LM built in code: a byte-level BPE tokenizer and a 2-layer Llama."""
+"""Tiny randomly initialised models built in code: a chat LM (byte-level BPE, 2-layer Llama) and an embedder."""
 
 from __future__ import annotations
 
@@ -53,3 +53,38 @@ def build_tiny_lm(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_embedder(folder: Path, seed: int = 0):
+    """A SentenceTransformer of two BERT layers of width 32 with minilm-l6's tokenizer, mean pooling and
+    normalisation, saved (safetensors) to `folder` as a plain sentence-transformers folder; returns the model."""
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    from models.loading import embedder_folder
+
+    torch.manual_seed(seed)
+    raw = folder / "bert"
+    raw.mkdir(parents=True)
+    vocab = embedder_folder("minilm-l6")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (vocab / name).is_file():
+            shutil.copyfile(vocab / name, raw / name)
+    size = sum(1 for _ in (vocab / "vocab.txt").open(encoding="utf-8"))
+    config = BertConfig(
+        vocab_size=size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(raw)
+    modules = [Transformer(str(raw), max_seq_length=64), Pooling(32, "mean"), Normalize()]
+    model = SentenceTransformer(modules=modules, device="cpu")
+    model.save(str(folder / "model"), safe_serialization=True)
+    return model

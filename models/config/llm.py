@@ -17,10 +17,15 @@ class EmbedderConfig:
     # Chunks embedded per forward pass; larger is faster until memory runs out. embedder.backend=openai: chunks
     # per request (fewer when the server allows fewer).
     batch_size: int = 64
-    # Where the vectors are computed: torch (embedder.model on this machine) or openai (an OpenAI-compatible
-    # /v1/embeddings server at embedder.base_url). embedder.model still cuts the chunks (its tokenizer) and names
-    # the index's embedder: the server must serve that same model, which is checked before the first request.
-    backend: Literal["torch", "openai"] = "torch"
+    # Where the vectors are computed: torch (embedder.model on this machine, PyTorch), onnx (embedder.model
+    # exported once to ONNX under RAGTUNE_CACHE by `ragtune models prepare` or on first use, and run by
+    # onnxruntime on the CPU: the same vectors) or openai (an OpenAI-compatible /v1/embeddings server at
+    # embedder.base_url). embedder.model still cuts the chunks (its tokenizer) and names the index's embedder:
+    # the server must serve that same model, which is checked before the first request.
+    backend: Literal["torch", "onnx", "openai"] = "torch"
+    # embedder.backend=onnx only: none (float32, torch's vectors) or int8 (the exported weights quantised to int8
+    # per channel: a quarter of the file, vectors at a cosine of about 0.99 to float32's).
+    quantize: Literal["none", "int8"] = "none"
     # embedder.backend=openai: the server's address (http://HOST:PORT or http://HOST:PORT/v1).
     base_url: str | None = None
     # embedder.backend=openai: a file holding the server's API key (sent as a Bearer token); null sends none.
@@ -36,6 +41,24 @@ class EmbedderConfig:
 
     def __post_init__(self) -> None:
         check(self.batch_size > 0, "embedder.batch_size", f"should be positive, got {self.batch_size}")
+        check(
+            self.backend in ("torch", "onnx", "openai"),
+            "embedder.backend",
+            f"should be one of torch | onnx | openai, got {self.backend!r}",
+        )
+        check(self.quantize in ("none", "int8"), "embedder.quantize", f"should be none or int8, got {self.quantize!r}")
+        check(
+            self.quantize == "none" or self.backend == "onnx",
+            "embedder.quantize",
+            f"{self.quantize} needs embedder.backend=onnx (got {self.backend}); set embedder.quantize=none "
+            "or embedder.backend=onnx",
+        )
+        check(
+            self.backend != "onnx" or self.device != "cuda",
+            "embedder.device",
+            "embedder.backend=onnx runs on the CPU (onnxruntime); set embedder.device=cpu or auto, "
+            "or embedder.backend=torch for cuda",
+        )
         if self.backend == "openai":
             check(
                 bool(self.base_url),

@@ -15,9 +15,10 @@ def add_models_parser(sub: Subcommands) -> None:
     add_command(
         models,
         "prepare",
-        help="prepare the configured LM once now (GGUF assembled and verified; for transformers, dequantised)",
+        help="prepare the configured LM once now (GGUF assembled and verified; for transformers, dequantised) "
+        "and, with embedder.backend=onnx, the embedder's ONNX export (a damaged one is made again)",
     )
-    add_command(models, "verify", help="re-hash every materialised model file")
+    add_command(models, "verify", help="re-hash every materialised model file and embedder ONNX export")
 
 
 def add_config_parser(sub: Subcommands) -> None:
@@ -45,12 +46,22 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 
         llamacpp = resolve_backend(config.llm) == "llamacpp"  # runs the GGUF as it is: nothing to dequantise
         print(gguf_file(config.llm.model) if llamacpp else lm_folder(config.llm.model))
+        if config.embedder.backend == "onnx":
+            from models.onnx_embedding import prepare_export
+
+            print(prepare_export(config.embedder, repair=True))
         return 0
     found = sorted(p.name for p in (cache_home() / "models").glob("*") if p.is_dir() and not p.name.startswith("."))
     for key in found:
         print(f"ok {verify_materialised(key)}")
     if not found:
         print(f"no materialised models in {cache_home() / 'models'}")
+    exports = cache_home() / "embedders-onnx"
+    if exports.is_dir():
+        from models.onnx_embedding import verify_export
+
+        for folder in sorted(p for p in exports.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            print(f"ok {verify_export(folder)}")
     return 0
 
 

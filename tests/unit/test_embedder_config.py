@@ -1,4 +1,4 @@
-"""embedder.backend and its openai keys: defaults, checks that name the dotted key, and YAML/`--set` loading."""
+"""embedder.backend and its openai and onnx keys: defaults, checks naming the dotted key, YAML/`--set` loading."""
 
 from __future__ import annotations
 
@@ -64,3 +64,34 @@ def test_a_line_in_a_file_is_named_with_the_error(tmp_path: Path) -> None:
     path.write_text("embedder:\n  backend: openai\n  read_timeout: 0\n  base_url: http://h/v1\n")
     with pytest.raises(ConfigError, match=r"embedder.read_timeout: should be positive, got 0\.0 \(.*c\.yaml:3\)"):
         load_config(path)
+
+
+def test_onnx_loads_from_overrides_with_int8() -> None:
+    embedder = load_config(None, ["embedder.backend=onnx", "embedder.quantize=int8"]).embedder
+    assert (embedder.backend, embedder.quantize, embedder.model) == ("onnx", "int8", "minilm-l6")
+    assert EmbedderConfig().quantize == "none" and EmbedderConfig(backend="onnx").quantize == "none"
+
+
+@pytest.mark.parametrize("backend", ["torch", "openai"])
+def test_int8_without_onnx_names_embedder_quantize_and_the_fix(backend: str) -> None:
+    overrides = REMOTE if backend == "openai" else []
+    with pytest.raises(ConfigError, match=r"^embedder.quantize: int8 needs embedder.backend=onnx .*quantize=none"):
+        load_config(None, [*overrides, "embedder.quantize=int8"])
+
+
+def test_an_unknown_quantize_names_the_key_and_the_values() -> None:
+    with pytest.raises(ConfigError, match=r"embedder.quantize .*: should be one of none, int8, got 'int4'"):
+        load_config(None, ["embedder.backend=onnx", "embedder.quantize=int4"])
+    with pytest.raises(ConfigError, match=r"^embedder.quantize: should be none or int8, got 'int4'"):
+        EmbedderConfig(backend="onnx", quantize="int4")  # type: ignore[arg-type]
+
+
+def test_an_unknown_backend_built_in_code_names_the_values() -> None:
+    with pytest.raises(ConfigError, match=r"^embedder.backend: should be one of torch \| onnx \| openai, got 'tei'"):
+        EmbedderConfig(backend="tei")  # type: ignore[arg-type]
+
+
+def test_onnx_on_cuda_names_embedder_device() -> None:
+    with pytest.raises(ConfigError, match=r"^embedder.device: embedder.backend=onnx runs on the CPU"):
+        load_config(None, ["embedder.backend=onnx", "embedder.device=cuda"])
+    assert load_config(None, ["embedder.backend=onnx", "embedder.device=cpu"]).embedder.device == "cpu"
