@@ -35,6 +35,7 @@ from models.storage import (  # noqa: E402
     staged_dir,
     verify_files,
 )
+from models.trained_embedders import find_trained_embedder  # noqa: E402
 
 log = logging.getLogger(__name__)
 _MANIFEST = "ragtune-manifest.json"
@@ -51,13 +52,19 @@ class LoadedLM:
 
 
 def embedder_folder(model: str) -> Path:
-    """The sentence-transformers folder for a preset name or a local path."""
+    """The sentence-transformers folder for a preset name, a trained embedder's name or a local path."""
     preset = get_preset(model, "embedder")
     if preset is not None:
         return piece_paths(preset)[0]
+    trained = find_trained_embedder(model)  # verified: every file's size and sha256
+    if trained is not None:
+        return trained
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise ModelError(f"embedder.model={model!r} is neither a preset (minilm-l6) nor a local folder")
+        raise ModelError(
+            f"embedder.model={model!r} is neither a preset ({', '.join(preset_names('embedder'))}), a trained "
+            "embedder (`ragtune embedders list`) nor a local folder"
+        )
     return path
 
 

@@ -1,4 +1,4 @@
-"""Where ragtune keeps data (RAGTUNE_HOME: indexes, adapters) and materialised models (RAGTUNE_CACHE)."""
+"""Where ragtune keeps data (RAGTUNE_HOME: indexes, adapters, embedders) and materialised models (RAGTUNE_CACHE)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def index_dir(config: Config) -> Path:
 
 def adapters_dir() -> Path:
     return data_home() / "adapters"
+
+
+def embedders_dir() -> Path:
+    """Embedders fine-tuned on the user's documents, one folder per name (`ragtune embedders list`)."""
+    return data_home() / "embedders"

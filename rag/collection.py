@@ -42,6 +42,7 @@ from models.storage import (
     staged_dir,
     verify_files,
 )
+from models.trained_embedders import embedder_identity
 from rag.generations import GenerationStore, generation_store
 from rag.index import IndexInfo, VectorIndex, index_class, manifest_section
 from rag.store import ChunkSource, ChunkStore, lexical_problem, lexical_section
@@ -182,10 +183,16 @@ def _index_info(manifest: Any, path: Path) -> IndexInfo:
 def check_compatible(manifest: dict[str, Any], expect: Expectation, root: Path | str) -> None:
     if manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{root}: index format {manifest.get('format')!r} is not {FORMAT}; rebuild it")
+    built_name, expected_name = manifest["embedder"].split("@")[0], expect.embedder.split("@")[0]
+    if built_name == expected_name and manifest["embedder"] != expect.embedder:
+        raise ConfigError(
+            f"index {root} was built with embedder {built_name!r} before it was trained again; re-embed the "
+            "documents with `ragtune ingest --rebuild DOCS` (the index keeps answering until the new one is published)"
+        )
     if manifest["embedder"] != expect.embedder or manifest["dim"] != expect.dim:
         raise ConfigError(
-            f"index {root} was built with embedder {manifest['embedder']!r} ({manifest['dim']} dimensions) but "
-            f"embedder.model is {expect.embedder!r} ({expect.dim}); set embedder.model={manifest['embedder']} "
+            f"index {root} was built with embedder {built_name!r} ({manifest['dim']} dimensions) but "
+            f"embedder.model is {expected_name!r} ({expect.dim}); set embedder.model={built_name} "
             "or rebuild with `ragtune ingest --rebuild DOCS`"
         )
     backend = manifest_section(manifest)["backend"]
@@ -248,7 +255,7 @@ class Writer:
             # Clears dead writers' staging folders (the lock makes this the only live one) and removes
             # its own if anything below raises.
             # An engine that is unreachable, or serves another dimension under this name, fails before any write.
-            self.generations.prepare(self.dim, self.config.embedder.model)
+            self.generations.prepare(self.dim, embedder_identity(self.config.embedder.model))
             staging = stack.enter_context(staged_dir(self.root, "gen"))
             self.generation = f"gen-{_next_number(self.root, self.generations.numbers()):06d}"
             base = None if self.rebuild else current_generation(self.root)
@@ -271,8 +278,13 @@ class Writer:
     def _facts(self) -> dict[str, Any]:
         """What a reader without the generation folder checks before using the engine's copy."""
         config = self.config
-        return {"format": FORMAT, "embedder": config.embedder.model, "dim": self.dim, "space": config.index.space,
-                "contextual": config.rag.contextual}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "embedder": embedder_identity(config.embedder.model),
+            "dim": self.dim,
+            "space": config.index.space,
+            "contextual": config.rag.contextual,
+        }
 
     def commit(self) -> str:
         draft = self.draft
@@ -295,7 +307,7 @@ class Writer:
                 "format": FORMAT,
                 "generation": generation,
                 "base": draft.base,
-                "embedder": self.config.embedder.model,
+                "embedder": embedder_identity(self.config.embedder.model),
                 "dim": self.dim,
                 "space": self.config.index.space,
                 "count": count,
@@ -330,7 +342,7 @@ class Writer:
 
 
 def expectation(config: Config, dim: int) -> Expectation:
-    return Expectation(config.embedder.model, dim, config.index)
+    return Expectation(embedder_identity(config.embedder.model), dim, config.index)
 
 
 def _next_number(root: Path, engine: list[int]) -> int:

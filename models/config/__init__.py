@@ -1,7 +1,7 @@
 """The one typed config: frozen dataclasses, one module per section group, loaded from YAML plus overrides."""
 
 from models.config.choices import IndexBackend, LLMBackend, Mode, RetrieverKind
-from models.config.finetune import FinetuneConfig, LoraConfig
+from models.config.finetune import EmbedderTuningConfig, FinetuneConfig, LoraConfig
 from models.config.llm import EmbedderConfig, LLMConfig
 from models.config.loading import apply_overrides, load_config, to_dict, to_yaml
 from models.config.retrieval import HybridConfig, IndexConfig, RagConfig, RerankConfig
@@ -20,6 +20,7 @@ __all__ = [
     "LLMBackend",
     "LLMConfig",
     "LoraConfig",
+    "EmbedderTuningConfig",
     "Mode",
     "RagConfig",
     "RerankConfig",

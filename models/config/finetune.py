@@ -1,4 +1,4 @@
-"""The finetune section: the training method, its schedule, RAFT data and the LoRA shape."""
+"""The finetune section: the training method, its schedule, RAFT data, the LoRA shape and embedder training."""
 
 from __future__ import annotations
 
@@ -20,6 +20,45 @@ class LoraConfig:
         check(self.r > 0, "finetune.lora.r", f"should be positive, got {self.r}")
         check(self.alpha > 0, "finetune.lora.alpha", f"should be positive, got {self.alpha}")
         check(0 <= self.dropout < 1, "finetune.lora.dropout", f"should be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class EmbedderTuningConfig:
+    """`ragtune train --target embedder`: the retriever's embedder trained on the user's documents alone."""
+
+    # How each chunk gets its training query: sentence (one of its sentences; the chunk without it half the time),
+    # keyphrase (its rarest frequent words) or lm (questions the local LM writes: slowest; see docs/fine-tuning.md).
+    queries: Literal["sentence", "keyphrase", "lm"] = "sentence"
+    # Passes over the training triples, or a fixed number of optimizer steps (max_steps wins when set).
+    epochs: float = 1.0
+    max_steps: int | None = None
+    # Train on at most this many chunks (drawn with finetune.seed) so a large corpus trains in bounded time;
+    # null: every chunk.
+    max_chunks: int | None = 2000
+    # Triples per step: every other positive in the batch is a negative too, so larger batches teach more per step.
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    # A BM25-mined passage of another document as an extra negative per query.
+    hard_negatives: bool = True
+    # Checkpoint every N steps; `--resume` continues from the newest complete one.
+    save_every: int = 25
+
+    def __post_init__(self) -> None:
+        check(self.epochs > 0, "finetune.embedder.epochs", f"should be positive, got {self.epochs}")
+        for key in ("max_steps", "max_chunks"):
+            value = getattr(self, key)
+            check(value is None or value > 0, f"finetune.embedder.{key}", f"should be positive or null, got {value}")
+        for key in ("batch_size", "save_every"):
+            value = getattr(self, key)
+            check(value > 0, f"finetune.embedder.{key}", f"should be positive, got {value}")
+        check(self.batch_size >= 2, "finetune.embedder.batch_size", "should be at least 2 (in-batch negatives)")
+        check(self.lr > 0, "finetune.embedder.lr", f"should be positive, got {self.lr}")
+        check(
+            0 <= self.warmup_ratio < 1,
+            "finetune.embedder.warmup_ratio",
+            f"should be in [0, 1), got {self.warmup_ratio}",
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,7 @@ class FinetuneConfig:
     raft_oracle_fraction: float = 0.8
     raft_distractors: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
+    embedder: EmbedderTuningConfig = field(default_factory=EmbedderTuningConfig)
 
     def __post_init__(self) -> None:
         check(

@@ -10,7 +10,7 @@ from models.config.choices import LLMBackend, check
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    # A preset name (`minilm-l6`) or a local sentence-transformers folder.
+    # A preset name (`minilm-l6`), a trained embedder's name (`ragtune embedders list`) or a local folder.
     model: str = "minilm-l6"
     # Where embeddings are computed: auto | cpu | cuda.
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -3,6 +3,7 @@
 index.py        ingest, ask, docs
 environment.py  models (the packaged models), config show
 finetune.py     train, adapters, data (synth, raft, dataset imports)
+embedders.py    embedders (trained on your documents: list, show, rm, export)
 compare.py      eval, compare
 serve.py        serve
 bundle.py       bundle (the offline install)
@@ -18,7 +19,7 @@ import sys
 from models.config import load_config
 from models.errors import RagtuneError
 from ragtune import __version__
-from ragtune.cli import bundle, compare, doctor, environment, finetune, index, serve
+from ragtune.cli import bundle, compare, doctor, embedders, environment, finetune, index, serve
 
 EPILOG = """\
 examples:
@@ -33,7 +34,7 @@ examples:
   ragtune ask --set mode=finetune --set finetune.adapter=library-v1 "..."
   ragtune ask --set mode=hybrid --set finetune.adapter=library-v1 "..."
 
-Data (indexes, adapters) lives in $RAGTUNE_HOME (default ~/.local/share/ragtune);
+Data (indexes, adapters, trained embedders) lives in $RAGTUNE_HOME (default ~/.local/share/ragtune);
 materialised models in $RAGTUNE_CACHE (default ~/.cache/ragtune). Nothing is downloaded.
 """
 
@@ -42,6 +43,7 @@ ADD_PARSERS = (
     index.add_parsers,
     environment.add_models_parser,
     finetune.add_parsers,
+    embedders.add_parsers,
     compare.add_parsers,
     serve.add_parsers,
     environment.add_config_parser,
@@ -49,7 +51,7 @@ ADD_PARSERS = (
     doctor.add_parsers,
 )
 COMMANDS = {**index.COMMANDS, **environment.COMMANDS, **finetune.COMMANDS, **compare.COMMANDS, **serve.COMMANDS}
-COMMANDS.update({**bundle.COMMANDS, **doctor.COMMANDS})
+COMMANDS.update({**embedders.COMMANDS, **bundle.COMMANDS, **doctor.COMMANDS})
 
 
 def build_parser() -> argparse.ArgumentParser:

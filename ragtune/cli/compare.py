@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from functools import partial
@@ -96,7 +97,8 @@ def add_parsers(sub: Subcommands) -> None:
         "precision and recall, and latency; when gold documents are known, retrieval per chunk: "
         "document hit@1/5/10, evidence hit@1/5/10 (a top-k chunk from a gold document holds an accepted answer) "
         "and MRR, scored on a second retrieval of 10 chunks beside the answer's own rag.top_k. Each mean has "
-        "a bootstrap 95%% interval. --retrieval-only scores every retrieval setting instead, without the LM. "
+        "a bootstrap 95%% interval. --retrieval-only scores every retrieval setting instead, without the LM "
+        "(with --embedders, for several embedders, each on its own index, paired against embedder.model). "
         "Index the documents first (`ragtune ingest DOCS`) for the rag and hybrid modes.",
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,6 +121,15 @@ def add_parsers(sub: Subcommands) -> None:
         help="score every registered retrieval setting on the current index, without loading the LM; "
         "prints a table per setting and the best on evidence hit@5 with paired intervals",
     )
+    p.add_argument(
+        "--embedders",
+        nargs="+",
+        metavar="NAME",
+        help="with --retrieval-only: score every setting for each embedder too (a preset, a trained embedder "
+        "from `ragtune embedders list` or a local sentence-transformers folder), each on its own index "
+        "(INDEX--NAME, built or brought up to date from --docs), with paired differences from embedder.model "
+        "(the reference, always scored) on the same questions",
+    )
     add_sample(p, "the results")
     add_out(p, "DIR", "write results.json (and answers.jsonl) here", required=False)
     p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
@@ -129,6 +140,8 @@ examples:
   ragtune eval --questions examples/questions.jsonl                 # the configured mode, gold docs in examples/docs
   ragtune eval --questions q.jsonl --docs DOCS --retrieval-only     # which retriever finds the evidence? no LM
   ragtune eval --questions q.jsonl --docs DOCS --retrieval-only --set rag.rerank.model=FOLDER -o runs/retrieval
+  # which embedder finds the evidence? each gets its own index of DOCS; paired against embedder.model
+  ragtune eval --retrieval-only --questions q.jsonl --docs DOCS --embedders minilm-l6 manuals-emb
 """
 
 
@@ -140,6 +153,10 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 
     if args.retrieval_only:
         return cmd_eval_retrieval(args, config)
+    if args.embedders:
+        from models.errors import InputError
+
+        raise InputError("--embedders needs --retrieval-only: embedders are compared on retrieval alone; add it")
     questions = sample(read_questions(args.questions), args.limit, args.seed)
     docs_root = args.docs or args.questions.parent / "docs"
     path = args.path or config.mode
@@ -211,7 +228,12 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
     docs_root = args.docs or args.questions.parent / "docs"
     if not docs_root.is_dir():
         raise InputError(f"--docs {docs_root}: not a folder; give the folder the questions' `doc` paths start from")
-    if current_generation(index_dir(config)) is None:
+    candidates = None
+    if args.embedders:  # every index is ingested from --docs; names are checked before any model loads
+        from ragtune.compare.embedders import resolve_embedders
+
+        candidates = resolve_embedders(args.embedders, config)
+    elif current_generation(index_dir(config)) is None:
         raise missing_index(index_dir(config))
     depth = max(config.rag.top_k, DEPTH)
 
@@ -220,14 +242,18 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
         return load_config(args.config, [*args.overrides, *extra, f"rag.top_k={depth}"])
 
     started = time.perf_counter()
-    scored = score_settings(
-        retrieval_settings(RETRIEVERS, config),
-        make_config,
-        questions,
-        docs_root,
-        build_embedder(config.embedder),
-        progress=not args.json,
-    )
+    settings = retrieval_settings(RETRIEVERS, config)
+    if candidates is None:
+        scored = score_settings(
+            settings, make_config, questions, docs_root, build_embedder(config.embedder), progress=not args.json
+        )
+    else:
+        from ragtune.compare.embedders import score_embedders
+
+        log = partial(print, file=sys.stderr)
+        scored = score_embedders(
+            candidates, settings, config, make_config, questions, docs_root, progress=not args.json, log=log
+        )
     results = {
         "path": "retrieval-only",
         **scored,
@@ -243,13 +269,19 @@ def cmd_eval_retrieval(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(results, indent=2))
         return 0
     ran = sum(e["status"] == "done" for e in results["settings"].values())
+    embedders = f"for {len(candidates)} embedders, " if candidates else ""
     print(
         f"retrieval-only: {results['scored_questions']} of {results['questions']} questions name gold documents; "
         f"index {results['index']} ({results['backends']['index']}); "
         f"settings: {ran} scored, {len(results['settings']) - ran} skipped, "
-        f"in {results['seconds']:.0f}s\n"
+        f"{embedders}in {results['seconds']:.0f}s\n"
     )
-    print("\n".join(summary_lines(results)))
+    if candidates is None:
+        print("\n".join(summary_lines(results)))
+    else:
+        from ragtune.compare.embedders import embedder_lines
+
+        print("\n".join(embedder_lines(results)))
     if results["missing_gold_files"]:
         print(
             f"warning: {results['missing_gold_files']} gold documents are not under {docs_root} "
@@ -292,7 +324,6 @@ def print_summary(results: dict[str, Any]) -> None:
 
 def cmd_compare(args: argparse.Namespace, config: Config) -> int:
     import shlex
-    import sys
 
     from ragtune.python_api import Ragtune
 

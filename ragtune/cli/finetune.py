@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.config import Config
+from models.errors import InputError
 from ragtune.cli.common import Subcommands, add_command, add_group, add_out, add_paths
 from ragtune.data import importers
 
@@ -49,13 +50,32 @@ def add_parsers(sub: Subcommands) -> None:
     p = add_command(
         sub,
         "train",
-        help="train a LoRA adapter (or the full model) on a training file",
-        description="Train on JSONL (prompt/completion, chat messages, Alpaca) or raw documents (.txt, .md, "
-        '{"text": ...} JSONL). Hyper-parameters come from the finetune section: --set finetune.max_steps=50, '
-        "--set finetune.lora.r=16, --set finetune.method=full. Checkpoints every finetune.save_every steps.",
+        help="train a LoRA adapter (or the full model) on a training file, or the retriever's embedder on documents",
+        description="--target adapter (default): train on JSONL (prompt/completion, chat messages, Alpaca) or raw "
+        'documents (.txt, .md, {"text": ...} JSONL). Hyper-parameters come from the finetune section: --set '
+        "finetune.max_steps=50, --set finetune.lora.r=16, --set finetune.method=full. Checkpoints every "
+        "finetune.save_every steps.\n\n--target embedder: train the embedder (embedder.model) on a folder of "
+        "documents alone, no questions needed: each chunk writes its own training query "
+        "(finetune.embedder.queries: sentence, keyphrase or lm) and a look-alike passage of another document is its "
+        "hard negative. Use it with --set embedder.model=NAME and `ragtune ingest --rebuild`; "
+        "`ragtune eval --retrieval-only` measures it against the packaged one. Example: ragtune train --target "
+        "embedder --docs ./manuals --name manuals-embedder",
     )
-    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="training file")
-    p.add_argument("--name", required=True, help="adapter name (a folder under $RAGTUNE_HOME/adapters)")
+    p.add_argument(
+        "--target",
+        choices=["adapter", "embedder"],
+        default="adapter",
+        help="what to train: a LoRA adapter / full model for the LM (default) or the retriever's embedder",
+    )
+    p.add_argument("--data", type=Path, metavar="FILE", help="--target adapter: the training file")
+    p.add_argument(
+        "--docs", nargs="+", type=Path, metavar="PATH", help="--target embedder: folders or files of documents"
+    )
+    p.add_argument(
+        "--name",
+        required=True,
+        help="what to call the result: a folder under $RAGTUNE_HOME/adapters, or $RAGTUNE_HOME/embedders",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run NAME from its last complete checkpoint")
     _add_adapters_parser(sub)
     _add_data_parser(sub)
@@ -130,6 +150,10 @@ def _add_data_parser(sub: Subcommands) -> None:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
+    if args.target == "embedder":
+        return train_embedder(args, config)
+    if args.data is None:
+        raise InputError("ragtune train --target adapter needs --data FILE (a JSONL training file or documents)")
     from finetune.train import train
 
     result = train(config, args.data, args.name, resume=args.resume)
@@ -141,6 +165,24 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
     )
     print(f"adapter: {result.path}")
     print(f'use it:  ragtune ask --set mode=finetune --set finetune.adapter={result.name} "..."')
+    return 0
+
+
+def train_embedder(args: argparse.Namespace, config: Config) -> int:
+    if not args.docs:
+        raise InputError("ragtune train --target embedder needs --docs PATH (folders or files of documents)")
+    from ragtune.embedder_training import train_embedder_on_docs
+
+    done = train_embedder_on_docs(config, args.docs, args.name, resume=args.resume)
+    run = done.training
+    print(
+        f"trained embedder {done.name}: {run.steps} steps on {run.triples} queries from {done.used} of {done.chunks} "
+        f"chunks, loss {run.loss:.4f}, queries {done.queries_seconds:.0f}s, training {run.seconds:.0f}s, "
+        f"peak RAM {run.peak_rss_mb:.0f} MiB"
+    )
+    print(f"embedder: {done.path}")
+    print(f"use it:   ragtune ingest --rebuild --set embedder.model={done.name} PATH...")
+    print(f"measure:  ragtune eval --retrieval-only --embedders {config.embedder.model} {done.name} QUESTIONS")
     return 0
 
 

@@ -115,7 +115,7 @@ def assemble(runs: list[SettingRun], metric: str = WINNER_METRIC) -> dict[str, A
             "seconds": round(run.seconds, 2) if done else None,
         }
     winner = choose_winner(settings, metric)
-    scores = {r.setting.label: [row[_per_question(metric)] for row in r.rows] for r in runs if r.skipped is None}
+    scores = {r.setting.label: [row[per_question_key(metric)] for row in r.rows] for r in runs if r.skipped is None}
     return {
         "metric": metric,
         "winner": None
@@ -130,7 +130,7 @@ def _ks(rows: list[dict[str, float]]) -> tuple[int, ...]:
     return tuple(sorted(int(key[4:]) for key in rows[0] if key.startswith("doc@"))) if rows else ()
 
 
-def _per_question(metric: str) -> str:
+def per_question_key(metric: str) -> str:
     """The per-question key behind an aggregate metric: evidence_hit@5 -> evidence@5, mrr -> rr."""
     return "rr" if metric == "mrr" else metric.replace("_hit", "")
 
@@ -178,14 +178,21 @@ def score_settings(
 ) -> dict[str, Any]:
     """results.json's retrieval part: each setting's figures, the winner and the paired differences."""
     runs, kept = run_settings(settings, make_config, questions, docs_root, embedder, progress)
+    return runs_result(runs, kept, len(questions), docs_root, max(make_config([]).rag.top_k, DEPTH))
+
+
+def runs_result(
+    runs: list[SettingRun], kept: Sequence[Question], questions: int, docs_root: Path, depth: int
+) -> dict[str, Any]:
+    """score_settings' figures from runs already made on `kept` (the scored ones of `questions`)."""
     golds = {g for q in kept for g in gold_paths(q, docs_root)}
     # Gold paths with no file under --docs: usually a wrong --docs, and every such question misses.
     missing = sorted(g for g in golds if not Path(g).is_file())
     return {
         **assemble(runs),
-        "questions": len(questions),
+        "questions": questions,
         "scored_questions": len(kept),
-        "depth": max(make_config([]).rag.top_k, DEPTH),
+        "depth": depth,
         "missing_gold_files": len(missing),
         "missing_gold_examples": missing[:5],
     }
