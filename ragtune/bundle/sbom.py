@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models.presets import PRESETS
+from models.trained_embedders import MANIFEST
 
 # "License :: OSI Approved :: MIT License" -> MIT, for wheels that state their licence only as a classifier.
 _CLASSIFIERS = {
@@ -95,9 +96,34 @@ def model_components(presets: list[str]) -> list[dict[str, Any]]:
     return items
 
 
+def embedder_components(embedders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trained embedders carried as folders; the hash is their manifest's, which lists every file's sha256."""
+    items = []
+    for embedder in embedders:
+        manifest = next(f for f in embedder["files"] if f["path"].endswith(f"/{MANIFEST}"))
+        base = PRESETS.get(embedder["base"])
+        item: dict[str, Any] = {
+            "type": "machine-learning-model",
+            "bom-ref": f"embedder:{embedder['name']}",
+            "name": embedder["name"],
+            "description": f"embedder trained on the user's documents from {embedder['base'] or 'an unrecorded base'}",
+            "hashes": [{"alg": "SHA-256", "content": manifest["sha256"]}],
+            # A fine-tuned model carries its base model's licence.
+            "licenses": [_licence(base.licence, False)] if base and base.licence else [],
+            "properties": [
+                {"name": "ragtune:file", "value": manifest["path"]},
+                {"name": "ragtune:base", "value": embedder["base"]},
+            ],
+        }
+        items.append(item)
+    return items
+
+
 def make_sbom(lock: dict[str, Any], bundle: Path) -> dict[str, Any]:
     """CycloneDX 1.5; the serial number is derived from the lock so an unchanged bundle gets the same file."""
-    serial = uuid.uuid5(uuid.NAMESPACE_URL, "ragtune-bundle:" + "".join(e["sha256"] for e in lock["files"]))
+    embedders = lock.get("embedders", [])
+    hashes = [e["sha256"] for e in lock["files"]] + [f["sha256"] for e in embedders for f in e["files"]]
+    serial = uuid.uuid5(uuid.NAMESPACE_URL, "ragtune-bundle:" + "".join(hashes))
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
@@ -112,5 +138,6 @@ def make_sbom(lock: dict[str, Any], bundle: Path) -> dict[str, Any]:
             ],
         },
         "components": [component(e, bundle) for e in lock["files"]]
-        + model_components([p["name"] for p in lock["presets"]]),
+        + model_components([p["name"] for p in lock["presets"]])
+        + embedder_components(embedders),
     }

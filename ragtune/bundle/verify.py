@@ -2,9 +2,10 @@
 
 Copied into every bundle as verify.py and run by its install.sh:
     python3 verify.py BUNDLE_DIR [--requirements OUT_DIR]
-Every file the lock names must be there with its size and sha256, no unnamed wheel may sit beside them,
-and the bundle must be for this Python and platform. The first problem is printed, naming the file, and
-the exit status is 1; with --requirements, pip's hash-checked requirement files are written to OUT_DIR.
+Every file the lock names (wheels, trained embedders) must be there with its size and sha256, no unnamed
+wheel or embedder file may sit beside them, and the bundle must be for this Python and platform. The first
+problem is printed, naming the file, and the exit status is 1; with --requirements, pip's hash-checked
+requirement files are written to OUT_DIR.
 """
 
 from __future__ import annotations
@@ -98,13 +99,22 @@ def verify(bundle: Path) -> dict:
     listed = {entry["path"] for entry in lock["files"]}
     for entry in lock["files"]:
         check_wheel_tags(entry["path"], supported)
-    stray = sorted(str(p.relative_to(bundle)) for p in (bundle / "wheels").glob("*") if p.is_file())
+    carried = embedder_files(lock)
+    listed.update(entry["path"] for entry in carried)
+    # Trained embedders are installed whole (every file in their folder), so an unnamed file is refused too.
+    found = [*(bundle / "wheels").glob("*"), *(bundle / "embedders").rglob("*")]
+    stray = sorted(p.relative_to(bundle).as_posix() for p in found if p.is_file())
     for path in stray:
         if path not in listed:
             raise Refused(f"{path}: not in {LOCK}; remove it (the bundle installs only what its lock names)")
-    for entry in [*lock["files"], *lock.get("tools", [])]:
+    for entry in [*lock["files"], *carried, *lock.get("tools", [])]:
         check_file(bundle, entry)
     return lock
+
+
+def embedder_files(lock: dict) -> list[dict]:
+    """The files of the trained embedders the bundle carries (embedders/NAME/...), each with size and sha256."""
+    return [file for embedder in lock.get("embedders", []) for file in embedder["files"]]
 
 
 def requirement_lines(lock: dict, roles: tuple[str, ...]) -> str:
@@ -131,8 +141,9 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "software.txt").write_text(requirement_lines(lock, ("software", "project")), encoding="utf-8")
         (out / "models.txt").write_text(requirement_lines(lock, ("model",)), encoding="utf-8")
-    total = sum(e["size"] for e in lock["files"])
-    print(f"verified {len(lock['files'])} files ({total / 2**20:.0f} MiB) against {LOCK}")
+    files = [*lock["files"], *embedder_files(lock)]
+    total = sum(e["size"] for e in files)
+    print(f"verified {len(files)} files ({total / 2**20:.0f} MiB) against {LOCK}")
     return 0
 
 

@@ -15,7 +15,9 @@ pinned dependency, torch for --target, llama-cpp-python when installed here, the
 chosen presets, and ragtune itself), bundle.lock.json (exact versions, sizes and sha256 of every file),
 sbom.cdx.json (CycloneDX: package, version, licence, hash, origin) and install.sh. Copy DIR across and run
 `bash DIR/install.sh VENV` there: it verifies every file before installing anything, never uses a network,
-prepares the models and runs `ragtune doctor`. Re-running with nothing changed rewrites nothing.
+prepares the models and runs `ragtune doctor`. With --embedder NAME, a trained embedder (verified first)
+goes along as embedders/NAME/ and install.sh puts it in the far side's $RAGTUNE_HOME/embedders, verified
+again, ready for --set embedder.model=NAME. Re-running with nothing changed rewrites nothing.
 """
 
 EPILOG = """\
@@ -23,6 +25,7 @@ examples:
   ragtune bundle -o ragtune-bundle                        # CPU, the configured embedder and LM
   ragtune bundle -o ragtune-bundle --preset smollm2-135m-instruct --preset qwen2.5-coder-0.5b-instruct
   ragtune bundle -o ragtune-cuda --target cuda
+  ragtune bundle -o ragtune-bundle --embedder library-minilm   # with an embedder trained on your documents
 """
 
 
@@ -46,6 +49,13 @@ def add_parsers(sub: Subcommands) -> None:
         help=f"a packaged model to carry (repeatable; default: llm.model and embedder.model): {', '.join(PRESETS)}",
     )
     p.add_argument(
+        "--embedder",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a trained embedder to carry (repeatable; `ragtune embedders list` shows them)",
+    )
+    p.add_argument(
         "--llamacpp",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -65,13 +75,16 @@ def cmd_bundle(args: argparse.Namespace, config: Config) -> int:
     from ragtune.bundle.build import build_bundle
 
     repo = Path(__file__).resolve().parents[2]
-    result = build_bundle(args.out, repo, args.target, chosen_presets(args.preset, config), args.llamacpp)
+    presets = chosen_presets(args.preset, config)
+    result = build_bundle(args.out, repo, args.target, presets, args.llamacpp, embedders=args.embedder)
     print(
         f"bundle {result.out}: {result.files} wheels, {result.bytes / 2**20:.0f} MiB; "
         f"{len(result.fetched)} fetched, {len(result.written)} files written"
         + ("" if result.fetched or result.written else " (nothing changed)")
     )
     print(f"on the far side: bash {result.out}/install.sh VENV")
+    for name in result.embedders:
+        print(f"trained embedder {name}: installed there into $RAGTUNE_HOME/embedders; use --set embedder.model={name}")
     return 0
 
 

