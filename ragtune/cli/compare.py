@@ -15,6 +15,7 @@ from models.config import Config, to_dict
 from models.modes import MODES, answer_mode
 from models.storage import atomic_write_json, atomic_write_text
 from ragtune.cli.common import Subcommands, add_command, add_out, add_sample
+from ragtune.compare.spec import PATHS, TUNED_EMBEDDER
 
 COMPARE_DESCRIPTION = """\
 RAG or fine-tuning, measured on your documents and questions. Every path answers the same questions:
@@ -23,6 +24,8 @@ RAG or fine-tuning, measured on your documents and questions. Every path answers
   finetune  an adapter trained on --train-data, or on pairs synthesised from --docs (--synth)
   hybrid    retrieval over a RAFT-style adapter (trained on the pairs inside RAG prompts with
             distractors) when the pairs name their source (`doc` or `chunk`), else the finetune one
+  rag-tuned-embedder  rag over an index built with an embedder trained on --docs (opt-in: minutes of
+            training; --paths rag,rag-tuned-embedder)
 The report gives accuracy with 95% intervals and paired differences, latency, one-off cost (indexing,
 synthesis, training, peak RAM, disk, trainable parameters) and, with --update-docs, how long each path
 takes to answer questions on new documents and what it then gets right on the old ones. With gold
@@ -39,6 +42,9 @@ examples:
       --train-data examples/train.jsonl --update-docs examples/update/docs \\
       --update-questions examples/update/questions.jsonl \\
       --update-train-data examples/update/train.jsonl -o reports/example
+
+  # does an embedder trained on the documents retrieve better than the packaged one?
+  ragtune compare --docs DOCS --questions q.jsonl --paths rag,rag-tuned-embedder -o reports/embedder
 
   # rag and hybrid retrieve with the setting that finds the most evidence (scored first, no LM)
   ragtune compare --docs DOCS --questions q.jsonl --train-data train.jsonl --retriever auto -o reports/auto
@@ -66,7 +72,13 @@ def add_parsers(sub: Subcommands) -> None:
     )
     p.add_argument("--docs", required=True, type=Path, metavar="DIR", help="the documents (what rag indexes)")
     p.add_argument("--questions", required=True, type=Path, metavar="FILE", help="question set (.jsonl)")
-    p.add_argument("--paths", default=",".join(MODES), help="comma-separated paths to run (default: all four)")
+    p.add_argument(
+        "--paths",
+        default=",".join(MODES),
+        help=f"comma-separated paths to run, from {', '.join(PATHS)} (default: the four modes); {TUNED_EMBEDDER}: "
+        "rag over an index built with an embedder trained on --docs first (`train --target embedder`, "
+        "finetune.embedder.*; minutes more, so not run by default)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--train-data", type=Path, metavar="FILE", help="training file for finetune and hybrid")
     source.add_argument("--synth", action="store_true", help="synthesise training pairs from --docs with the LM")

@@ -8,8 +8,9 @@ from typing import Any
 
 from models.storage import atomic_write_bytes
 from ragtune.compare.results import PRIMARY_LABELS
+from ragtune.compare.spec import TUNED_EMBEDDER
 
-COLOURS = {"base": "#8c8c8c", "rag": "#1f77b4", "finetune": "#d62728", "hybrid": "#9467bd"}
+COLOURS = {"base": "#8c8c8c", "rag": "#1f77b4", "finetune": "#d62728", "hybrid": "#9467bd", TUNED_EMBEDDER: "#17becf"}
 
 
 def _figure():

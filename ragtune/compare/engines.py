@@ -7,12 +7,12 @@ first step that needs it (the index after its config and logs are written, the L
 from __future__ import annotations
 
 from models.config import Config
-from models.modes import RETRIEVING
+from ragtune.compare.spec import retrieving
 
 
 def check_engines(config: Config, paths: tuple[str, ...]) -> None:
     """Raise the typed error naming index.uri or llm.base_url when that engine cannot be reached."""
-    if any(p in RETRIEVING for p in paths):
+    if retrieving(paths):
         from rag.generations import generation_store
 
         generation_store(config.index).reach()

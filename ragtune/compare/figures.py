@@ -125,17 +125,26 @@ def _cost_rows(entries: list[dict[str, Any]]) -> list[Row]:
     def spent(value: float | None) -> str:
         return duration(value) if value else ""
 
-    return [
+    tuned = any(e["cost"].get("embedder") for e in entries)
+    rows = [
         row("one-off cost", "one_off_s", lambda v: duration(v) if v else "none"),
         row("index build", "index_build_s", spent),
         row("question synthesis", "synth_s", spent),
         row("RAFT data", "raft_data_s", spent),
         row("training", "training_s", spent),
-        row("trainable parameters", "trainable_params", lambda v: f"{v:,}"),
+        # None: a trained embedder, every parameter of which is trained (not an adapter's count).
+        row("trainable parameters", "trainable_params", lambda v: "all of the embedder's" if v is None else f"{v:,}"),
         row("peak RAM (any step)", "peak_rss_mb", mebibytes),
-        row("disk (index + adapter)", "disk_bytes", size),
+        row("disk (index + adapter or embedder)" if tuned else "disk (index + adapter)", "disk_bytes", size),
         row("reused from earlier runs", "reused", ", ".join),
     ]
+    if tuned:
+        queries = [e["cost"].get("embedder_queries_s") for e in entries]
+        rows[5:5] = [
+            ("trained embedder", [e["cost"].get("embedder") or "" for e in entries]),
+            ("embedder queries (part of training)", [duration(q) if q is not None else "" for q in queries]),
+        ]
+    return rows
 
 
 def _update_rows(results: dict[str, Any]) -> list[Row]:

@@ -20,9 +20,9 @@ from typing import Any
 from models.config import Config, LLMConfig
 from models.errors import ConfigError, RagtuneError
 from models.generate import Generator, load_language_model
-from models.modes import RETRIEVING
 from models.presets import PRESETS, preset_names
 from rag.prompt import Passage, is_refusal, render_context
+from ragtune.compare.spec import retrieving
 
 JUDGE_SYSTEM = (
     "You check whether an answer is supported by the documents in <context>. "
@@ -112,5 +112,5 @@ def load_judge(config: Config, progress: bool = True) -> Judge | None:
 def check_judge(config: Config, paths: tuple[str, ...]) -> None:
     """Load the judge once and let it go when a retrieving path will use it: a judge that cannot load fails
     now (`compare`), before any path runs, not after the answering."""
-    if config.eval.judge.model and any(p in RETRIEVING for p in paths):
+    if config.eval.judge.model and retrieving(paths):
         load_judge(config)

@@ -25,10 +25,24 @@ def chunking(config: Config) -> dict[str, Any]:
     }
 
 
-def index_key(config: Config, trees: list[str]) -> str:
-    """An index of the documents hashed in `trees`; its name and ef_search (a query setting) do not count."""
+def index_key(config: Config, trees: list[str], embedder_fingerprint: str | None = None) -> str:
+    """An index of the documents hashed in `trees`; its name and ef_search (a query setting) do not count.
+
+    A trained embedder's fingerprint counts too: one trained again under the same name embeds differently.
+    """
     index = {k: v for k, v in to_dict(config.index).items() if k not in ("name", "ef_search")}
-    return digest("index", trees, to_dict(config.embedder), chunking(config), index)
+    parts = ("index", trees, to_dict(config.embedder), chunking(config), index)
+    return digest(*parts, embedder_fingerprint) if embedder_fingerprint else digest(*parts)
+
+
+def embedder_key(config: Config, tree: str) -> str:
+    """An embedder trained on one document folder: the base embedder, the chunks it sees, finetune.embedder.*."""
+    c = config
+    # Only lm queries are written by the LM; sentence and keyphrase queries come from the chunks alone.
+    llm = to_dict(c.llm) if c.finetune.embedder.queries == "lm" else None
+    return digest(
+        "embedder", tree, to_dict(c.embedder), to_dict(c.finetune.embedder), chunking(c), c.finetune.seed, llm
+    )
 
 
 def synth_key(config: Config, tree: str) -> str:

@@ -18,12 +18,11 @@ from typing import Any
 
 from models.config import to_dict
 from models.generate import resolve_backend
-from models.modes import answer_mode
 from models.storage import read_json, sha256_file
 from ragtune.compare.metrics import paired_difference
 from ragtune.compare.progress import Progress
 from ragtune.compare.questions import read_questions
-from ragtune.compare.spec import uses_documents
+from ragtune.compare.spec import TUNED_EMBEDDER, path_mode, uses_documents
 
 PRIMARY_LABELS = {"choice_accuracy": "choice accuracy", "contains": "answer contained"}
 
@@ -54,7 +53,9 @@ def _value(record: dict[str, Any] | None, key: str) -> Any:
 
 def cost_of(path: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One-off and running costs of a path: what was built for it and what answering took."""
-    mode = answer_mode(path)
+    if path == TUNED_EMBEDDER:
+        return _tuned_embedder_cost(records)
+    mode = path_mode(path)
     index = records.get("index") if mode.retrieves else None
     synth = records.get("synth") if mode.adapted else None
     # RAFT data is made for the path that reads retrieved chunks with an adapter (hybrid).
@@ -89,6 +90,40 @@ def cost_of(path: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _tuned_embedder_cost(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """rag-tuned-embedder: the embedder's training (its queries included) and the index built with it; no LM
+    parameter is trained, and the embedder's own are all trained (trainable_params None: not an adapter's count)."""
+    train, index, answering = records.get("train:embedder"), records.get("index:embedder"), records.get(TUNED_EMBEDDER)
+    one_off = [_value(index, "index_build_s"), _value(train, "training_s")]
+    peaks = [_value(r, "peak_rss_mb") for r in (index, train, answering)]
+    disks = [_value(index, "disk_bytes"), _value(train, "disk_bytes")]
+    return {
+        "one_off_s": sum(v for v in one_off if v),
+        "index_build_s": _value(index, "index_build_s"),
+        "index_chunks": _value(index, "chunks"),
+        "synth_s": None,
+        "raft_data_s": None,
+        "training_s": _value(train, "training_s"),  # the whole `train --target embedder` step
+        "training_steps": _value(train, "steps"),
+        "trainable_params": None,
+        "total_params": None,
+        "adapter": None,
+        "embedder": _value(train, "embedder"),
+        "embedder_queries_s": _value(train, "queries_s"),  # part of training_s
+        "embedder_queries": _value(train, "queries"),
+        "peak_rss_mb": max((p for p in peaks if p), default=None),
+        "answer_peak_rss_mb": _value(answering, "peak_rss_mb"),
+        "disk_bytes": sum(d for d in disks if d),
+        "eval_wall_s": _value(answering, "wall_s"),
+        "reused": [r[k] for r, k in ((index, "index"), (train, "embedder")) if r and r.get("reused")],
+    }
+
+
+def _first_index(records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The index of --docs: the configured embedder's, else (rag-tuned-embedder alone) the trained one's."""
+    return records.get("index") or records.get("index:embedder")
+
+
 def _eval(folder: Path | None) -> dict[str, Any] | None:
     return read_json(folder / "results.json", "eval results") if folder else None
 
@@ -119,8 +154,12 @@ def assemble_update(progress: Progress, metric: str, paths: dict[str, Any]) -> d
     )
     rows: dict[str, Any] = {}
     for path in spec.paths:
-        mode = answer_mode(path)
-        if not uses_documents(path):
+        mode = path_mode(path)
+        if path == TUNED_EMBEDDER:
+            tuned = records.get("update:index:embedder")
+            how = "incremental ingest of the new documents; the trained embedder is kept (not trained on them)"
+            seconds, peak = _value(tuned, "update_s"), _value(tuned, "peak_rss_mb")
+        elif not uses_documents(path):
             how, seconds, peak = "nothing to update: the model alone never reads the documents", 0.0, None
         elif not mode.retrieves:
             how = "retrained on the old and the new training pairs"
@@ -220,7 +259,7 @@ def assemble(progress: Progress, machine: dict[str, str]) -> dict[str, Any]:
             "seed": spec.seed,
             "asked": next((e["metrics"]["f1"]["n"] for e in paths.values() if e["metrics"]), None),
         },
-        "docs": {"folder": str(spec.docs), "index_chunks": _value(progress.records.get("index"), "chunks")},
+        "docs": {"folder": str(spec.docs), "index_chunks": _value(_first_index(progress.records), "chunks")},
         "complete": not unfinished and progress.interrupted is None,
         "unfinished": unfinished,
         "stopped_by": progress.interrupted,

@@ -1,6 +1,7 @@
 """`ragtune compare`: every answering path on the same questions, with what each cost to build and update.
 
-index -> training data (given, or synthesised; RAFT examples for hybrid) -> adapters -> one eval per path
+index -> (rag-tuned-embedder) an embedder trained on the documents and an index built with it -> training
+data (given, or synthesised; RAFT examples for hybrid) -> adapters -> one eval per path
 -> (optional) knowledge update: new documents ingested, the finetune adapter retrained, every path
 re-evaluated on the old and the new questions -> report. Step times are wall-clock, model loading
 included: what a user waits for. Indexes and adapters are named by the hash of their inputs and
@@ -20,7 +21,7 @@ from typing import Any
 from finetune.data import read_items
 from models.config import Config, to_yaml
 from models.errors import InputError
-from models.modes import ADAPTED, RETRIEVING, answer_mode
+from models.modes import ADAPTED, RETRIEVING
 from models.paths import data_home, index_dir
 from models.storage import (
     atomic_write_json,
@@ -38,7 +39,8 @@ from ragtune.compare.judge import check_judge
 from ragtune.compare.phases import CompareError, PhaseLog, run_cli, tree_digest
 from ragtune.compare.progress import Progress
 from ragtune.compare.report import write_report
-from ragtune.compare.spec import CompareSpec, uses_documents
+from ragtune.compare.spec import TUNED_EMBEDDER, CompareSpec, path_mode, uses_documents
+from ragtune.compare.tuned_embedder import check_tuned_embedder, train_embedder
 
 
 class Runner:
@@ -87,8 +89,15 @@ class Runner:
         return self._fingerprint
 
     # -- index ----------------------------------------------------------------------------------------
-    def index_key(self, *doc_folders: Path) -> str:
-        return keys.index_key(self.config, [self.tree(d) for d in doc_folders])
+    def index_key(self, *doc_folders: Path, embedder: tuple[str, str] | None = None) -> str:
+        """The index of `doc_folders`; with `embedder` (a trained embedder's name and fingerprint) built with it."""
+        if embedder is None:
+            return keys.index_key(self.config, [self.tree(d) for d in doc_folders])
+        tuned = replace(self.config, embedder=replace(self.config.embedder, model=embedder[0]))
+        return keys.index_key(tuned, [self.tree(d) for d in doc_folders], embedder[1])
+
+    def index_sets(self, name: str, embedder: str | None) -> tuple[str, ...]:
+        return (f"index.name={name}",) + ((f"embedder.model={embedder}",) if embedder else ())
 
     def artefact_file(self, name: str) -> Path:
         return data_home() / "compare" / f"{name}.json"
@@ -96,18 +105,19 @@ class Runner:
     def index_root(self, name: str) -> Path:
         return index_dir(replace(self.config, index=replace(self.config.index, name=name)))
 
-    def build_index(self) -> dict[str, Any]:
-        key = self.index_key(self.spec.docs)
+    def build_index(self, phase: str = "index", embedder: tuple[str, str] | None = None) -> dict[str, Any]:
+        """An index of --docs, with the configured embedder or with `embedder` (a trained one's name, fingerprint)."""
+        key = self.index_key(self.spec.docs, embedder=embedder)
         name = f"compare-{key[:12]}"
         published = (self.index_root(name) / "CURRENT").is_file()
-        if (record := self.phases.get("index", key)) and published:
-            return self.reused("index", record)
+        if (record := self.phases.get(phase, key)) and published:
+            return self.reused(phase, record)
         stored = self.artefact_file(name)
         if stored.is_file() and published:
-            return self.done(
-                "index", self.phases.put("index", key, {**read_json(stored, "index record"), "reused": True})
-            )
-        run = self.cli("index", ["ingest", str(self.spec.docs), "--json"], (f"index.name={name}",))
+            return self.done(phase, self.phases.put(phase, key, {**read_json(stored, "index record"), "reused": True}))
+        run = self.cli(
+            phase, ["ingest", str(self.spec.docs), "--json"], self.index_sets(name, embedder and embedder[0])
+        )
         summary = json.loads(run.stdout)
         if not summary["total_chunks"]:
             skipped = "; ".join(f"{path}: {why}" for path, why in summary["skipped"][:3])
@@ -125,16 +135,20 @@ class Runner:
             "disk_bytes": folder_bytes(self.index_root(name)),
             "reused": False,
         }
+        if embedder is not None:  # read by `sets` (the evals embed questions with it) and by `update_index`
+            record["embedder"], record["embedder_fingerprint"] = embedder
         atomic_write_json(stored, record)
-        return self.done("index", self.phases.put("index", key, record))
+        return self.done(phase, self.phases.put(phase, key, record))
 
-    def update_index(self, base: dict[str, Any]) -> dict[str, Any]:
-        """A copy of the first index with the new documents ingested into it: the incremental cost."""
-        key = self.index_key(self.spec.docs, self.spec.update_docs)
+    def update_index(self, base: dict[str, Any], phase: str = "update:index") -> dict[str, Any]:
+        """A copy of the first index with the new documents ingested into it (with the same embedder): the
+        incremental cost."""
+        embedder = (base["embedder"], base["embedder_fingerprint"]) if base.get("embedder") else None
+        key = self.index_key(self.spec.docs, self.spec.update_docs, embedder=embedder)
         name = f"compare-{key[:12]}"
         final = self.index_root(name)
-        if (record := self.phases.get("update:index", key)) and (final / "CURRENT").is_file():
-            return self.reused("update:index", record)
+        if (record := self.phases.get(phase, key)) and (final / "CURRENT").is_file():
+            return self.reused(phase, record)
         # Always from a fresh copy of the first index, so the ingest below measures adding the new documents
         # (an updated index left by an earlier, unfinished run would make it look free).
         shutil.rmtree(final, ignore_errors=True)
@@ -147,9 +161,9 @@ class Runner:
             )
             publish_dir(staging, final)
         run = self.cli(
-            "update:index",
+            phase,
             ["ingest", str(self.spec.docs), str(self.spec.update_docs), "--json"],
-            (f"index.name={name}",),
+            self.index_sets(name, embedder and embedder[0]),
         )
         summary = json.loads(run.stdout)
         record = {
@@ -161,7 +175,9 @@ class Runner:
             "peak_rss_mb": run.peak_rss_mb,
             "disk_bytes": folder_bytes(final),
         }
-        return self.done("update:index", self.phases.put("update:index", key, record))
+        if embedder is not None:
+            record["embedder"], record["embedder_fingerprint"] = embedder
+        return self.done(phase, self.phases.put(phase, key, record))
 
     # -- training data --------------------------------------------------------------------------------
     def synthesise(self, name: str, docs: Path) -> tuple[Path, dict[str, Any]]:
@@ -259,9 +275,14 @@ class Runner:
         spec, paths = self.spec, self.spec.paths
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_file, to_yaml(self.config))
-        index = self.build_index() if any(p in RETRIEVING for p in paths) else None
+        # --retriever auto scores its settings on the index of the configured embedder.
+        index = self.build_index() if any(p in RETRIEVING for p in paths) or spec.retriever == "auto" else None
         if index is not None and spec.retriever == "auto":
             self.retrieval_sets = choose_retrieval(self, index)
+        indexes = {p: index for p in paths}
+        if TUNED_EMBEDDER in paths:
+            trained = train_embedder(self)
+            indexes[TUNED_EMBEDDER] = self.build_index("index:embedder", (trained["embedder"], trained["fingerprint"]))
         pairs = None
         if any(p in ADAPTED for p in paths):
             pairs = spec.train_data or self.synthesise("synth", spec.docs)[0]
@@ -274,24 +295,32 @@ class Runner:
             adapters["hybrid"] = self.adapter("train:hybrid", "raft", raft) if raft else adapters["finetune"]
         check_served_adapters(self.config, [a["adapter"] for a in adapters.values()])
         for path in paths:
-            self.evaluate(path, path, spec.questions, spec.docs, self.sets(path, index, adapters.get(path)))
+            sets = self.sets(path, indexes[path], adapters.get(path))
+            self.evaluate(path, path_mode(path).name, spec.questions, spec.docs, sets)
         if spec.update_docs is not None:
-            self.run_update(index, adapters, pairs)
+            self.run_update(index, indexes, adapters, pairs)
 
     def sets(self, path: str, index: dict[str, Any] | None, adapter: dict[str, Any] | None) -> tuple[str, ...]:
         sets = []
-        mode = answer_mode(path)
+        mode = path_mode(path)
         if mode.retrieves and index is not None:
-            sets.append(f"index.name={index['index']}")
+            sets += self.index_sets(index["index"], index.get("embedder"))
             sets += self.retrieval_sets
         if mode.adapted and adapter is not None:
             sets.append(f"finetune.adapter={adapter['adapter']}")
         return tuple(sets)
 
-    def run_update(self, index: dict | None, adapters: dict[str, dict], pairs: Path | None) -> None:
+    def run_update(
+        self, index: dict | None, indexes: dict[str, dict | None], adapters: dict[str, dict], pairs: Path | None
+    ) -> None:
         """New documents arrive: bring each path up to date, then ask the old and the new questions."""
         spec, paths = self.spec, self.spec.paths
-        new_index = self.update_index(index) if index is not None else None
+        needed = index is not None and any(p in RETRIEVING for p in paths)
+        new_index = self.update_index(index) if needed else None
+        new_indexes = {p: new_index for p in paths}
+        if TUNED_EMBEDDER in paths:
+            # The trained embedder is kept: the new documents are embedded with it, it is not trained on them.
+            new_indexes[TUNED_EMBEDDER] = self.update_index(indexes[TUNED_EMBEDDER], "update:index:embedder")
         new_adapters = dict(adapters)
         if "finetune" in paths:
             extra = spec.update_train_data or self.synthesise("update:synth", spec.update_docs)[0]
@@ -303,10 +332,10 @@ class Runner:
             new_adapters["finetune"] = self.adapter("update:train:finetune", "finetune", merged)
             check_served_adapters(self.config, [new_adapters["finetune"]["adapter"]])
         for path in paths:
-            sets = self.sets(path, new_index, new_adapters.get(path))
+            sets, mode = self.sets(path, new_indexes[path], new_adapters.get(path)), path_mode(path).name
             if uses_documents(path):  # else the model does not change: its old answers stand
-                self.evaluate(f"update:{path}:old", path, spec.questions, spec.docs, sets)
-            self.evaluate(f"update:{path}:new", path, spec.update_questions, spec.update_docs, sets)
+                self.evaluate(f"update:{path}:old", mode, spec.questions, spec.docs, sets)
+            self.evaluate(f"update:{path}:new", mode, spec.update_questions, spec.update_docs, sets)
 
 
 def _join_jsonl(*files: Path) -> str:
@@ -319,6 +348,7 @@ def run_compare(spec: CompareSpec, config: Config) -> Progress:
     spec.check()
     check_engines(config, spec.paths)
     check_judge(config, spec.paths)
+    check_tuned_embedder(config, spec.paths)
     runner = Runner(spec, config)
     try:
         runner.run()

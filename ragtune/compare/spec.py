@@ -7,13 +7,29 @@ from pathlib import Path
 
 from finetune.data import read_records
 from models.errors import InputError
-from models.modes import ADAPTED, MODES, RETRIEVING, answer_mode
+from models.modes import ADAPTED, MODES, RETRIEVING, AnswerMode, answer_mode
 from ragtune.compare.questions import read_questions, sample
+
+# rag answering from an index built with an embedder trained on --docs (`ragtune train --target embedder`).
+TUNED_EMBEDDER = "rag-tuned-embedder"
+# compare's paths that are not answer modes of their own: each answers as the mode it names, built differently.
+BUILT_PATHS = {TUNED_EMBEDDER: "rag"}
+PATHS = (*MODES, *BUILT_PATHS)
+
+
+def path_mode(path: str) -> AnswerMode:
+    """The answer mode a compare path answers with (rag for rag-tuned-embedder); ConfigError for an unknown one."""
+    return answer_mode(BUILT_PATHS.get(path, path))
+
+
+def retrieving(paths: tuple[str, ...]) -> bool:
+    """Whether any of `paths` reads an index."""
+    return any(path_mode(p).retrieves for p in paths)
 
 
 def uses_documents(path: str) -> bool:
     """Whether new documents change what `path` answers: through its index, its adapter, or both."""
-    mode = answer_mode(path)
+    mode = path_mode(path)
     return mode.retrieves or mode.adapted
 
 
@@ -38,17 +54,17 @@ class CompareSpec:
 
     def check(self) -> None:
         """Every input exists and the options fit together, before anything slow starts."""
-        unknown = [p for p in self.paths if p not in MODES]
+        unknown = [p for p in self.paths if p not in PATHS]
         if unknown or not self.paths:
-            raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODES)}")
+            raise InputError(f"--paths: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(PATHS)}")
         if not self.docs.is_dir():
             raise InputError(f"--docs {self.docs}: not a folder of documents")
         if self.retriever not in ("configured", "auto"):
             raise InputError(f"--retriever: should be configured or auto, got {self.retriever!r}")
-        if self.retriever == "auto" and not any(p in RETRIEVING for p in self.paths):
+        if self.retriever == "auto" and not retrieving(self.paths):
             raise InputError(
-                f"--retriever auto picks how {' and '.join(RETRIEVING)} retrieve, and --paths {','.join(self.paths)} "
-                "has neither; add one or drop --retriever"
+                f"--retriever auto picks how {' and '.join(RETRIEVING)} retrieve (and {TUNED_EMBEDDER}), and --paths "
+                f"{','.join(self.paths)} has none of them; add one or drop --retriever"
             )
         for flag, path in (
             ("--questions", self.questions),

@@ -121,7 +121,9 @@ def _costs(done: dict[str, Any]) -> list[str]:
         if cost["synth_s"]:
             pieces.append(f"{duration(cost['synth_s'])} of question synthesis")
         if cost["training_s"]:
-            pieces.append(f"{duration(cost['training_s'])} of training")
+            # rag-tuned-embedder trains its retriever's embedder, not the LM: said so, as it costs differently.
+            what = "embedder training" if cost.get("embedder") else "training"
+            pieces.append(f"{duration(cost['training_s'])} of {what}")
         if pieces:
             parts.append(f"{path} {' + '.join(pieces)}")
     return [f"Building cost {'; '.join(parts)}."] if parts else []
