@@ -106,6 +106,12 @@ def test_choice_and_range_errors() -> None:
         ConfigError, match=r"finetune\.lora\.r: should be positive, got 0 \(--set finetune\.lora\.r=0\)"
     ):
         load_config(None, ["finetune.lora.r=0"])
+    with pytest.raises(ConfigError, match=r"finetune\.embedder\.queries.*sentence, keyphrase, lm.*got 'llm'"):
+        load_config(None, ["finetune.embedder.queries=llm"])
+    with pytest.raises(ConfigError, match=r"finetune\.embedder\.batch_size: should be at least 2"):
+        load_config(None, ["finetune.embedder.batch_size=1"])
+    with pytest.raises(ConfigError, match=r"finetune\.embedder\.max_chunks: should be positive or null, got 0"):
+        load_config(None, ["finetune.embedder.max_chunks=0"])
 
 
 def test_section_must_be_a_mapping_and_file_must_parse(tmp_path: Path) -> None:
