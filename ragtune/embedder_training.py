@@ -70,6 +70,8 @@ def train_embedder_on_docs(
         "chunks_sha256": _passages_sha256(used),
         "queries": settings.queries,
         "seed": seed,
+        # What shapes the run; save_every may change between a crash and its resume.
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "save_every"},
     }
     run = embedder_run_dir(name)
     started = time.perf_counter()

@@ -122,6 +122,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(docs: Path, tiny_embedder: 
     process.wait()
     assert not trained_embedder_path("killed").exists()
 
+    changed = subprocess.run(
+        [*command, "--resume", "--set", "finetune.embedder.lr=1e-4"], env=env, capture_output=True, text=True
+    )
+    assert changed.returncode != 0 and "started with other settings" in changed.stderr
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming killed" in resumed.stderr
