@@ -46,20 +46,35 @@ IMPORTERS = {
 }
 
 
+TRAIN_DESCRIPTION = """\
+--target adapter (default): train the LM on JSONL (prompt/completion, chat messages, Alpaca) or raw documents
+(.txt, .md, {"text": ...} JSONL). Hyper-parameters come from the finetune section: --set finetune.max_steps=50,
+--set finetune.lora.r=16, --set finetune.method=full. Checkpoints every finetune.save_every steps.
+
+--target embedder: train the retriever's embedder (embedder.model) on a folder of documents alone, no questions
+needed. Each chunk writes its own training query (finetune.embedder.queries: sentence, keyphrase or lm) and a
+look-alike passage of another document is its hard negative; at most finetune.embedder.max_chunks chunks, about
+10 minutes on 2 CPU cores with the defaults. Then ingest again with it (--set embedder.model=NAME) and measure it
+against the packaged one with `ragtune eval --retrieval-only --embedders`.
+"""
+
+TRAIN_EPILOG = """\
+examples:
+  ragtune train --data train.jsonl --name library-v1 --set finetune.max_steps=30
+  ragtune train --target embedder --docs ./manuals --name manuals-emb
+  ragtune eval --retrieval-only --questions q.jsonl --docs ./manuals --embedders minilm-l6 manuals-emb
+  ragtune ingest --rebuild ./manuals --set embedder.model=manuals-emb
+"""
+
+
 def add_parsers(sub: Subcommands) -> None:
     p = add_command(
         sub,
         "train",
         help="train a LoRA adapter (or the full model) on a training file, or the retriever's embedder on documents",
-        description="--target adapter (default): train on JSONL (prompt/completion, chat messages, Alpaca) or raw "
-        'documents (.txt, .md, {"text": ...} JSONL). Hyper-parameters come from the finetune section: --set '
-        "finetune.max_steps=50, --set finetune.lora.r=16, --set finetune.method=full. Checkpoints every "
-        "finetune.save_every steps.\n\n--target embedder: train the embedder (embedder.model) on a folder of "
-        "documents alone, no questions needed: each chunk writes its own training query "
-        "(finetune.embedder.queries: sentence, keyphrase or lm) and a look-alike passage of another document is its "
-        "hard negative. Use it with --set embedder.model=NAME and `ragtune ingest --rebuild`; "
-        "`ragtune eval --retrieval-only` measures it against the packaged one. Example: ragtune train --target "
-        "embedder --docs ./manuals --name manuals-embedder",
+        description=TRAIN_DESCRIPTION,
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--target",
