@@ -365,8 +365,13 @@ function closePanel() {
 
 // A conversation being renamed keeps its text field when the list is refreshed under it (an answer that ends
 // refreshes the list), unless the refresh is the rename's own end (`keepEditing` false).
+// Only the newest request's answer is drawn: a refresh started before a rename and answered after it would put
+// the old title back.
+let listRequests = 0;
 async function loadConversations({ keepEditing = true } = {}) {
+  const request = ++listRequests;
   const list = (await getJson("/v1/conversations")).data;
+  if (request !== listRequests) return;
   const editing = keepEditing ? ui.conversations.querySelector("form.rename")?.closest("li") : null;
   ui.conversations.replaceChildren(
     ...list.map((c) => (editing && editing.dataset.id === c.id ? editing : conversationItem(c))),
