@@ -8,12 +8,9 @@ the same data after a crash and a finished run is published (finetune/embedder_s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 import resource
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ from finetune.full_state import gather, restore
 from models.config import EmbedderTuningConfig
 from models.errors import InputError
 from models.paths import data_home
-from models.storage import atomic_write_text, read_json
+from models.storage import atomic_write_text, read_json, sha256_file
 from models.trained_embedders import check_embedder_name
 
 # Cosine similarities are in [-1, 1]; scaled by 20 the softmax over the batch is sharp enough to learn from
@@ -53,12 +50,10 @@ def embedder_run_dir(name: str) -> Path:
 
 
 def start_run(run: Path, triples: list[Triple], facts: dict[str, Any]) -> None:
-    """A fresh run folder holding the triples and what they were made from; an earlier run's folder is replaced."""
-    if run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True)
+    """Write the triples and what they were made from into the run folder (the caller clears an earlier run)."""
+    run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / _TRIPLES, "".join(json.dumps(t.as_json()) + "\n" for t in triples))
-    atomic_write_text(run / _RUN, json.dumps({**facts, "triples_sha256": _sha256(run / _TRIPLES)}, indent=2))
+    atomic_write_text(run / _RUN, json.dumps({**facts, "triples_sha256": sha256_file(run / _TRIPLES)}, indent=2))
 
 
 def resume_run(run: Path, facts: dict[str, Any]) -> list[Triple]:
@@ -66,7 +61,7 @@ def resume_run(run: Path, facts: dict[str, Any]) -> list[Triple]:
     if not (run / _RUN).is_file() or not (run / _TRIPLES).is_file():
         raise InputError(f"nothing to resume in {run}: start the training without --resume")
     recorded = read_json(run / _RUN, "embedder training run")
-    if recorded.get("triples_sha256") != _sha256(run / _TRIPLES):
+    if recorded.get("triples_sha256") != sha256_file(run / _TRIPLES):
         raise InputError(f"{run / _TRIPLES} changed since the run began: start the training again without --resume")
     changed = sorted(key for key, value in facts.items() if recorded.get(key) != value)
     if changed:
@@ -91,7 +86,6 @@ def train_embedder(
     per_epoch = math.ceil(len(triples) / batch_size)
     total = settings.max_steps or max(1, math.ceil(per_epoch * settings.epochs))
     torch.manual_seed(seed)
-    random.seed(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total, settings.warmup_ratio))
@@ -157,7 +151,3 @@ def _restore(run: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[int
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(checkpoint)
     return int(state["step"]), list(state.get("losses", []))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

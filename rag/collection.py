@@ -241,6 +241,8 @@ class Writer:
         self.generations: GenerationStore = generation_store(config.index)
         self.generation = ""  # named once the lock is held: a draft in an engine is named after it
         self.published: str | None = None
+        # What the generation records as its embedder; a trained one is verified (hashed) to name it, so once.
+        self.embedder = embedder_identity(config.embedder.model)
 
     def __enter__(self) -> Draft:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ class Writer:
             # Clears dead writers' staging folders (the lock makes this the only live one) and removes
             # its own if anything below raises.
             # An engine that is unreachable, or serves another dimension under this name, fails before any write.
-            self.generations.prepare(self.dim, embedder_identity(self.config.embedder.model))
+            self.generations.prepare(self.dim, self.embedder)
             staging = stack.enter_context(staged_dir(self.root, "gen"))
             self.generation = f"gen-{_next_number(self.root, self.generations.numbers()):06d}"
             base = None if self.rebuild else current_generation(self.root)
@@ -263,7 +265,7 @@ class Writer:
             if base is None:
                 store = ChunkStore(staging / STORE_FILE)
             else:
-                snapshot = open_snapshot(self.root, expectation(self.config, self.dim))
+                snapshot = open_snapshot(self.root, Expectation(self.embedder, self.dim, self.config.index))
                 check_contextual(snapshot.manifest, self.config.rag.contextual, self.root)
                 loaded, store = snapshot.index, snapshot.store.copy_to(staging / STORE_FILE)
                 snapshot.close()
@@ -280,7 +282,7 @@ class Writer:
         config = self.config
         return {
             "format": FORMAT,
-            "embedder": embedder_identity(config.embedder.model),
+            "embedder": self.embedder,
             "dim": self.dim,
             "space": config.index.space,
             "contextual": config.rag.contextual,
@@ -307,7 +309,7 @@ class Writer:
                 "format": FORMAT,
                 "generation": generation,
                 "base": draft.base,
-                "embedder": embedder_identity(self.config.embedder.model),
+                "embedder": self.embedder,
                 "dim": self.dim,
                 "space": self.config.index.space,
                 "count": count,
