@@ -55,9 +55,11 @@ def read_drafts(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def checks() -> dict[str, Check]:
-    """The rules measured: today's whole-answer check, and per-sentence attribution at several settings."""
-    from rag.attribution import PARTLY, SUPPORTED, Rule, attribute, covers, verdict
+def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
+    """The rules measured: the first whole-answer check, per-sentence attribution at several settings, the
+    question's coverage, the closest retrieved sentence, and (with bench/support_signals.py's file) the LM's
+    own evidence. `rows` carry the features (`closest`, `lm`) that `with_features` added."""
+    from rag.attribution import PARTLY, SUPPORTED, UNSUPPORTED, Rule, attribute, covers, verdict
     from rag.grounding import check_support
     from rag.prompt import NOT_FOUND
 
@@ -96,6 +98,32 @@ def checks() -> dict[str, Check]:
 
             name = f"question covered (share {question_share:.1f}) and per sentence, share 0.0, shown if {label}"
             rules[name] = covered_rule
+    # ...and by the passage an answer sentence leans on, by itself: it flags right answers whose passage leaves
+    # the question's names to a neighbouring chunk (docs/trust.md).
+    for leaned in (0.0, 0.25, 0.35):
+
+        def leaned_rule(row: dict[str, Any], leaned: float = leaned) -> bool:
+            found, texts = attribute(row["text"], passages(row), row["question"], NOT_FOUND), dict(passages(row))
+            leaned_on = {a.source for a in found if a.support in (SUPPORTED, PARTLY) and a.source in texts}
+            alone = any(covers(row["question"], [(n, texts[n])], leaned) for n in leaned_on)
+            return verdict(found, alone and covers(row["question"], passages(row), 0.4)) != UNSUPPORTED
+
+        name = f"question covered (share 0.4), and by the passage leaned on alone ({leaned:.2f}), shown if partly"
+        rules[name] = leaned_rule
+    # The passages' closest sentence to the question (rag/question_match.py), alone and with the question check.
+    for floor in (0.4, 0.43, 0.45, 0.47, 0.5):
+        rules[f"closest sentence >= {floor:.2f} (no sentence check)"] = partial(matches, floor=floor)
+        for question_share in (0.3, 0.4):
+
+            def matched_rule(row: dict[str, Any], floor: float = floor, share: float = question_share) -> bool:
+                found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
+                covered = matches(row, floor) and covers(row["question"], passages(row), share)
+                return verdict(found, covered) != UNSUPPORTED
+
+            name = f"question covered (share {question_share:.1f}), closest sentence >= {floor:.2f}, shown if partly"
+            rules[name] = matched_rule
+    if any("lm" in row for row in rows):
+        rules.update(lm_rules())
     # The retrieval's own evidence: a question whose article is not indexed finds only weaker passages.
     for floor in (0.3, 0.4, 0.5, 0.6):
         rules[f"best passage's dense similarity >= {floor}"] = partial(close_enough, floor=floor)
@@ -105,6 +133,61 @@ def checks() -> dict[str, Check]:
                 name = f"dense >= {floor} and per sentence, share {share:.1f}, echo off, shown if {label}"
                 rules[name] = partial(both, first=partial(close_enough, floor=floor), second=sentences)
     return rules
+
+
+def lm_rules() -> dict[str, Check]:
+    """The default LM's evidence: how much the passages raise the answer's likelihood per token (pointwise mutual
+    information), its mean log-probability with them, and the judge prompt's yes-over-no margin."""
+    from rag.attribution import UNSUPPORTED, attribute, covers, verdict
+    from rag.prompt import NOT_FOUND
+
+    def lexical(row: dict[str, Any]) -> bool:  # the shipped question check and sentence rule
+        found = attribute(row["text"], [(s["number"], s["text"]) for s in row["sources"]], row["question"], NOT_FOUND)
+        return verdict(found, covers(row["question"], [(s["number"], s["text"]) for s in row["sources"]])) != (
+            UNSUPPORTED
+        )
+
+    def signal(row: dict[str, Any], name: str) -> float:
+        lm = row.get("lm")
+        if lm is None:  # the model's own refusal, or no passage: nothing was weighed
+            return float("inf")
+        per_token = max(lm["tokens"], 1)
+        return {
+            "pmi": (lm["context"] - lm["empty"]) / per_token,
+            "mean": lm["context"] / per_token,
+            "judge": lm["yes"] - lm["no"],
+        }[name]
+
+    rules: dict[str, Check] = {}
+    for name, floors in (("pmi", (0.5, 1.0, 1.5)), ("mean", (-0.4, -0.3, -0.2)), ("judge", (-0.5, -0.25, 0.0))):
+        for floor in floors:
+            rules[f"LM {name} >= {floor}"] = lambda r, n=name, f=floor: signal(r, n) >= f
+            rules[f"LM {name} >= {floor}, with the question check"] = lambda r, n=name, f=floor: (
+                signal(r, n) >= f and lexical(r)
+            )
+    return rules
+
+
+def with_features(rows: list[dict[str, Any]], signals: Path | None) -> list[dict[str, Any]]:
+    """Each row with `closest` (its passages' closest sentence to the question, by the packaged embedder) and,
+    from a bench/support_signals.py file, `lm` (its signals, for answered drafts)."""
+    from bench.support_signals import read_signals
+    from models.config import load_config
+    from models.embedders import build_embedder
+    from rag.question_match import closest_sentence
+
+    embedder = build_embedder(load_config(None, []).embedder)
+    weighed = read_signals(signals) if signals else {}
+    out = []
+    for row in rows:
+        vector = embedder.encode([row["question"]])[0]
+        closest = closest_sentence(embedder, vector, [s["text"] for s in row["sources"]])
+        out.append({**row, "closest": closest, **({"lm": weighed[row["id"]]} if row["id"] in weighed else {})})
+    return out
+
+
+def matches(row: dict[str, Any], floor: float) -> bool:
+    return row["closest"] >= floor
 
 
 def close_enough(row: dict[str, Any], floor: float) -> bool:
@@ -152,6 +235,39 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"likelihood (the drafts' markers)": summary(likelihood), "attribution": summary(attribution)}
 
 
+def curve(rows: list[dict[str, Any]], path: Path) -> None:
+    """False refusals against unanswerable questions refused as rag.question_match moves (0.30 to 0.60), the
+    shipped question check and sentence rule beside it, dev and test: a PNG, the default marked."""
+    from rag.attribution import UNSUPPORTED, attribute, covers, verdict
+    from rag.prompt import NOT_FOUND
+    from rag.question_match import DEFAULT_FLOOR
+    from ragtune.compare.charts import new_figure, save_figure
+
+    def shown(row: dict[str, Any], floor: float) -> bool:
+        passages = [(s["number"], s["text"]) for s in row["sources"]]
+        found = attribute(row["text"], passages, row["question"], NOT_FOUND)
+        return verdict(found, row["closest"] >= floor and covers(row["question"], passages)) != UNSUPPORTED
+
+    plt, fig, ax = new_figure()
+    floors = [round(0.30 + 0.01 * i, 2) for i in range(31)]
+    for part, colour in (("dev", "#1f77b4"), ("test", "#d62728")):
+        part_rows = [r for r in rows if r["part"] == part]
+        points = [measure(part_rows, partial(shown, floor=f)) for f in floors]
+        xs = [100 * p["false_refusal"]["mean"] for p in points]
+        ys = [100 * p["refusal_recall"]["mean"] for p in points]
+        ax.plot(xs, ys, marker=".", color=colour, label=part)
+        chosen = floors.index(DEFAULT_FLOOR)
+        ax.annotate(f"{DEFAULT_FLOOR}", (xs[chosen], ys[chosen]), textcoords="offset points", xytext=(6, -10))
+        ax.plot([xs[chosen]], [ys[chosen]], marker="o", color=colour, markersize=8, fillstyle="none")
+    ax.axvline(5, color="#8c8c8c", linestyle=":", linewidth=1)
+    ax.axhline(80, color="#8c8c8c", linestyle=":", linewidth=1)
+    ax.set_xlabel("answerable questions flagged or refused (%)")
+    ax.set_ylabel("unanswerable questions flagged or refused (%)")
+    ax.set_title("rag.question_match from 0.30 to 0.60 (circled: the default)", fontsize=10)
+    ax.legend(frameon=False)
+    save_figure(plt, fig, path)
+
+
 def pct(s: dict[str, Any]) -> str:
     if s["mean"] is None:
         return "-"
@@ -165,19 +281,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drafts", type=Path, default=Path("runs/support/drafts.jsonl"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    parser.add_argument("--signals", type=Path, help="the LM's evidence per draft (bench/support_signals.py)")
+    parser.add_argument("--curve", type=Path, help="draw rag.question_match's trade-off curve to this PNG")
     args = parser.parse_args(argv)
     try:
-        rows = read_drafts(args.drafts)
-    except (DraftsError, OSError) as exc:
+        rows = with_features(read_drafts(args.drafts), args.signals)
+    except (DraftsError, OSError, ValueError) as exc:
         say(f"error: {exc}")
         return 2
+    rules = checks(rows)
     results = {}
     for part in ("dev", "test"):
         part_rows = [r for r in rows if r["part"] == part]
         counts = {k: sum(r["kind"] == k for r in part_rows) for k in ("answerable", "unanswerable")}
         say(f"\n{part}: {counts['answerable']} answerable, {counts['unanswerable']} unanswerable questions")
         body = []
-        for name, check in checks().items():
+        for name, check in rules.items():
             found = measure(part_rows, check)
             results.setdefault(part, {})[name] = found
             figures = [pct(found[key]) for key in ("false_refusal", "refusal_recall", "answer_contained")]
@@ -189,4 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         say(table(header, [[k, pct(v)] for k, v in cited.items()]))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+    if args.curve:
+        curve(rows, args.curve)
     return 0

@@ -170,4 +170,5 @@ def main(argv: list[str] | None = None) -> int:
 
     drafts = args.out / ("drafts.jsonl" if args.prompt == "shipped" else f"drafts-{args.prompt}.jsonl")
     checked = args.out / ("checks.json" if args.prompt == "shipped" else f"checks-{args.prompt}.json")
-    return measure_checks(["--drafts", str(drafts), "--out", str(checked)])
+    curve = ["--curve", str(args.out / "question-match.png")] if args.prompt == "shipped" else []
+    return measure_checks(["--drafts", str(drafts), "--out", str(checked), *curve])

@@ -16,6 +16,7 @@ from collections.abc import Generator as Steps
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from models.answer import (
     Answer,
@@ -49,18 +50,20 @@ from rag.prompt import (
     is_refusal,
     passage_tokens,
 )
+from rag.question_match import closest_sentence
 from rag.retrieve import Retriever
 
 
-def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE) -> Verdict:
+def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE, matched: bool = True) -> Verdict:
     """The citations and support of an answer that is not a refusal: markers naming a retrieved source, each
     sentence's supporting source and span, the sources supporting any sentence, and the answer's verdict
-    (unsupported too where the sources do not cover the question: rag.attribution.covers)."""
+    (unsupported too where the sources do not cover the question: rag.attribution.covers, or where no
+    sentence of theirs comes close to it, `matched` false: rag.question_match)."""
     numbers = {s.number for s in sources}
     cited = [n for n in cited_numbers(text) if n in numbers]
     passages = [(s.number, s.text) for s in sources]
     found = attribute(text, passages, question, NOT_FOUND, rule)
-    support = verdict(found, covers(question, passages))
+    support = verdict(found, matched and covers(question, passages))
     return Verdict(
         text, False, cited, supporting_sources(found), support == SUPPORTED, support=support, sentences=found
     )
@@ -72,13 +75,15 @@ def refusal(draft: str) -> Verdict:
     return Verdict(NOT_FOUND, refused=True, cited=[], supports=[], grounded=False, draft=kept)
 
 
-def settle(question: str, text: str, sources: list[Source], held: bool, rule: Rule = DEFAULT_RULE) -> Verdict:
+def settle(
+    question: str, text: str, sources: list[Source], held: bool, rule: Rule = DEFAULT_RULE, matched: bool = True
+) -> Verdict:
     """After generation: the fixed form when the model refused or (`held`, rag.refuse_unsupported) when the
     check finds the answer unsupported; otherwise the answer with its citations checked. A `partly` answer is
     shown: on the calibration set, refusing it too withheld far more right answers (docs/trust.md)."""
     if is_refusal(text):
         return refusal(text)
-    checked = check(question, text, sources, rule)
+    checked = check(question, text, sources, rule, matched)
     return refusal(text) if held and checked.support == UNSUPPORTED else checked
 
 
@@ -101,7 +106,7 @@ class RagAnswerer:
         """
         started = time.perf_counter()
         query = yield from self._query(question, conversation)
-        passages, sources = yield from self._retrieve(query)
+        passages, sources, vector = yield from self._retrieve(query)
         if not passages:
             # Nothing scored above rag.min_score: say so rather than let the model guess.
             yield Token(NOT_FOUND)
@@ -117,9 +122,10 @@ class RagAnswerer:
         stream = self.generator.stream(messages, params or sampling_params(self.config))
         text = yield from generated(stream, started, shown=not held)
         checking = time.perf_counter()
-        verdict = settle(question, text, sources, held, self.rule)
+        matched = is_refusal(text) or self._matched(vector, sources)  # after the stream: no wait for a token
+        verdict = settle(question, text, sources, held, self.rule, matched)
         citing = time.perf_counter()
-        verdict, marker = yield from self._cite(question, passages, sources, verdict)
+        verdict, marker = yield from self._cite(question, passages, sources, verdict, matched)
         yield Timings({"support_s": citing - checking, "cite_s": time.perf_counter() - citing})
         if held:
             yield Timings({"first_token_s": time.perf_counter() - started})
@@ -141,18 +147,26 @@ class RagAnswerer:
         yield Timings({"rewrite_s": time.perf_counter() - rewriting})
         return query
 
-    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source]]]:
-        """The passages that fit rag.max_context_tokens, best first, and their sources (announced as events)."""
+    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source], Any]]:
+        """The passages that fit rag.max_context_tokens, best first, their sources (announced as events) and the
+        query's vector."""
         retrieval = self.retriever.retrieve(query)
         passages = [Passage(s.number, _label(s), s.text) for s in retrieval.sources]
         passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
         sources = retrieval.sources[: len(passages)]
         yield Sources(sources, retrieval.generation, query)
         yield Timings(dict(retrieval.timings))
-        return passages, sources
+        return passages, sources, retrieval.vector
+
+    def _matched(self, vector: Any, sources: list[Source]) -> bool:
+        """Whether a sentence of the sources comes within rag.question_match of the query (0: not checked)."""
+        floor = self.config.rag.question_match
+        if floor <= 0 or vector is None:
+            return True
+        return closest_sentence(self.retriever.embedder, vector, [s.text for s in sources]) >= floor
 
     def _cite(
-        self, question: str, passages: list[Passage], sources: list[Source], verdict: Verdict
+        self, question: str, passages: list[Passage], sources: list[Source], verdict: Verdict, matched: bool
     ) -> Steps[AnswerEvent, None, tuple[Verdict, str]]:
         """The verdict once the answer cites a source, and the marker appended ("" when none was).
 
@@ -183,7 +197,8 @@ class RagAnswerer:
                 yield Progress("cite")
             best = passages[max(range(len(passages)), key=scores.__getitem__)].number
         # The text changed: check it again (the same text would give the same figures).
-        return replace(check(question, f"{base} [{best}]", sources, self.rule), citation="chosen"), f" [{best}]"
+        checked = check(question, f"{base} [{best}]", sources, self.rule, matched)
+        return replace(checked, citation="chosen"), f" [{best}]"
 
     def choose(self, question: str, choices: tuple[str, ...]) -> Answer:
         """The likeliest of `choices` as the start of the reply to the same grounded prompt `events` builds.
@@ -194,7 +209,7 @@ class RagAnswerer:
 
         def events() -> Iterator[AnswerEvent]:
             started = time.perf_counter()
-            passages, _ = yield from self._retrieve(question)
+            passages, _, _ = yield from self._retrieve(question)
             yield from choice_events(self.generator, build_messages(question, passages), choices, started)
 
         return collect(question, events())

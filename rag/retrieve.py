@@ -44,9 +44,12 @@ class Retrieval:
     sources: list[Source]
     generation: str  # the index generation searched
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: embed_s, search_s, rerank_s
+    vector: np.ndarray | None = None  # the question's unit vector, as the embedder made it
 
 
 class Retriever(Protocol):
+    embedder: Embedder  # what made the index's vectors and embeds the question
+
     def check(self) -> None:
         """Fail now (missing or damaged index, wrong embedder) rather than at the first question."""
         ...
@@ -144,7 +147,7 @@ class RankingRetriever:
             if own["dense"] >= rag.min_score:
                 number = len(sources) + 1
                 sources.append(Source(number, chunk.path, chunk.ordinal, chunk.locator, own[final], chunk.text, own))
-        return Retrieval(sources, snapshot.generation, timings)
+        return Retrieval(sources, snapshot.generation, timings, vector)
 
     def _snapshot(self) -> Snapshot:
         snapshot = self.index.snapshot()

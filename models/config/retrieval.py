@@ -147,6 +147,11 @@ class RagConfig:
     # at least one of its terms) a retrieved passage must hold to support it (rag/attribution.py). 0, chosen on
     # a calibration set of real questions: higher shares flag more right answers (docs/trust.md).
     support_share: float = 0.0
+    # An answer is `unsupported` unless some sentence of the retrieved passages has at least this cosine
+    # similarity to the question (rag/question_match.py; the embedder's vectors, one encode of those sentences
+    # after the answer). 0.45, chosen on a calibration set of real questions for the packaged embedder: it
+    # flags answers read from passages about something else; another embedder needs its own value, 0 is off.
+    question_match: float = 0.45  # rag.question_match.DEFAULT_FLOOR
     # How a follow-up ("when was he born?") becomes the query retrieval searches with (rag/followup.py): "lm"
     # has the answering model rewrite it from the earlier turns (greedy, at most followup_max_tokens; the rules
     # when it fails or says nothing usable), "rules" adds the names of the earlier question after it (no model
@@ -167,6 +172,11 @@ class RagConfig:
         )
         check(self.top_k > 0, "rag.top_k", f"should be positive, got {self.top_k}")
         check(0 <= self.support_share <= 1, "rag.support_share", f"should be in [0, 1], got {self.support_share}")
+        check(
+            0 <= self.question_match <= 1,
+            "rag.question_match",
+            f"should be in [0, 1] (a cosine similarity; 0 turns the check off), got {self.question_match}",
+        )
         check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
         check(self.candidates > 0, "rag.candidates", f"should be positive, got {self.candidates}")
         check(

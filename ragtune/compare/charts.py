@@ -13,7 +13,8 @@ from ragtune.compare.spec import TUNED_EMBEDDER
 COLOURS = {"base": "#8c8c8c", "rag": "#1f77b4", "finetune": "#d62728", "hybrid": "#9467bd", TUNED_EMBEDDER: "#17becf"}
 
 
-def _figure():
+def new_figure():
+    """(pyplot, figure, axes) of one chart in the reports' size and style."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +25,8 @@ def _figure():
     return plt, fig, ax
 
 
-def _save(plt: Any, fig: Any, path: Path) -> Path:
+def save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    """The figure as a PNG at `path`, written atomically; the figure is closed."""
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
@@ -39,7 +41,7 @@ def accuracy_chart(results: dict[str, Any], path: Path) -> Path | None:
     done = [(p, m) for p, m in done if m["mean"] is not None]
     if not done:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     means = [100 * m["mean"] for _, m in done]
     errors = [[100 * (m["mean"] - m["ci95"][0]) for _, m in done], [100 * (m["ci95"][1] - m["mean"]) for _, m in done]]
     names = [p for p, _ in done]
@@ -59,7 +61,7 @@ def accuracy_chart(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel(f"{PRIMARY_LABELS[metric]} (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy with 95% bootstrap interval")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def latency_chart(results: dict[str, Any], path: Path) -> Path | None:
@@ -67,7 +69,7 @@ def latency_chart(results: dict[str, Any], path: Path) -> Path | None:
     done = [(p, t) for p, t in done if t["p50"] is not None]
     if not done:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     positions = range(len(done))
     ax.bar([x - 0.2 for x in positions], [t["p50"] for _, t in done], width=0.4, label="median", color="#1f77b4")
     ax.bar(
@@ -77,7 +79,7 @@ def latency_chart(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("seconds per question")
     ax.set_title("Answer latency")
     ax.legend(frameon=False)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def cost_chart(results: dict[str, Any], path: Path) -> Path | None:
@@ -86,7 +88,7 @@ def cost_chart(results: dict[str, Any], path: Path) -> Path | None:
     names = list(results["paths"])
     if not any(results["paths"][p]["cost"]["one_off_s"] for p in names):
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     bottom = [0.0] * len(names)
     for key, label, colour in parts:
         values = [(results["paths"][p]["cost"][key] or 0) / 60 for p in names]
@@ -96,7 +98,7 @@ def cost_chart(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("minutes (once)")
     ax.set_title("One-off cost before the first answer")
     ax.legend(frameon=False)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def update_chart(results: dict[str, Any], path: Path) -> Path | None:
@@ -106,7 +108,7 @@ def update_chart(results: dict[str, Any], path: Path) -> Path | None:
     rows = [(p, r) for p, r in update["paths"].items() if r["new"] or r["old"]]
     if not rows:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     positions = range(len(rows))
 
     def heights(key: str) -> list[float]:
@@ -119,7 +121,7 @@ def update_chart(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel(f"{PRIMARY_LABELS[results['primary_metric']]} (%)")
     ax.set_title("After adding the new documents")
     ax.legend(frameon=False)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def render_charts(results: dict[str, Any], folder: Path) -> dict[str, Path]:

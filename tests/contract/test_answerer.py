@@ -127,6 +127,7 @@ class Recording:
     def __init__(self, inner) -> None:
         self.inner, self.queries, self.prompts = inner, [], []
         self.name = getattr(inner, "name", "recording")
+        self.embedder = getattr(inner, "embedder", None)
 
     def retrieve(self, question: str):
         self.queries.append(question)

@@ -64,11 +64,11 @@ def test_an_uncited_answer_gets_the_source_its_sentences_lean_on_without_a_model
 ) -> None:
     pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
     monkeypatch.setattr(pipeline.generator, "continuation_logprobs", None)  # attribution never scores
-    passages, sources = returned(pipeline._retrieve(QUESTION))
+    passages, sources, _ = returned(pipeline._retrieve(QUESTION))
     text = "A non-resident library card costs $45 per year."
     card = next(s.number for s in sources if "$45" in s.text)
     draft = settle(QUESTION, text, sources, held=False)
-    verdict, marker = returned(pipeline._cite(QUESTION, passages, sources, draft))
+    verdict, marker = returned(pipeline._cite(QUESTION, passages, sources, draft, matched=True))
     assert marker == f" [{card}]" and verdict.citation == "chosen" and verdict.cited == [card]
     assert verdict.support == "supported" and verdict.supports[0] == card
     (sentence,) = verdict.sentences
@@ -92,11 +92,11 @@ def test_a_remote_server_that_is_down_while_citing_is_an_error(
     (tmp_path / "key").write_text(KEY)
     down = ServedRagtune(f"http://127.0.0.1:{free_port()}", tmp_path / "key", tmp_path, tiny_lm_path).llm()
     remote = RagAnswerer(pipeline.config, pipeline.retriever, OpenAILM(down, RemoteServer(down), ["base"]).generator())
-    passages, sources = returned(pipeline._retrieve(QUESTION))
+    passages, sources, _ = returned(pipeline._retrieve(QUESTION))
     assert len(passages) > 1
     draft = settle(QUESTION, "It costs forty dollars.", sources, held=False)  # uncited: which source to cite?
     with pytest.raises(RemoteModelError, match="start the server|is the server up"):
-        list(remote._cite(QUESTION, passages, sources, draft))  # not left silently uncited
+        list(remote._cite(QUESTION, passages, sources, draft, matched=True))  # not left silently uncited
 
 
 def returned(steps):
@@ -189,3 +189,34 @@ def test_eval_scores_unanswerable_questions_as_refusals(
     assert main(["eval", "--questions", str(unanswerable), "--docs", str(docs), "--json", *tiny]) == 0
     flagged = json.loads(capsys.readouterr().out)["metrics"]
     assert flagged["refusals"] + flagged["flagged"] == n and flagged["refusal_recall"]["mean"] == 1.0
+
+
+def test_passages_with_no_sentence_close_to_the_question_make_an_answer_unsupported(
+    docs: Path, tiny_config, embedder, monkeypatch
+) -> None:
+    from rag.question_match import closest_sentence
+
+    pipeline = pipeline_for(tiny_config, embedder, docs, refuse=False)
+    _, sources, vector = returned(pipeline._retrieve(QUESTION))
+    texts = [s.text for s in sources]
+    # The card's price sentence is close to the question; a passage about something else is not.
+    assert closest_sentence(embedder, vector, texts) > 0.6
+    assert closest_sentence(embedder, vector, ["The book club meets on Thursdays at 19:00."]) < 0.45
+    assert closest_sentence(embedder, vector, []) == -1.0
+    # The same words found in the sources: supported when a sentence comes close enough, not otherwise.
+    text = "A non-resident library card costs $45 per year."
+    assert settle(QUESTION, text, sources, held=False).support == "supported"
+    assert settle(QUESTION, text, sources, held=False, matched=False).support == "unsupported"
+    assert settle(QUESTION, text, sources, held=True, matched=False).refused  # rag.refuse_unsupported withholds it
+    # Through the answerer: a floor no sentence reaches flags the answer (shown, not withheld); at 0 the check is
+    # off and the sources' sentences are never embedded (retrieval's one encode of the question only).
+    calls = []
+    encode = embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda texts: calls.append(len(texts)) or encode(texts))
+    for floor, encodes in ((0.99, 2), (0.0, 1)):
+        calls.clear()
+        config = replace(pipeline.config, rag=replace(pipeline.config.rag, question_match=floor))
+        answer = collect(QUESTION, RagAnswerer(config, pipeline.retriever, pipeline.generator).events(QUESTION))
+        assert len(calls) == encodes and not answer.refused
+        if floor:
+            assert answer.support == "unsupported" and calls[1] >= len(sources)  # every sentence of the sources
