@@ -16,7 +16,7 @@ from collections.abc import Generator as Steps
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from models.answer import (
     Answer,
@@ -52,6 +52,9 @@ from rag.prompt import (
 )
 from rag.question_match import closest_sentence
 from rag.retrieve import Retriever
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE, matched: bool = True) -> Verdict:
@@ -147,7 +150,7 @@ class RagAnswerer:
         yield Timings({"rewrite_s": time.perf_counter() - rewriting})
         return query
 
-    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source], Any]]:
+    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source], np.ndarray | None]]:
         """The passages that fit rag.max_context_tokens, best first, their sources (announced as events) and the
         query's vector."""
         retrieval = self.retriever.retrieve(query)
@@ -158,7 +161,7 @@ class RagAnswerer:
         yield Timings(dict(retrieval.timings))
         return passages, sources, retrieval.vector
 
-    def _matched(self, vector: Any, sources: list[Source]) -> bool:
+    def _matched(self, vector: np.ndarray | None, sources: list[Source]) -> bool:
         """Whether a sentence of the sources comes within rag.question_match of the query (0: not checked)."""
         floor = self.config.rag.question_match
         if floor <= 0 or vector is None:
