@@ -66,9 +66,6 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
     def together(row: dict[str, Any]) -> str:
         return "\n".join(s["text"] for s in row["sources"])
 
-    def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
-        return [(s["number"], s["text"]) for s in row["sources"]]
-
     def sentence_rule(share: float, echo: bool, accept: tuple[str, ...]) -> Check:
         def check(row: dict[str, Any]) -> bool:
             found = attribute(row["text"], passages(row), row["question"], NOT_FOUND, Rule(share, echo))
@@ -137,15 +134,16 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
 
 def lm_rules() -> dict[str, Check]:
     """The default LM's evidence: how much the passages raise the answer's likelihood per token (pointwise mutual
-    information), its mean log-probability with them, and the judge prompt's yes-over-no margin."""
+    information), its mean log-probability with them, and the judge prompt's yes-over-no margin; alone and on top
+    of the shipped rule (the question covered, the closest sentence, per sentence)."""
     from rag.attribution import UNSUPPORTED, attribute, covers, verdict
     from rag.prompt import NOT_FOUND
+    from rag.question_match import DEFAULT_FLOOR
 
-    def lexical(row: dict[str, Any]) -> bool:  # the shipped question check and sentence rule
-        found = attribute(row["text"], [(s["number"], s["text"]) for s in row["sources"]], row["question"], NOT_FOUND)
-        return verdict(found, covers(row["question"], [(s["number"], s["text"]) for s in row["sources"]])) != (
-            UNSUPPORTED
-        )
+    def shipped(row: dict[str, Any]) -> bool:
+        found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
+        covered = matches(row, DEFAULT_FLOOR) and covers(row["question"], passages(row))
+        return verdict(found, covered) != UNSUPPORTED
 
     def signal(row: dict[str, Any], name: str) -> float:
         lm = row.get("lm")
@@ -159,11 +157,12 @@ def lm_rules() -> dict[str, Check]:
         }[name]
 
     rules: dict[str, Check] = {}
-    for name, floors in (("pmi", (0.5, 1.0, 1.5)), ("mean", (-0.4, -0.3, -0.2)), ("judge", (-0.5, -0.25, 0.0))):
-        for floor in floors:
+    floors = {"pmi": (0.5, 1.0, 1.5), "mean": (-0.6, -0.5, -0.4, -0.3), "judge": (-0.5, -0.25, 0.0)}
+    for name, levels in floors.items():
+        for floor in levels:
             rules[f"LM {name} >= {floor}"] = lambda r, n=name, f=floor: signal(r, n) >= f
-            rules[f"LM {name} >= {floor}, with the question check"] = lambda r, n=name, f=floor: (
-                signal(r, n) >= f and lexical(r)
+            rules[f"LM {name} >= {floor}, with the shipped rule"] = lambda r, n=name, f=floor: (
+                signal(r, n) >= f and shipped(r)
             )
     return rules
 
@@ -184,6 +183,11 @@ def with_features(rows: list[dict[str, Any]], signals: Path | None) -> list[dict
         closest = closest_sentence(embedder, vector, [s["text"] for s in row["sources"]])
         out.append({**row, "closest": closest, **({"lm": weighed[row["id"]]} if row["id"] in weighed else {})})
     return out
+
+
+def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
+    """A draft's retrieved passages as (number, text), as the answerer's checks take them."""
+    return [(s["number"], s["text"]) for s in row["sources"]]
 
 
 def matches(row: dict[str, Any], floor: float) -> bool:
@@ -227,8 +231,7 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         sources = row["sources"]
         evidence = {s["number"] for s in sources if s["path"] == row["doc"] and contains(s["text"], row["answers"])}
-        passages = [(s["number"], s["text"]) for s in row["sources"]]
-        found = attribute(row["text"], passages, row["question"], NOT_FOUND)  # the shipped rule, as answering uses
+        found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)  # the shipped rule, as answering uses
         chosen = next(iter(supporting_sources(found)), next((a.source for a in found if a.source), marks[-1]))
         likelihood.append(float(marks[-1] in evidence))
         attribution.append(float(chosen in evidence))
@@ -244,8 +247,7 @@ def curve(rows: list[dict[str, Any]], path: Path) -> None:
     from ragtune.compare.charts import new_figure, save_figure
 
     def shown(row: dict[str, Any], floor: float) -> bool:
-        passages = [(s["number"], s["text"]) for s in row["sources"]]
-        found = attribute(row["text"], passages, row["question"], NOT_FOUND)
+        found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
         return verdict(found, row["closest"] >= floor and covers(row["question"], passages)) != UNSUPPORTED
 
     plt, fig, ax = new_figure()

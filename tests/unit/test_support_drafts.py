@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.support_checks import DraftsError, measure, read_drafts
+from bench.support_checks import DraftsError, lm_rules, measure, read_drafts
 
 ROW = {
     "id": "q1",
@@ -49,3 +49,19 @@ def test_good_drafts_are_measured(tmp_path: Path) -> None:
     found = measure(rows, lambda row: True)  # nothing flagged: no false refusal, nothing refused
     assert found["false_refusal"]["mean"] == 0.0 and found["refusal_recall"]["mean"] == 0.0
     assert found["answer_contained"]["mean"] == 1.0
+
+
+def test_the_lm_rules_read_the_signals_and_the_shipped_rule() -> None:
+    likely = {**ROW, "closest": 0.9, "lm": {"tokens": 4, "context": -0.8, "empty": -8.0, "yes": -0.1, "no": -2.0}}
+    unlikely = {**likely, "lm": {**likely["lm"], "context": -4.0}}  # mean -1.0 per token
+    far = {**likely, "closest": 0.2}  # no retrieved sentence near the question: the shipped rule flags it
+    refused = {**ROW, "refused": True, "text": "I could not find the answer in the documents."}  # nothing weighed
+    rules = lm_rules()
+    alone, shipped = rules["LM mean >= -0.4"], rules["LM mean >= -0.4, with the shipped rule"]
+    assert alone(likely) and shipped(likely)
+    assert not alone(unlikely) and not shipped(unlikely)
+    assert alone(far) and not shipped(far)
+    assert rules["LM pmi >= 1.5"](likely) and not rules["LM judge >= 0.0"](
+        {**likely, "lm": {**likely["lm"], "yes": -3.0}}
+    )
+    assert rules["LM pmi >= 1.5"](refused)  # the model's own refusal counts as refused by `measure`, not here
