@@ -111,14 +111,8 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
     for floor in (0.4, 0.43, 0.45, 0.47, 0.5):
         rules[f"closest sentence >= {floor:.2f} (no sentence check)"] = partial(matches, floor=floor)
         for question_share in (0.3, 0.4):
-
-            def matched_rule(row: dict[str, Any], floor: float = floor, share: float = question_share) -> bool:
-                found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
-                covered = matches(row, floor) and covers(row["question"], passages(row), share)
-                return verdict(found, covered) != UNSUPPORTED
-
             name = f"question covered (share {question_share:.1f}), closest sentence >= {floor:.2f}, shown if partly"
-            rules[name] = matched_rule
+            rules[name] = partial(shipped_rule, floor=floor, share=question_share)
     if any("lm" in row for row in rows):
         rules.update(lm_rules())
     # The retrieval's own evidence: a question whose article is not indexed finds only weaker passages.
@@ -136,14 +130,6 @@ def lm_rules() -> dict[str, Check]:
     """The default LM's evidence: how much the passages raise the answer's likelihood per token (pointwise mutual
     information), its mean log-probability with them, and the judge prompt's yes-over-no margin; alone and on top
     of the shipped rule (the question covered, the closest sentence, per sentence)."""
-    from rag.attribution import UNSUPPORTED, attribute, covers, verdict
-    from rag.prompt import NOT_FOUND
-    from rag.question_match import DEFAULT_FLOOR
-
-    def shipped(row: dict[str, Any]) -> bool:
-        found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
-        covered = matches(row, DEFAULT_FLOOR) and covers(row["question"], passages(row))
-        return verdict(found, covered) != UNSUPPORTED
 
     def signal(row: dict[str, Any], name: str) -> float:
         lm = row.get("lm")
@@ -162,7 +148,7 @@ def lm_rules() -> dict[str, Check]:
         for floor in levels:
             rules[f"LM {name} >= {floor}"] = lambda r, n=name, f=floor: signal(r, n) >= f
             rules[f"LM {name} >= {floor}, with the shipped rule"] = lambda r, n=name, f=floor: (
-                signal(r, n) >= f and shipped(r)
+                signal(r, n) >= f and shipped_rule(r)
             )
     return rules
 
@@ -188,6 +174,19 @@ def with_features(rows: list[dict[str, Any]], signals: Path | None) -> list[dict
 def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
     """A draft's retrieved passages as (number, text), as the answerer's checks take them."""
     return [(s["number"], s["text"]) for s in row["sources"]]
+
+
+def shipped_rule(row: dict[str, Any], floor: float | None = None, share: float | None = None) -> bool:
+    """The answerer's rule (rag/pipeline.py), at its defaults unless told: the passages cover the question (a share
+    of its key terms), a sentence of theirs comes within `floor` of it, and some answer sentence is supported."""
+    from rag.attribution import QUESTION_SHARE, UNSUPPORTED, attribute, covers, verdict
+    from rag.prompt import NOT_FOUND
+    from rag.question_match import DEFAULT_FLOOR
+
+    floor = DEFAULT_FLOOR if floor is None else floor
+    share = QUESTION_SHARE if share is None else share
+    found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
+    return verdict(found, matches(row, floor) and covers(row["question"], passages(row), share)) != UNSUPPORTED
 
 
 def matches(row: dict[str, Any], floor: float) -> bool:
@@ -241,20 +240,14 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def curve(rows: list[dict[str, Any]], path: Path) -> None:
     """False refusals against unanswerable questions refused as rag.question_match moves (0.30 to 0.60), the
     shipped question check and sentence rule beside it, dev and test: a PNG, the default marked."""
-    from rag.attribution import UNSUPPORTED, attribute, covers, verdict
-    from rag.prompt import NOT_FOUND
     from rag.question_match import DEFAULT_FLOOR
     from ragtune.compare.charts import new_figure, save_figure
-
-    def shown(row: dict[str, Any], floor: float) -> bool:
-        found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
-        return verdict(found, row["closest"] >= floor and covers(row["question"], passages)) != UNSUPPORTED
 
     plt, fig, ax = new_figure()
     floors = [round(0.30 + 0.01 * i, 2) for i in range(31)]
     for part, colour in (("dev", "#1f77b4"), ("test", "#d62728")):
         part_rows = [r for r in rows if r["part"] == part]
-        points = [measure(part_rows, partial(shown, floor=f)) for f in floors]
+        points = [measure(part_rows, partial(shipped_rule, floor=f)) for f in floors]
         xs = [100 * p["false_refusal"]["mean"] for p in points]
         ys = [100 * p["refusal_recall"]["mean"] for p in points]
         ax.plot(xs, ys, marker=".", color=colour, label=part)

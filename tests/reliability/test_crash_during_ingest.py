@@ -22,6 +22,9 @@ INGEST = (
 )
 
 
+SMALL, BIG = 3, 80  # BIG: several seconds of embedding, so the last kill (2.5 s in) still lands mid-run
+
+
 def write_corpus(folder: Path, files: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(files):
@@ -55,11 +58,11 @@ def wait_for_staging(root: Path, process: subprocess.Popen, timeout: float = 60)
 def test_kill_9_during_ingest_never_breaks_the_index(tmp_path: Path, ragtune_home: Path, embedder) -> None:
     config = load_config()
     small, big = tmp_path / "small", tmp_path / "big"
-    write_corpus(small, 3)
+    write_corpus(small, SMALL)
     first = ingest([small], config, embedder, progress=False)
     root = index_dir(config)
     expect = expectation(config, embedder.dim)
-    write_corpus(big, 150)
+    write_corpus(big, BIG)
     outcomes = []
     for delay in (0.0, 0.4, 1.2, 2.5):
         process = start_ingest(big, ragtune_home)
@@ -74,7 +77,7 @@ def test_kill_9_during_ingest_never_breaks_the_index(tmp_path: Path, ragtune_hom
     final = ingest([big], config, embedder, progress=False)
     assert final.generation is not None and not list(root.glob(".gen.*.partial"))
     snapshot = open_snapshot(root, expect)
-    assert snapshot.index.count == final.total_chunks and len(snapshot.store.documents()) == 153
+    assert snapshot.index.count == final.total_chunks and len(snapshot.store.documents()) == SMALL + BIG
     assert current_generation(root) == final.generation
     # After each kill the index held exactly the old generation or the complete new one.
     assert set(outcomes) <= {first.total_chunks, final.total_chunks}, outcomes

@@ -173,7 +173,7 @@ def post_quietly(http: httpx.Client, name: str, data: bytes) -> None:
 def test_kill_9_during_an_ingest_requeues_the_document(
     tiny_lm_path: Path, ragtune_home: Path, tmp_path: Path, embedder
 ) -> None:
-    first, second = corpus(40, 1), corpus(5000, 2)
+    first, second = corpus(40, 1), corpus(2000, 2)  # a few seconds of indexing: killed half a second in
     with server(tiny_lm_path, ragtune_home, tmp_path / "server.log") as (process, http):
         assert http.post("/v1/library", files={"file": ("first.txt", first)}).status_code == 200
         wait_until(lambda: states(http).get("first.txt") == "indexed")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.support_checks import DraftsError, lm_rules, measure, read_drafts
+from bench.support_checks import DraftsError, curve, lm_rules, measure, read_drafts, shipped_rule
 
 ROW = {
     "id": "q1",
@@ -65,3 +65,14 @@ def test_the_lm_rules_read_the_signals_and_the_shipped_rule() -> None:
         {**likely, "lm": {**likely["lm"], "yes": -3.0}}
     )
     assert rules["LM pmi >= 1.5"](refused)  # the model's own refusal counts as refused by `measure`, not here
+
+
+def test_the_shipped_rule_and_its_curve(tmp_path: Path) -> None:
+    near = {**ROW, "closest": 0.9}
+    off_topic = {**near, "question": "When did Edison die?"}  # the passage does not cover the question
+    assert shipped_rule(near) and not shipped_rule({**near, "closest": 0.2}) and not shipped_rule(off_topic)
+    assert not shipped_rule(near, floor=0.95)
+    unanswerable = {**near, "id": "q2", "kind": "unanswerable", "answers": [], "closest": 0.5}
+    rows = [{**r, "part": part} for part in ("dev", "test") for r in (near, unanswerable)]
+    curve(rows, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
