@@ -1,6 +1,7 @@
 """configs/accelerate/ as shipped, run for real with two processes on CPU (gloo): DDP trains one adapter; under
 DeepSpeed ZeRO-2/3, FSDP and DDP a run interrupted right after a checkpoint and resumed ends with the very
-adapter an uninterrupted run ends with (ZeRO-2's measured against DDP's, to float rounding), and a checkpoint written under one strategy resumes under another.
+adapter an uninterrupted run ends with (ZeRO-2's measured against DDP's, to float rounding), and a checkpoint
+written under one strategy resumes under another.
 
 accelerate turns FSDP on only over GPUs, so the FSDP runs use tests/integration/fsdp_worker.py under torchrun:
 FSDP2 applied as fsdp.yaml asks, driving the trainer's model, optimizer, data order and checkpoint code.
