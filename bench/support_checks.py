@@ -161,8 +161,8 @@ def with_features(rows: list[dict[str, Any]], signals: Path | None) -> list[dict
     from models.embedders import build_embedder
     from rag.question_match import closest_sentence
 
+    weighed = read_signals(signals) if signals else {}  # first: a bad file fails before the embedder loads
     embedder = build_embedder(load_config(None, []).embedder)
-    weighed = read_signals(signals) if signals else {}
     out = []
     for row in rows:
         vector = embedder.encode([row["question"]])[0]
@@ -185,8 +185,9 @@ def shipped_rule(row: dict[str, Any], floor: float | None = None, share: float |
 
     floor = DEFAULT_FLOOR if floor is None else floor
     share = QUESTION_SHARE if share is None else share
-    found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
-    return verdict(found, matches(row, floor) and covers(row["question"], passages(row), share)) != UNSUPPORTED
+    retrieved = passages(row)
+    found = attribute(row["text"], retrieved, row["question"], NOT_FOUND)
+    return verdict(found, matches(row, floor) and covers(row["question"], retrieved, share)) != UNSUPPORTED
 
 
 def matches(row: dict[str, Any], floor: float) -> bool:
