@@ -59,7 +59,7 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
     """The rules measured: the first whole-answer check, per-sentence attribution at several settings, the
     question's coverage, the closest retrieved sentence, and (with bench/support_signals.py's file) the LM's
     own evidence. `rows` carry the features (`closest`, `lm`) that `with_features` added."""
-    from rag.attribution import PARTLY, SUPPORTED, UNSUPPORTED, Rule, attribute, covers, verdict
+    from rag.attribution import PARTLY, SUPPORTED, UNSUPPORTED, Rule, attribute, verdict
     from rag.grounding import check_support
     from rag.prompt import NOT_FOUND
 
@@ -85,13 +85,14 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
             for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
                 name = f"per sentence, share {share:.1f}, echo {'on' if echo else 'off'}, shown if {label}"
                 rules[name] = sentence_rule(share, echo, accept)
-    # The question checked too: the passages must hold its names and numbers and a share of its key terms.
+    # The question checked too: the passages must hold its names and numbers and a share of its key terms (as first
+    # measured: spelled numbers required, names matched exactly).
     for question_share in (0.3, 0.4, 0.5):
         for accept, label in (((SUPPORTED,), "supported"), ((SUPPORTED, PARTLY), "supported or partly")):
 
             def covered_rule(row: dict[str, Any], share: float = question_share, accept: tuple = accept) -> bool:
                 found = attribute(row["text"], passages(row), row["question"], NOT_FOUND)
-                return verdict(found, covers(row["question"], passages(row), share)) in accept
+                return verdict(found, covered_before(row["question"], passages(row), share)) in accept
 
             name = f"question covered (share {question_share:.1f}) and per sentence, share 0.0, shown if {label}"
             rules[name] = covered_rule
@@ -102,17 +103,20 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Check]:
         def leaned_rule(row: dict[str, Any], leaned: float = leaned) -> bool:
             found, texts = attribute(row["text"], passages(row), row["question"], NOT_FOUND), dict(passages(row))
             leaned_on = {a.source for a in found if a.support in (SUPPORTED, PARTLY) and a.source in texts}
-            alone = any(covers(row["question"], [(n, texts[n])], leaned) for n in leaned_on)
-            return verdict(found, alone and covers(row["question"], passages(row), 0.4)) != UNSUPPORTED
+            alone = any(covered_before(row["question"], [(n, texts[n])], leaned) for n in leaned_on)
+            return verdict(found, alone and covered_before(row["question"], passages(row), 0.4)) != UNSUPPORTED
 
         name = f"question covered (share 0.4), and by the passage leaned on alone ({leaned:.2f}), shown if partly"
         rules[name] = leaned_rule
-    # The passages' closest sentence to the question (rag/question_match.py), alone and with the question check.
+    # The passages' closest sentence to the question, alone and with the question check (the previous default:
+    # share 0.3, 0.45), then rag.question_match's model of both (bench/support_questions.py) at several floors.
     for floor in (0.4, 0.43, 0.45, 0.47, 0.5):
         rules[f"closest sentence >= {floor:.2f} (no sentence check)"] = partial(matches, floor=floor)
         for question_share in (0.3, 0.4):
             name = f"question covered (share {question_share:.1f}), closest sentence >= {floor:.2f}, shown if partly"
-            rules[name] = partial(shipped_rule, floor=floor, share=question_share)
+            rules[name] = partial(threshold_rule, floor=floor, share=question_share)
+    for floor in (0.15, 0.2, 0.25, 0.3, 0.35):
+        rules[f"the question model's chance >= {floor:.2f}, shown if partly"] = partial(shipped_rule, floor=floor)
     if any("lm" in row for row in rows):
         rules.update(lm_rules())
     # The retrieval's own evidence: a question whose article is not indexed finds only weaker passages.
@@ -176,18 +180,37 @@ def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
     return [(s["number"], s["text"]) for s in row["sources"]]
 
 
-def shipped_rule(row: dict[str, Any], floor: float | None = None, share: float | None = None) -> bool:
-    """The answerer's rule (rag/pipeline.py), at its defaults unless told: the passages cover the question (a share
-    of its key terms), a sentence of theirs comes within `floor` of it, and some answer sentence is supported."""
-    from rag.attribution import QUESTION_SHARE, UNSUPPORTED, attribute, covers, verdict
+def shipped_rule(row: dict[str, Any], floor: float | None = None) -> bool:
+    """The answerer's rule (rag/pipeline.py), at its defaults unless told: rag.question_match's model gives the
+    passages at least a `floor` chance of answering the question, and some answer sentence is supported."""
+    from rag.attribution import UNSUPPORTED, attribute, coverage, verdict
     from rag.prompt import NOT_FOUND
-    from rag.question_match import DEFAULT_FLOOR
+    from rag.question_match import DEFAULT_FLOOR, MODEL
 
     floor = DEFAULT_FLOOR if floor is None else floor
-    share = QUESTION_SHARE if share is None else share
+    retrieved = passages(row)
+    chance = MODEL.chance(row["closest"], *coverage(row["question"], retrieved)) if retrieved else 0.0
+    found = attribute(row["text"], retrieved, row["question"], NOT_FOUND)
+    return verdict(found, chance >= floor) != UNSUPPORTED
+
+
+def threshold_rule(row: dict[str, Any], floor: float = 0.45, share: float = 0.3) -> bool:
+    """The previous default: the passages cover the question (a share of its key terms; spelled numbers required,
+    names exact), a sentence of theirs comes within the cosine `floor` of it, and some answer sentence is
+    supported."""
+    from rag.attribution import UNSUPPORTED, attribute, verdict
+    from rag.prompt import NOT_FOUND
+
     retrieved = passages(row)
     found = attribute(row["text"], retrieved, row["question"], NOT_FOUND)
-    return verdict(found, matches(row, floor) and covers(row["question"], retrieved, share)) != UNSUPPORTED
+    return verdict(found, matches(row, floor) and covered_before(row["question"], retrieved, share)) != UNSUPPORTED
+
+
+def covered_before(question: str, retrieved: list[tuple[int, str]], share: float) -> bool:
+    """rag.attribution.covers as first measured: spelled numbers in the question required, names matched exactly."""
+    from rag.attribution import covers
+
+    return covers(question, retrieved, share, spelled=True, alike=1.0)
 
 
 def matches(row: dict[str, Any], floor: float) -> bool:
@@ -238,28 +261,47 @@ def citation_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"likelihood (the drafts' markers)": summary(likelihood), "attribution": summary(attribution)}
 
 
+FLOORS = [round(0.05 + 0.01 * i, 2) for i in range(56)]  # the rag.question_match values a trade-off curve walks
+
+
 def curve(rows: list[dict[str, Any]], path: Path) -> None:
-    """False refusals against unanswerable questions refused as rag.question_match moves (0.30 to 0.60), the
-    shipped question check and sentence rule beside it, dev and test: a PNG, the default marked."""
+    """False refusals against unanswerable questions refused as rag.question_match moves (0.05 to 0.60), the
+    shipped sentence rule beside it, dev and test: a PNG, the default marked."""
+    points = {}
+    for part in ("dev", "test"):
+        found = [measure([r for r in rows if r["part"] == part], partial(shipped_rule, floor=f)) for f in FLOORS]
+        points[part] = [(100 * p["false_refusal"]["mean"], 100 * p["refusal_recall"]["mean"]) for p in found]
+    draw_trade_off(
+        points, {}, "flagged or refused", "rag.question_match from 0.05 to 0.60 (circled: the default)", path
+    )
+
+
+def draw_trade_off(
+    points: dict[str, list[tuple[float, float]]],
+    previous: dict[str, tuple[float, float]],
+    what: str,
+    title: str,
+    path: Path,
+) -> None:
+    """Per part, (answerable %, unanswerable %) `what` at each of FLOORS, the default circled and a `previous`
+    rule's point crossed, the 5% / 80% aims dotted: a PNG."""
     from rag.question_match import DEFAULT_FLOOR
     from ragtune.compare.charts import new_figure, save_figure
 
     plt, fig, ax = new_figure()
-    floors = [round(0.30 + 0.01 * i, 2) for i in range(31)]
     for part, colour in (("dev", "#1f77b4"), ("test", "#d62728")):
-        part_rows = [r for r in rows if r["part"] == part]
-        points = [measure(part_rows, partial(shipped_rule, floor=f)) for f in floors]
-        xs = [100 * p["false_refusal"]["mean"] for p in points]
-        ys = [100 * p["refusal_recall"]["mean"] for p in points]
+        xs, ys = zip(*points[part])
         ax.plot(xs, ys, marker=".", color=colour, label=part)
-        chosen = floors.index(DEFAULT_FLOOR)
+        chosen = FLOORS.index(DEFAULT_FLOOR)
         ax.annotate(f"{DEFAULT_FLOOR}", (xs[chosen], ys[chosen]), textcoords="offset points", xytext=(6, -10))
         ax.plot([xs[chosen]], [ys[chosen]], marker="o", color=colour, markersize=8, fillstyle="none")
+        if part in previous:
+            ax.plot(*([value] for value in previous[part]), marker="x", color=colour)
     ax.axvline(5, color="#8c8c8c", linestyle=":", linewidth=1)
     ax.axhline(80, color="#8c8c8c", linestyle=":", linewidth=1)
-    ax.set_xlabel("answerable questions flagged or refused (%)")
-    ax.set_ylabel("unanswerable questions flagged or refused (%)")
-    ax.set_title("rag.question_match from 0.30 to 0.60 (circled: the default)", fontsize=10)
+    ax.set_xlabel(f"answerable questions {what} (%)")
+    ax.set_ylabel(f"unanswerable questions {what} (%)")
+    ax.set_title(title, fontsize=10)
     ax.legend(frameon=False)
     save_figure(plt, fig, path)
 

@@ -83,11 +83,8 @@ def interleaved(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for turn in zip_longest(*groups.values()) for row in turn if row is not None]
 
 
-def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str], prompt: str = "shipped") -> None:
-    """Answer every row not yet in its drafts file (out/drafts.jsonl for the shipped prompt, else
-    out/drafts-PROMPT.jsonl) with the rag path, nothing withheld (resumable)."""
-    import rag.prompt
-    from models.answer import collect
+def rag_answerer(out: Path, overrides: list[str]) -> Any:
+    """The rag answerer over out/corpus, indexed under out/home (an index already there is brought up to date)."""
     from models.config import load_config
     from models.embedders import build_embedder
     from rag.ingest import ingest
@@ -95,13 +92,22 @@ def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str], prom
 
     quiet_libraries()
     os.environ["RAGTUNE_HOME"] = str(out / "home")
-    # Nothing withheld, so every draft can be judged; the model's own likelihood picks the citation, so its
-    # choices can be held against attribution's on the same drafts.
-    config = load_config(None, ["rag.refuse_unsupported=false", "rag.citation=likelihood", *overrides])
+    config = load_config(None, overrides)
     embedder = build_embedder(config.embedder)
     summary = ingest([out / "corpus"], config, embedder, progress=False)
     say(f"index: {summary.line()}")
-    answerer = build_answerer(replace(config, mode="rag"), embedder=embedder, progress=False)
+    return build_answerer(replace(config, mode="rag"), embedder=embedder, progress=False)
+
+
+def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str], prompt: str = "shipped") -> None:
+    """Answer every row not yet in its drafts file (out/drafts.jsonl for the shipped prompt, else
+    out/drafts-PROMPT.jsonl) with the rag path, nothing withheld (resumable)."""
+    import rag.prompt
+    from models.answer import collect
+
+    # Nothing withheld, so every draft can be judged; the model's own likelihood picks the citation, so its
+    # choices can be held against attribution's on the same drafts.
+    answerer = rag_answerer(out, ["rag.refuse_unsupported=false", "rag.citation=likelihood", *overrides])
     # The variant replaces the system prompt build_messages reads, for this process only.
     rag.prompt.SYSTEM_PROMPT = prompt_variants()[prompt]
     done_path = out / ("drafts.jsonl" if prompt == "shipped" else f"drafts-{prompt}.jsonl")
@@ -130,8 +136,10 @@ def answer_all(rows: list[dict[str, Any]], out: Path, overrides: list[str], prom
                 say(f"answered {n}/{len(todo)} ({rate:.1f} s each)")
 
 
-def build(out: Path, per_class: int, distractors: int, seed: int, overrides: list[str], prompt: str) -> None:
-    questions = [json.loads(line) for line in (SQUAD / "questions.jsonl").read_text().splitlines()]
+def prepare(out: Path, per_class: int, distractors: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The split (out/split.json), its questions' sample (out/questions.jsonl) and the corpus to index (out/corpus):
+    the split and the sample, as written."""
+    questions = read_questions()
     docs = sorted(p.name for p in (SQUAD / "docs").glob("*.txt"))
     split = split_articles(questions, docs, seed, distractors)
     rows = calibration_questions(questions, split, per_class, seed)
@@ -142,6 +150,15 @@ def build(out: Path, per_class: int, distractors: int, seed: int, overrides: lis
             shutil.copyfile(SQUAD / "docs" / name, corpus / name)
     (out / "split.json").write_text(json.dumps(split, indent=2))
     (out / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return split, rows
+
+
+def read_questions() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (SQUAD / "questions.jsonl").read_text().splitlines()]
+
+
+def build(out: Path, per_class: int, distractors: int, seed: int, overrides: list[str], prompt: str) -> None:
+    split, rows = prepare(out, per_class, distractors, seed)
     counts = {(r["kind"], r["part"]): 0 for r in rows}
     for r in rows:
         counts[(r["kind"], r["part"])] += 1

@@ -78,10 +78,11 @@ def _number(token: str) -> str:
     return re.sub(r"\.0+$", "", token)
 
 
-def answer_terms(answer: str, ignore: str = "") -> Terms:
+def answer_terms(answer: str, ignore: str = "", spelled: bool = True) -> Terms:
     """Numbers, names (capitalised words not opening a sentence) and key words of `answer`.
 
-    Sentences equal to `ignore` (the refusal sentence) are dropped first.
+    Sentences equal to `ignore` (the refusal sentence) are dropped first. With `spelled` false, spelled numbers
+    are left out: in a question ("What are two examples of ...?") they count what is asked for, not a fact to find.
     """
     text = strip_citations(answer)
     if ignore:
@@ -95,7 +96,8 @@ def answer_terms(answer: str, ignore: str = "") -> Terms:
         if token[0].isdigit():
             numbers.add(_number(token))
         elif token.lower() in _SPELLED:
-            numbers.add(_SPELLED[token.lower()])
+            if spelled:
+                numbers.add(_SPELLED[token.lower()])
         elif token.lower() in _STOP or len(token) < 3:
             continue
         elif token[0].isupper() and not sentence_start:

@@ -50,8 +50,8 @@ from rag.prompt import (
     is_refusal,
     passage_tokens,
 )
-from rag.question_match import closest_sentence
-from rag.retrieve import Retriever
+from rag.question_match import answerable_chance
+from rag.retrieve import Retrieval, Retriever
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,13 +60,12 @@ if TYPE_CHECKING:
 def check(question: str, text: str, sources: list[Source], rule: Rule = DEFAULT_RULE, matched: bool = True) -> Verdict:
     """The citations and support of an answer that is not a refusal: markers naming a retrieved source, each
     sentence's supporting source and span, the sources supporting any sentence, and the answer's verdict
-    (unsupported too where the sources do not cover the question: rag.attribution.covers, or where no
-    sentence of theirs comes close to it, `matched` false: rag.question_match)."""
+    (unsupported too where the sources do not answer the question at all, `matched` false: rag.question_match)."""
     numbers = {s.number for s in sources}
     cited = [n for n in cited_numbers(text) if n in numbers]
     passages = [(s.number, s.text) for s in sources]
     found = attribute(text, passages, question, NOT_FOUND, rule)
-    support = verdict(found, matched and covers(question, passages))
+    support = verdict(found, matched)
     return Verdict(
         text, False, cited, supporting_sources(found), support == SUPPORTED, support=support, sentences=found
     )
@@ -125,7 +124,7 @@ class RagAnswerer:
         stream = self.generator.stream(messages, params or sampling_params(self.config))
         text = yield from generated(stream, started, shown=not held)
         checking = time.perf_counter()
-        matched = is_refusal(text) or self._matched(vector, sources)  # after the stream: no wait for a token
+        matched = is_refusal(text) or self._matched(question, vector, sources)  # after the stream: no wait for a token
         verdict = settle(question, text, sources, held, self.rule, matched)
         citing = time.perf_counter()
         verdict, marker = yield from self._cite(question, passages, sources, verdict, matched)
@@ -150,23 +149,30 @@ class RagAnswerer:
         yield Timings({"rewrite_s": time.perf_counter() - rewriting})
         return query
 
-    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source], np.ndarray | None]]:
-        """The passages that fit rag.max_context_tokens, best first, their sources (announced as events) and the
-        query's vector."""
+    def retrieved(self, query: str) -> tuple[list[Passage], list[Source], Retrieval]:
+        """The passages that fit rag.max_context_tokens, best first, their sources, and the retrieval they came
+        from (its timings and the query's vector): what an answer to `query` is written from and checked on."""
         retrieval = self.retriever.retrieve(query)
         passages = [Passage(s.number, _label(s), s.text) for s in retrieval.sources]
         passages = fit_passages(passages, self.config.rag.max_context_tokens, self.generator.count_tokens)
-        sources = retrieval.sources[: len(passages)]
+        return passages, retrieval.sources[: len(passages)], retrieval
+
+    def _retrieve(self, query: str) -> Steps[AnswerEvent, None, tuple[list[Passage], list[Source], np.ndarray | None]]:
+        """`retrieved`, its sources and timings announced as events."""
+        passages, sources, retrieval = self.retrieved(query)
         yield Sources(sources, retrieval.generation, query)
         yield Timings(dict(retrieval.timings))
         return passages, sources, retrieval.vector
 
-    def _matched(self, vector: np.ndarray | None, sources: list[Source]) -> bool:
-        """Whether a sentence of the sources comes within rag.question_match of the query (0: not checked)."""
+    def _matched(self, question: str, vector: np.ndarray | None, sources: list[Source]) -> bool:
+        """Whether the sources answer the question at all: rag.question_match's model (0: not checked)."""
         floor = self.config.rag.question_match
-        if floor <= 0 or vector is None:
+        if floor <= 0:
             return True
-        return closest_sentence(self.retriever.embedder, vector, [s.text for s in sources]) >= floor
+        texts = [s.text for s in sources]
+        if vector is None:  # no question vector to weigh meanings with: the passages' terms alone
+            return covers(question, list(enumerate(texts, 1)))
+        return answerable_chance(self.retriever.embedder, vector, question, texts) >= floor
 
     def _cite(
         self, question: str, passages: list[Passage], sources: list[Source], verdict: Verdict, matched: bool

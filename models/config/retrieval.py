@@ -147,11 +147,12 @@ class RagConfig:
     # at least one of its terms) a retrieved passage must hold to support it (rag/attribution.py). 0, chosen on
     # a calibration set of real questions: higher shares flag more right answers (docs/trust.md).
     support_share: float = 0.0
-    # An answer is `unsupported` unless some sentence of the retrieved passages has at least this cosine
-    # similarity to the question (rag/question_match.py; the embedder's vectors, one encode of those sentences
-    # after the answer). 0.45, chosen on a calibration set of real questions for the packaged embedder: it
-    # flags answers read from passages about something else; another embedder needs its own value, 0 is off.
-    question_match: float = 0.45  # rag.question_match.DEFAULT_FLOOR
+    # An answer is `unsupported` when the chance that the retrieved passages answer the question at all is below
+    # this (rag/question_match.py: a logistic model of their closest sentence's cosine similarity to the question,
+    # one encode of those sentences after the answer, and the question's names and key terms they hold). 0.25,
+    # chosen on a calibration set of real questions for the packaged embedder; another embedder needs its own
+    # value, 0 is off.
+    question_match: float = 0.25  # rag.question_match.DEFAULT_FLOOR
     # How a follow-up ("when was he born?") becomes the query retrieval searches with (rag/followup.py): "lm"
     # has the answering model rewrite it from the earlier turns (greedy, at most followup_max_tokens; the rules
     # when it fails or says nothing usable), "rules" adds the names of the earlier question after it (no model
@@ -175,7 +176,7 @@ class RagConfig:
         check(
             0 <= self.question_match <= 1,
             "rag.question_match",
-            f"should be in [0, 1] (a cosine similarity; 0 turns the check off), got {self.question_match}",
+            f"should be in [0, 1] (a chance; 0 turns the check off), got {self.question_match}",
         )
         check(-1 <= self.min_score <= 1, "rag.min_score", f"should be in [-1, 1], got {self.min_score}")
         check(self.candidates > 0, "rag.candidates", f"should be positive, got {self.candidates}")

@@ -208,12 +208,15 @@ def test_passages_with_no_sentence_close_to_the_question_make_an_answer_unsuppor
     assert settle(QUESTION, text, sources, held=False).support == "supported"
     assert settle(QUESTION, text, sources, held=False, matched=False).support == "unsupported"
     assert settle(QUESTION, text, sources, held=True, matched=False).refused  # rag.refuse_unsupported withholds it
-    # Through the answerer: a floor no sentence reaches flags the answer (shown, not withheld); at 0 the check is
+    # Without a question vector the passages' terms alone decide (rag.attribution.covers).
+    assert pipeline._matched(QUESTION, None, sources)
+    assert not pipeline._matched("When is the Riverside Branch closed?", None, sources)
+    # Through the answerer: a floor no chance reaches flags the answer (shown, not withheld); at 0 the check is
     # off and the sources' sentences are never embedded (retrieval's one encode of the question only).
     calls = []
     encode = embedder.encode
     monkeypatch.setattr(embedder, "encode", lambda texts: calls.append(len(texts)) or encode(texts))
-    for floor, encodes in ((0.99, 2), (0.0, 1)):
+    for floor, encodes in ((1.0, 2), (0.0, 1)):
         calls.clear()
         config = replace(pipeline.config, rag=replace(pipeline.config.rag, question_match=floor))
         answer = collect(QUESTION, RagAnswerer(config, pipeline.retriever, pipeline.generator).events(QUESTION))

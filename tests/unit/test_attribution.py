@@ -10,6 +10,7 @@ from rag.attribution import (
     UNSUPPORTED,
     Rule,
     attribute,
+    coverage,
     covers,
     sentences,
     supporting_sources,
@@ -88,3 +89,22 @@ def test_a_question_is_covered_by_a_share_of_its_key_terms() -> None:
     general = "How much do non-residents pay for a library card each year, renewal fees and late fines included?"
     assert covers(general, PASSAGES, share=0.4) and not covers(general, PASSAGES, share=0.9)
     assert covers("What is it?", PASSAGES)  # nothing to check in the question
+
+
+def test_a_question_counting_what_it_asks_for_names_no_number() -> None:
+    """ "Name two ..." asks for two things; the passages need not say "two" (they may list them)."""
+    question = "What are two things non-residents pay for at the Eastside Branch?"
+    assert covers(question, PASSAGES)
+    assert not covers(question, PASSAGES, spelled=True)  # as first measured: "two" had to appear
+    assert covers("How much is the card after 45 days?", PASSAGES, share=0.2)  # digits are still required...
+    assert not covers("How much is the card after 46 days?", PASSAGES, share=0.2)  # ...and must be found
+
+
+def test_a_misspelled_name_in_the_question_is_found_spelled_alike() -> None:
+    question = "When is the Eastsid Branch closed?"  # one letter short of the passage's "Eastside"
+    assert covers(question, PASSAGES) and not covers(question, PASSAGES, alike=1.0)
+    assert not covers("When is the Westside Branch closed?", PASSAGES)  # another first letter: another branch
+    assert not covers("When is the Eas Branch closed?", PASSAGES)  # too short to match loosely
+    named, held = coverage("When is the Riverside Branch closed?", PASSAGES)
+    assert not named and held == pytest.approx(2 / 3)  # "branch" and "closed" held, "riverside" not
+    assert coverage("What is it?", PASSAGES) == (True, 1.0)

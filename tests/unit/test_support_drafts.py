@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.support_checks import DraftsError, curve, lm_rules, measure, read_drafts, shipped_rule
+from bench.support_checks import DraftsError, curve, lm_rules, measure, read_drafts, shipped_rule, threshold_rule
 
 ROW = {
     "id": "q1",
@@ -68,11 +68,13 @@ def test_the_lm_rules_read_the_signals_and_the_shipped_rule() -> None:
 
 
 def test_the_shipped_rule_and_its_curve(tmp_path: Path) -> None:
-    near = {**ROW, "closest": 0.9}
-    off_topic = {**near, "question": "When did Edison die?"}  # the passage does not cover the question
+    near = {**ROW, "closest": 0.5}
+    off_topic = {**near, "question": "When did Edison die?"}  # as close in meaning, but none of its terms held
     assert shipped_rule(near) and not shipped_rule({**near, "closest": 0.2}) and not shipped_rule(off_topic)
-    assert not shipped_rule(near, floor=0.95)
-    unanswerable = {**near, "id": "q2", "kind": "unanswerable", "answers": [], "closest": 0.5}
+    assert shipped_rule({**off_topic, "closest": 0.9})  # a sentence that close outweighs the missing terms
+    assert not shipped_rule(near, floor=1.0) and not shipped_rule({**near, "sources": []})
+    assert threshold_rule(near) and not threshold_rule(off_topic) and not threshold_rule({**near, "closest": 0.44})
+    unanswerable = {**near, "id": "q2", "kind": "unanswerable", "answers": [], "closest": 0.45}
     rows = [{**r, "part": part} for part in ("dev", "test") for r in (near, unanswerable)]
     curve(rows, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
