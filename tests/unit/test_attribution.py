@@ -92,7 +92,7 @@ def test_a_question_is_covered_by_a_share_of_its_key_terms() -> None:
 
 
 def test_a_question_counting_what_it_asks_for_names_no_number() -> None:
-    """ "Name two ..." asks for two things; the passages need not say "two" (they may list them)."""
+    """A question's spelled number can count what it asks for ("two things"): the passages need not hold it."""
     question = "What are two things non-residents pay for at the Eastside Branch?"
     assert covers(question, PASSAGES)
     assert not covers(question, PASSAGES, spelled=True)  # as first measured: "two" had to appear
