@@ -183,13 +183,13 @@ def passages(row: dict[str, Any]) -> list[tuple[int, str]]:
 def shipped_rule(row: dict[str, Any], floor: float | None = None) -> bool:
     """The answerer's rule (rag/pipeline.py), at its defaults unless told: rag.question_match's model gives the
     passages at least a `floor` chance of answering the question, and some answer sentence is supported."""
-    from rag.attribution import UNSUPPORTED, attribute, coverage, verdict
+    from rag.attribution import UNSUPPORTED, attribute, verdict
     from rag.prompt import NOT_FOUND
-    from rag.question_match import DEFAULT_FLOOR, MODEL
+    from rag.question_match import DEFAULT_FLOOR, chance_given
 
     floor = DEFAULT_FLOOR if floor is None else floor
     retrieved = passages(row)
-    chance = MODEL.chance(row["closest"], *coverage(row["question"], retrieved)) if retrieved else 0.0
+    chance = chance_given(row["question"], [text for _, text in retrieved], row["closest"])
     found = attribute(row["text"], retrieved, row["question"], NOT_FOUND)
     return verdict(found, chance >= floor) != UNSUPPORTED
 

@@ -190,13 +190,10 @@ def fit_logistic(x: Any, y: Any, l2: float = 1.0, steps: int = 30) -> list[float
     return [float(w[0] - weights @ centre), *map(float, weights)]
 
 
-def choose(flags: Flags, budget: float) -> str:
-    """The family whose choice on all of dev flags the most unanswerable dev questions (each choice flags at most
-    `budget` of the answerable ones): the best threshold rule, or the logistic model with its floor; the rule on
-    a tie."""
-    dev = [row for row in flags.rows if row["part"] == "dev"]
-    rule = flags.best_rule(dev, budget)
-    model, floor = flags.fit(dev, budget)
+def choose(flags: Flags, rule: QuestionRule, model: Any, floor: float) -> str:
+    """The family whose choice on all of dev (each flagging at most the budget of answerable dev questions: the
+    best threshold `rule`, or the `model` fitted with its `floor`) flags the most unanswerable dev questions; the
+    rule on a tie."""
     by_rule, by_model = flags.by_rule(rule, "dev"), flags.by_model(model, floor, "dev")
     return "model" if mean(by_model["unanswerable"]) > mean(by_rule["unanswerable"]) else "rule"
 
@@ -247,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_rows(saved) if args.reuse else retrieve_all(args.out, args.set)
     flags = Flags(rows)
     dev = [r for r in rows if r["part"] == "dev"]
-    chosen = choose(flags, args.budget)
     model, floor = flags.fit(dev, args.budget)
     best_rule = flags.best_rule(dev, args.budget)
+    chosen = choose(flags, best_rule, model, floor)
     say(f"\nchosen on dev within {args.budget:.1%}: the {'logistic model' if chosen == 'model' else 'threshold rule'}")
     say(f"fitted on all dev: {model}, floor {floor:.4f}\nshipped: {MODEL}, rag.question_match {DEFAULT_FLOOR}")
     before = QuestionRule(0.3, 0.45, True, 1.0)

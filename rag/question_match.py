@@ -49,8 +49,15 @@ def answerable_chance(
     """The chance that `texts` answer `question` (its unit `vector` from `embedder`); 0 with no text."""
     if not texts:
         return 0.0
+    return chance_given(question, texts, closest_sentence(embedder, vector, texts), model)
+
+
+def chance_given(question: str, texts: list[str], closest: float, model: QuestionModel = MODEL) -> float:
+    """The same chance with the closest sentence's similarity already worked out (0 with no text)."""
+    if not texts:
+        return 0.0
     named, held = coverage(question, list(enumerate(texts, 1)))
-    return model.chance(closest_sentence(embedder, vector, texts), named, held)
+    return model.chance(closest, named, held)
 
 
 def passage_sentences(texts: list[str]) -> list[str]:
