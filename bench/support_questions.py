@@ -20,6 +20,7 @@ shipped in rag/question_match.py is the one fitted on all of dev, printed here.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from itertools import product
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench.common import say, table
+from models.storage import atomic_write_json, atomic_write_text
 from ragtune.compare.metrics import summary
 
 FLOORS = tuple(round(0.40 + 0.01 * i, 2) for i in range(16))
@@ -82,7 +84,7 @@ def retrieve_all(out: Path, overrides: list[str]) -> list[Row]:
         rows.append({**question, "kind": kind, "part": part, "passages": texts, "closest": closest})
         if len(rows) % 100 == 0:
             say(f"retrieved {len(rows)} questions")
-    (out / "questions-retrieved.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "questions-retrieved.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
@@ -218,20 +220,58 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+FIELDS = ("id", "question", "kind", "part", "doc", "passages", "closest")  # what retrieve_all writes per question
+
+
+class RowsError(ValueError):
+    """A saved retrieval file that is not what retrieve_all writes; the message names the file, the line and the fix."""
+
+
 def read_rows(path: Path) -> list[Row]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows retrieve_all saved, each checked (JSON, its fields, a known kind and part), and every kind in both
+    parts: a damaged or partial file is named with its line, and retrieving again (without --reuse) mends it."""
+    again = "run without --reuse to retrieve again"
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RowsError(f"{path}:{number}: not valid JSON ({exc.msg}); {again}") from None
+        missing = [key for key in FIELDS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise RowsError(f"{path}:{number}: missing field(s) {missing}; {again}")
+        if row["kind"] not in ("answerable", "unanswerable") or row["part"] not in ("dev", "test"):
+            raise RowsError(f"{path}:{number}: 'kind' should be answerable or unanswerable and 'part' dev or test")
+        rows.append(row)
+    groups = {(row["kind"], row["part"]) for row in rows}
+    if len(groups) < 4:
+        raise RowsError(f"{path}: needs answerable and unanswerable questions in both dev and test; {again}")
+    return rows
+
+
+def budget_share(text: str) -> float:
+    """--budget: a share of the answerable dev questions, above 0 and below 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"should be a share above 0 and below 1 (0.037 is 3.7%), got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     from bench.support_checks import pct
     from rag.attribution import ALIKE
     from rag.question_match import DEFAULT_FLOOR, MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/support"), help="folder for the set and the index")
-    parser.add_argument("--budget", type=float, default=BUDGET, help="most answerable dev questions flagged (share)")
+    parser.add_argument(
+        "--budget", type=budget_share, default=BUDGET, help="most answerable dev questions flagged (a share in (0, 1))"
+    )
     parser.add_argument("--reuse", action="store_true", help="read out/questions-retrieved.jsonl, do not retrieve")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--curve", type=Path, help="draw rag.question_match's trade-off curve to this PNG")
@@ -241,11 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and not saved.exists():
         say(f"error: {saved} does not exist; run without --reuse first")
         return 2
-    rows = read_rows(saved) if args.reuse else retrieve_all(args.out, args.set)
-    flags = Flags(rows)
-    dev = [r for r in rows if r["part"] == "dev"]
-    model, floor = flags.fit(dev, args.budget)
-    best_rule = flags.best_rule(dev, args.budget)
+    try:
+        rows = read_rows(saved) if args.reuse else retrieve_all(args.out, args.set)
+        flags = Flags(rows)
+        dev = [r for r in rows if r["part"] == "dev"]
+        model, floor = flags.fit(dev, args.budget)
+        best_rule = flags.best_rule(dev, args.budget)
+    except (RowsError, ValueError) as exc:
+        say(f"error: {exc}")
+        return 2
     chosen = choose(flags, best_rule, model, floor)
     say(f"\nchosen on dev within {args.budget:.1%}: the {'logistic model' if chosen == 'model' else 'threshold rule'}")
     say(f"fitted on all dev: {model}, floor {floor:.4f}\nshipped: {MODEL}, rag.question_match {DEFAULT_FLOOR}")
@@ -279,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "question check | dev: answerable flagged | dev: unanswerable flagged | test: answerable | test: unanswerable"
     )
     say(table(header, body))
-    (args.out / "questions-checked.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(args.out / "questions-checked.json", results)
     if args.curve:
         curve(flags, before, args.curve)
     return 0

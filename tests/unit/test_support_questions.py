@@ -4,8 +4,10 @@ made here (no retrieval): the budget is kept, the model is fitted, cross-validat
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
+import pytest
 
 from bench.support_questions import BUDGET, Flags, QuestionRule, choose, fit_logistic, mean
 
@@ -85,3 +87,30 @@ def test_the_benchmark_reads_saved_rows_and_reports_every_check(tmp_path) -> Non
     shipped = next(v for k, v in results["checks"].items() if k.startswith("shipped"))
     assert shipped["test"]["answerable"]["n"] == shipped["test"]["unanswerable"]["n"] == 120
     assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"id": 1\n', r"questions-retrieved.jsonl:1: not valid JSON"),
+        ('{"id": "q1"}\n', r"questions-retrieved.jsonl:1: missing field\(s\) \['question'"),
+        ("", "needs answerable and unanswerable questions in both dev and test"),
+    ],
+)
+def test_a_damaged_saved_file_is_one_line_naming_it(tmp_path, capsys, content: str, message: str) -> None:
+    from bench.support_questions import main
+
+    (tmp_path / "questions-retrieved.jsonl").write_text(content)
+    assert main(["--out", str(tmp_path), "--reuse"]) == 2
+    said = capsys.readouterr()
+    error = (said.out + said.err).strip()
+    assert re.search(message, error) and "run without --reuse" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("budget", ["0", "1.5", "x"])
+def test_a_budget_outside_0_to_1_is_refused_by_name(capsys, budget: str) -> None:
+    from bench.support_questions import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--reuse", "--budget", budget])
+    assert stopped.value.code == 2 and "--budget: should be a share above 0 and below 1" in capsys.readouterr().err
